@@ -1,0 +1,1 @@
+"""Pure geographic maths: bounding boxes, tiles, geocells, distances."""

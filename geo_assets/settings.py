@@ -1,0 +1,69 @@
+"""Project-wide settings: defaults, each overridable by one environment variable.
+
+The data-set size is one setting away: GEO_ASSETS_IMAGES_PER_TILE (and
+GEO_ASSETS_TILE_SIZE for how many tiles the region splits into).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from geo_assets.geo.bbox import UK_REGION, BBox
+from geo_assets.geo.geocells import geocell_key
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+DEFAULT_TILE_SIZE = 2.0
+DEFAULT_IMAGES_PER_TILE = 90
+DEFAULT_GEOCELL_SIZES = ("0.05", "0.1")
+BLUR_VARIANTS = ("unblurred", "blurred")
+
+
+def _env_path(name: str, default: Path) -> Path:
+    value = os.environ.get(name)
+    return Path(value).expanduser().resolve() if value else default.resolve()
+
+
+def _env_float(name: str, default: float) -> float:
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return default
+    try:
+        return float(value)
+    except ValueError as exc:
+        raise ValueError(f"{name} must be a number, got {value!r}") from exc
+
+
+def _env_int(name: str, default: int) -> int:
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return default
+    try:
+        return int(value)
+    except ValueError as exc:
+        raise ValueError(f"{name} must be an integer, got {value!r}") from exc
+
+
+@dataclass(frozen=True)
+class GeoSettings:
+    storage_dir: Path
+    models_dir: Path
+    region: tuple[BBox, ...] = UK_REGION
+    tile_size: float = DEFAULT_TILE_SIZE
+    images_per_tile: int = DEFAULT_IMAGES_PER_TILE
+    geocell_sizes: tuple[str, ...] = DEFAULT_GEOCELL_SIZES
+    extra: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_env(cls) -> "GeoSettings":
+        sizes = os.environ.get("GEO_ASSETS_GEOCELLS")
+        geocells = tuple(geocell_key(s) for s in sizes.split(",") if s.strip()) if sizes else DEFAULT_GEOCELL_SIZES
+        return cls(
+            storage_dir=_env_path("GEO_ASSETS_STORAGE", PROJECT_ROOT / "storage"),
+            models_dir=_env_path("GEO_ASSETS_MODELS", PROJECT_ROOT / "models"),
+            tile_size=_env_float("GEO_ASSETS_TILE_SIZE", DEFAULT_TILE_SIZE),
+            images_per_tile=_env_int("GEO_ASSETS_IMAGES_PER_TILE", DEFAULT_IMAGES_PER_TILE),
+            geocell_sizes=geocells,
+        )

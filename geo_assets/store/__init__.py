@@ -1,0 +1,1 @@
+"""Where data lives on disk: Parquet tables per partition, image files, the DuckDB catalog."""
