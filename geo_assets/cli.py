@@ -1,0 +1,187 @@
+"""`geo-assets`: run the whole graph, serve the synthetic API, predict, manage geocell sizes."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def _cmd_run(args) -> int:
+    from geo_assets.geocell_config import read_geocells
+    from geo_assets.instance import get_instance
+    from geo_assets.pipeline import run_pipeline
+    from geo_assets.settings import GeoSettings
+
+    settings = GeoSettings.from_env()
+    instance = get_instance()
+    from geo_assets.defs.partitions import tile_partitions
+
+    tiles = tile_partitions.get_partition_keys()
+    if args.tiles:
+        tiles = tiles[: args.tiles]
+    geocells = read_geocells(settings.storage_dir)
+    overrides = {"max_epochs": args.max_epochs} if args.max_epochs else None
+    report = run_pipeline(instance, tiles=tiles, geocells=geocells, images_per_tile=args.images_per_tile,
+                          train_overrides=overrides, skip_models=args.skip_models)
+    print(f"done in {report.seconds:.0f}s; {len(report.steps)} runs, {len(report.failed)} failed")
+    report_md = settings.storage_dir / "reports" / "privacy_report.md"
+    if report_md.exists() and not args.skip_models:
+        print(report_md.read_text())
+    if report.failed:
+        print("failed: " + ", ".join(report.failed), file=sys.stderr)
+        return 1
+    return 0
+
+
+def _cmd_serve(args) -> int:
+    from geo_assets.synthetic.server import main as serve_main
+
+    argv = ["--port", str(args.port), "--seed", str(args.seed)]
+    if args.token_env:
+        argv += ["--token-env", args.token_env]
+    return serve_main(argv) or 0
+
+
+def _cmd_geocell(args) -> int:
+    from geo_assets.defs.partitions import GEOCELL_PARTITIONS_NAME
+    from geo_assets.geocell_config import add_geocell, read_geocells, remove_geocell
+    from geo_assets.instance import get_instance
+    from geo_assets.settings import GeoSettings
+
+    storage = GeoSettings.from_env().storage_dir
+    if args.action == "list":
+        instance = get_instance()
+        print("configured:", ", ".join(read_geocells(storage)))
+        print("partitions:", ", ".join(instance.get_dynamic_partitions(GEOCELL_PARTITIONS_NAME)) or "(none)")
+        return 0
+    if args.size is None:
+        print(f"geocell {args.action} needs a SIZE in degrees, e.g. 0.2", file=sys.stderr)
+        return 2
+    try:
+        if args.action == "add":
+            sizes, changed = add_geocell(storage, args.size)
+        else:
+            sizes, changed = remove_geocell(storage, args.size)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"configured geocell sizes: {', '.join(sizes)}" + ("" if changed else " (unchanged)"))
+    instance = get_instance()
+    from geo_assets.geo.geocells import geocell_key
+
+    key = geocell_key(args.size)
+    existing = instance.get_dynamic_partitions(GEOCELL_PARTITIONS_NAME)
+    if args.action == "remove":
+        if key in existing:
+            instance.delete_dynamic_partition(GEOCELL_PARTITIONS_NAME, key)
+            print(f"removed partition {key} (artifacts under models/*/{key} are kept)")
+        return 0
+    if key not in existing:
+        instance.add_dynamic_partitions(GEOCELL_PARTITIONS_NAME, [key])
+        print(f"added partition {key}")
+    if args.no_run:
+        print("not training now: the geocell sensor or automation will pick it up under `dagster dev`")
+        return 0
+    from geo_assets.definitions import MODEL_ASSETS
+    from geo_assets.pipeline import PipelineReport, _materialize
+    from geo_assets.defs.partitions import model_partition_key
+    from geo_assets.defs.resources import default_resources
+    from geo_assets.settings import BLUR_VARIANTS
+
+    report = PipelineReport()
+    for blur in BLUR_VARIANTS:
+        _materialize(f"model {blur}|{key}", MODEL_ASSETS, instance, default_resources(), report, print,
+                     partition_key=model_partition_key(blur, key))
+    return 1 if report.failed else 0
+
+
+def _cmd_predict(args) -> int:
+    from geo_assets.predict_images import PredictionError, predict_images
+
+    try:
+        results = predict_images([Path(p) for p in args.images], models_dir=args.models_dir)
+    except PredictionError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(results, indent=2))
+        return 0
+    for r in results:
+        print(f"{r['image']}")
+        if r.get("error"):
+            print(f"  error: {r['error']}")
+            continue
+        truth = r.get("truth")
+        if truth:
+            print(f"  true location: {truth['lat']:.5f}, {truth['lon']:.5f} ({truth['source']})")
+        for p in r["predictions"]:
+            dist = f", {p['distance_km']:.2f} km off" if p.get("distance_km") is not None else ""
+            print(f"  {p['model']:<16} {p['lat']:.5f}, {p['lon']:.5f}  conf {p['confidence']:.3f}  privacy {p['privacy_score']:.3f}{dist}")
+    return 0 if all(not r.get("error") for r in results) else 1
+
+
+def _cmd_query(args) -> int:
+    from geo_assets.settings import GeoSettings
+    from geo_assets.store.catalog import query_connection
+    from geo_assets.store.layout import StorageLayout
+
+    s = GeoSettings.from_env()
+    with query_connection(StorageLayout(s.storage_dir, s.models_dir)) as con:
+        print(con.sql(args.sql))
+    return 0
+
+
+def _cmd_bench(args) -> int:
+    from geo_assets.bench import main as bench_main
+
+    return bench_main(args.bench_args) or 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="geo-assets", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="materialize the whole asset graph (the main job)")
+    run.add_argument("--images-per-tile", type=int, default=None, help="data-set size (default GEO_ASSETS_IMAGES_PER_TILE or 90)")
+    run.add_argument("--tiles", type=int, default=0, help="only the first N tiles (0: all)")
+    run.add_argument("--max-epochs", type=int, default=0, help="override training epochs")
+    run.add_argument("--skip-models", action="store_true", help="stop after embeddings")
+    run.set_defaults(func=_cmd_run)
+
+    serve = sub.add_parser("serve", help="serve the synthetic UK over the Mapillary API contract on 127.0.0.1")
+    serve.add_argument("--port", type=int, default=8765)
+    serve.add_argument("--seed", type=int, default=0)
+    serve.add_argument("--token-env", default=None, help="require the token held in this environment variable")
+    serve.set_defaults(func=_cmd_serve)
+
+    geocell = sub.add_parser("geocell", help="add, remove or list geocell sizes (model partitions)")
+    geocell.add_argument("action", choices=["add", "remove", "list"])
+    geocell.add_argument("size", nargs="?", help="size in degrees, e.g. 0.2")
+    geocell.add_argument("--no-run", action="store_true", help="only add the partition; do not train now")
+    geocell.set_defaults(func=_cmd_geocell)
+
+    predict = sub.add_parser("predict", help="ask every trained model where images are")
+    predict.add_argument("images", nargs="+")
+    predict.add_argument("--models-dir", default=None)
+    predict.add_argument("--json", action="store_true")
+    predict.set_defaults(func=_cmd_predict)
+
+    query = sub.add_parser("query", help="run SQL over the tables (DuckDB)")
+    query.add_argument("sql")
+    query.set_defaults(func=_cmd_query)
+
+    bench = sub.add_parser("bench", help="stage throughput and incremental-cost benchmark")
+    bench.add_argument("bench_args", nargs=argparse.REMAINDER)
+    bench.set_defaults(func=_cmd_bench)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,117 @@
+"""`raw_images`: street images per tile, pulled incrementally from a Mapillary-compatible API."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+
+import dagster as dg
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from geo_assets.defs.metadata import counts_md, data_version_of, preview_md
+from geo_assets.defs.partitions import SETTINGS, tile_partitions
+from geo_assets.defs.resources import ImageSourceResource, StorageResource
+from geo_assets.geo.bbox import in_region
+from geo_assets.geo.tiles import Tile
+from geo_assets.ingest.pull import RAW_IMAGES_SCHEMA, RAW_REJECTS_SCHEMA, pull_tile
+from geo_assets.store.parquet import read_table, write_table
+
+
+class PullConfig(dg.Config):
+    images_per_tile: int = SETTINGS.images_per_tile
+    """Target number of stored images per tile: the data-set size setting."""
+    max_new_per_run: int = 0
+    """Cap on images added by one run (0: up to images_per_tile)."""
+
+
+def _cursor(images: pa.Table, rejects: pa.Table) -> int | None:
+    values = [v for v in (pc.max(images["captured_at"]).as_py() if images.num_rows else None,
+                          pc.max(rejects["captured_at"]).as_py() if rejects.num_rows else None) if v is not None]
+    return max(values) if values else None
+
+
+@dg.asset(
+    partitions_def=tile_partitions,
+    code_version="raw_images-v1",
+    group_name="ingest",
+    kinds={"python", "parquet"},
+    check_specs=[
+        dg.AssetCheckSpec("unique_image_ids", asset="raw_images", description="no image id or sha256 stored twice"),
+        dg.AssetCheckSpec("coordinates_in_region", asset="raw_images", description="every image lies in its tile and the region"),
+    ],
+)
+def raw_images(
+    context: dg.AssetExecutionContext, config: PullConfig, storage: StorageResource, image_source: ImageSourceResource
+):
+    """Images of one tile: only ids never seen are fetched (cursor = newest captured_at
+    stored), validated, and appended; rejected items are kept with their reason."""
+    tile = Tile.from_key(context.partition_key)
+    layout = storage.layout()
+    images_path = layout.table_path("raw_images", tile.key)
+    rejects_path = layout.table_path("raw_rejects", tile.key)
+    images = read_table(images_path, RAW_IMAGES_SCHEMA)
+    rejects = read_table(rejects_path, RAW_REJECTS_SCHEMA)
+
+    wanted = max(0, config.images_per_tile - images.num_rows)
+    if config.max_new_per_run > 0:
+        wanted = min(wanted, config.max_new_per_run)
+    started = time.perf_counter()
+    new_rows: list[dict] = []
+    new_rejects: list[dict] = []
+    stats: dict = {}
+    if wanted:
+        result = pull_tile(
+            image_source.client(),
+            tile,
+            layout,
+            known_ids=set(images["image_id"].to_pylist()) | set(rejects["image_id"].to_pylist()),
+            known_sha256=set(images["sha256"].to_pylist()),
+            start_captured_at=_cursor(images, rejects),
+            max_new=wanted,
+            source=image_source.source_name,
+            log=context.log,
+        )
+        new_rows, new_rejects, stats = result.rows, result.rejects, result.stats
+    seconds = time.perf_counter() - started
+
+    if new_rows:
+        images = pa.concat_tables([images, pa.Table.from_pylist(new_rows, schema=RAW_IMAGES_SCHEMA)])
+        write_table(images_path, images)
+    elif not images_path.exists():
+        write_table(images_path, images)
+    if new_rejects:
+        rejects = pa.concat_tables([rejects, pa.Table.from_pylist(new_rejects, schema=RAW_REJECTS_SCHEMA)])
+        write_table(rejects_path, rejects)
+    elif not rejects_path.exists():
+        write_table(rejects_path, rejects)
+
+    ids = images["image_id"].to_pylist()
+    shas = images["sha256"].to_pylist()
+    lats, lons = images["lat"].to_pylist(), images["lon"].to_pylist()
+    outside = sum(1 for la, lo in zip(lats, lons) if not (tile.bbox.contains(la, lo) and in_region(la, lo, SETTINGS.region)))
+    yield dg.AssetCheckResult(
+        check_name="unique_image_ids",
+        passed=len(set(ids)) == len(ids) and len(set(shas)) == len(shas),
+        metadata={"rows": len(ids), "distinct_ids": len(set(ids)), "distinct_sha256": len(set(shas))},
+    )
+    yield dg.AssetCheckResult(check_name="coordinates_in_region", passed=outside == 0, metadata={"outside": outside})
+
+    preview_rows = new_rows[:4] if new_rows else [{"path": p} for p in images["path"].to_pylist()[:4]]
+    yield dg.MaterializeResult(
+        metadata={
+            "new_images": len(new_rows),
+            "total_images": images.num_rows,
+            "new_rejects": len(new_rejects),
+            "rejected_by_reason": counts_md(Counter(r["reason"] for r in new_rejects)),
+            "total_rejects": rejects.num_rows,
+            "pull_seconds": round(seconds, 3),
+            "images_per_second": round(len(new_rows) / seconds, 2) if seconds > 0 and new_rows else 0.0,
+            "api_requests": int(stats.get("requests", 0)),
+            "api_retries": int(stats.get("retries", 0)),
+            "source": image_source.source_name,
+            "table": dg.MetadataValue.path(str(images_path)),
+            "preview": preview_md([layout.root / r["path"] for r in preview_rows]),
+        },
+        data_version=data_version_of(f"{i}:{s}" for i, s in zip(ids, shas)),
+    )

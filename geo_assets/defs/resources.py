@@ -1,0 +1,162 @@
+"""Resources in one place: storage, the image source, OCR, captioner, encoders.
+
+Models are expensive to load, so the factories they call cache one instance
+per process; resources only hold configuration.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import secrets
+from pathlib import Path
+
+import dagster as dg
+from pydantic import PrivateAttr
+
+from geo_assets.settings import GeoSettings
+from geo_assets.store.layout import StorageLayout
+
+_SETTINGS = GeoSettings.from_env()
+
+
+@functools.lru_cache(maxsize=4)
+def synthetic_world(seed: int):
+    from geo_assets.synthetic.world import SyntheticWorld
+
+    return SyntheticWorld(seed=seed)
+
+
+class StorageResource(dg.ConfigurableResource):
+    """Where data (storage/) and trained models (models/) live."""
+
+    storage_dir: str = str(_SETTINGS.storage_dir)
+    models_dir: str = str(_SETTINGS.models_dir)
+
+    def layout(self) -> StorageLayout:
+        return StorageLayout(Path(self.storage_dir).resolve(), Path(self.models_dir).resolve())
+
+
+class ImageSourceResource(dg.ConfigurableResource):
+    """Mapillary Graph API v4, or the local server over the synthetic UK (default).
+
+    For `kind="mapillary"` the token is read from the environment variable
+    named by `token_env` at run time; it is never stored in config or logged.
+    """
+
+    kind: str = "synthetic"
+    base_url: str = "https://graph.mapillary.com"
+    token_env: str = "MAPILLARY_ACCESS_TOKEN"
+    world_seed: int = 0
+    timeout_s: float = 15.0
+    max_retries: int = 5
+
+    _server = PrivateAttr(default=None)
+    _client = PrivateAttr(default=None)
+
+    @property
+    def source_name(self) -> str:
+        return f"synthetic:{self.world_seed}" if self.kind == "synthetic" else "mapillary"
+
+    def world(self):
+        """The synthetic world (ground truth for checks), or None for real sources."""
+        return synthetic_world(self.world_seed) if self.kind == "synthetic" else None
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        from geo_assets.mapillary.client import MapillaryClient
+
+        if self.kind == "synthetic":
+            from geo_assets.synthetic.server import LocalMapillaryServer
+
+            # A fresh token per run exercises the same auth path as the real API.
+            token = secrets.token_urlsafe(16)
+            self._server = LocalMapillaryServer(self.world(), token=token)
+            self._server.start()
+            self._client = MapillaryClient(
+                base_url=self._server.base_url, token=token, timeout=self.timeout_s, max_retries=self.max_retries
+            )
+        elif self.kind == "mapillary":
+            token = os.environ.get(self.token_env)
+            if not token:
+                raise dg.Failure(f"image source 'mapillary' needs a token in the environment variable {self.token_env}")
+            self._client = MapillaryClient(
+                base_url=self.base_url, token=token, timeout=self.timeout_s, max_retries=self.max_retries,
+                max_bbox_area=0.01,
+            )
+        else:
+            raise dg.Failure(f"unknown image source kind {self.kind!r}; use 'synthetic' or 'mapillary'")
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        if self._server is not None:
+            self._server.stop()
+            self._server = None
+
+    def client(self):
+        if self._client is None:
+            raise RuntimeError("image source used outside a run (setup_for_execution not called)")
+        return self._client
+
+
+class OcrResource(dg.ConfigurableResource):
+    """OCR engine for the one OCR pass, and the second engine used by blur checks."""
+
+    engine: str = "rapidocr"
+    check_engine: str = "easyocr"
+
+    def primary(self):
+        from geo_assets.preprocess.ocr import make_ocr_engine
+
+        return make_ocr_engine(self.engine)
+
+    def second(self):
+        from geo_assets.preprocess.ocr import make_ocr_engine
+
+        return make_ocr_engine(self.check_engine)
+
+
+class CaptionerResource(dg.ConfigurableResource):
+    """`imagenet-labels` (offline default), `blip2` or `blip` from a local model path."""
+
+    kind: str = "imagenet-labels"
+    model_path: str | None = None
+
+    def captioner(self):
+        from geo_assets.preprocess.captioners import make_captioner
+
+        label_fn = None
+        if self.kind == "imagenet-labels":
+            from geo_assets.embed.encoders import make_image_encoder
+
+            encoder = make_image_encoder("efficientnet-lite0")
+            label_fn = lambda images: encoder.top_labels(images, k=5)  # noqa: E731
+        return make_captioner(self.kind, self.model_path, label_fn=label_fn)
+
+
+class EncoderResource(dg.ConfigurableResource):
+    """Text and image encoders; the seed's BERT/ViT by local path when configured."""
+
+    text_kind: str = "minilm"
+    text_model_path: str | None = None
+    image_kind: str = "efficientnet-lite0"
+    image_model_path: str | None = None
+    batch_size: int = 32
+
+    def text_encoder(self):
+        from geo_assets.embed.encoders import make_text_encoder
+
+        return make_text_encoder(self.text_kind, self.text_model_path)
+
+    def image_encoder(self):
+        from geo_assets.embed.encoders import make_image_encoder
+
+        return make_image_encoder(self.image_kind, self.image_model_path)
+
+
+def default_resources() -> dict:
+    return {
+        "storage": StorageResource(),
+        "image_source": ImageSourceResource(),
+        "ocr": OcrResource(),
+        "captioner": CaptionerResource(),
+        "encoders": EncoderResource(),
+    }
