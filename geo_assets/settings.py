@@ -46,6 +46,17 @@ def _env_int(name: str, default: int) -> int:
         raise ValueError(f"{name} must be an integer, got {value!r}") from exc
 
 
+def _env_region(name: str, default: tuple[BBox, ...]) -> tuple[BBox, ...]:
+    """Boxes as 'minLon,minLat,maxLon,maxLat' separated by ';' (the tests use a small one)."""
+    value = os.environ.get(name)
+    if not value:
+        return default
+    try:
+        return tuple(BBox.from_query(part) for part in value.split(";") if part.strip())
+    except ValueError as exc:
+        raise ValueError(f"{name}: {exc}") from exc
+
+
 @dataclass(frozen=True)
 class GeoSettings:
     storage_dir: Path
@@ -58,11 +69,13 @@ class GeoSettings:
 
     @classmethod
     def from_env(cls) -> "GeoSettings":
+        region = _env_region("GEO_ASSETS_REGION", UK_REGION)
         sizes = os.environ.get("GEO_ASSETS_GEOCELLS")
         geocells = tuple(geocell_key(s) for s in sizes.split(",") if s.strip()) if sizes else DEFAULT_GEOCELL_SIZES
         return cls(
             storage_dir=_env_path("GEO_ASSETS_STORAGE", PROJECT_ROOT / "storage"),
             models_dir=_env_path("GEO_ASSETS_MODELS", PROJECT_ROOT / "models"),
+            region=region,
             tile_size=_env_float("GEO_ASSETS_TILE_SIZE", DEFAULT_TILE_SIZE),
             images_per_tile=_env_int("GEO_ASSETS_IMAGES_PER_TILE", DEFAULT_IMAGES_PER_TILE),
             geocell_sizes=geocells,

@@ -4,8 +4,6 @@ Models are expensive to load, so the factories they call cache one instance
 per process; resources only hold configuration.
 """
 
-from __future__ import annotations
-
 import functools
 import os
 import secrets
@@ -37,6 +35,19 @@ class StorageResource(dg.ConfigurableResource):
         return StorageLayout(Path(self.storage_dir).resolve(), Path(self.models_dir).resolve())
 
 
+def fault_profile(name: str):
+    """Named fault switch sets for the local server."""
+    from geo_assets.synthetic.server import FaultConfig
+
+    if not name:
+        return None
+    if name == "flaky":
+        return FaultConfig(rate_limit_first_n=2, server_error_first_n=2, slow_first_n=1, slow_seconds=3.0,
+                           malformed_json_first_n=1, truncate_images_every_n=7, missing_geometry_every_n=9,
+                           duplicate_ids=True)
+    raise ValueError(f"unknown fault_profile {name!r}; use '' or 'flaky'")
+
+
 class ImageSourceResource(dg.ConfigurableResource):
     """Mapillary Graph API v4, or the local server over the synthetic UK (default).
 
@@ -50,6 +61,10 @@ class ImageSourceResource(dg.ConfigurableResource):
     world_seed: int = 0
     timeout_s: float = 15.0
     max_retries: int = 5
+    backoff_s: float = 0.5
+    fault_profile: str = ""
+    """Synthetic source only: "" (none) or "flaky" (429s, 500s, a slow answer, malformed
+    JSON, truncated JPEGs, missing geometry, duplicate ids), to see faults survived."""
 
     _server = PrivateAttr(default=None)
     _client = PrivateAttr(default=None)
@@ -70,10 +85,11 @@ class ImageSourceResource(dg.ConfigurableResource):
 
             # A fresh token per run exercises the same auth path as the real API.
             token = secrets.token_urlsafe(16)
-            self._server = LocalMapillaryServer(self.world(), token=token)
+            self._server = LocalMapillaryServer(self.world(), token=token, faults=fault_profile(self.fault_profile))
             self._server.start()
             self._client = MapillaryClient(
-                base_url=self._server.base_url, token=token, timeout=self.timeout_s, max_retries=self.max_retries
+                base_url=self._server.base_url, token=token, timeout=self.timeout_s, max_retries=self.max_retries,
+                backoff=self.backoff_s,
             )
         elif self.kind == "mapillary":
             token = os.environ.get(self.token_env)
@@ -81,7 +97,7 @@ class ImageSourceResource(dg.ConfigurableResource):
                 raise dg.Failure(f"image source 'mapillary' needs a token in the environment variable {self.token_env}")
             self._client = MapillaryClient(
                 base_url=self.base_url, token=token, timeout=self.timeout_s, max_retries=self.max_retries,
-                max_bbox_area=0.01,
+                backoff=self.backoff_s, max_bbox_area=0.01,
             )
         else:
             raise dg.Failure(f"unknown image source kind {self.kind!r}; use 'synthetic' or 'mapillary'")

@@ -1,7 +1,5 @@
 """Schedules and sensors: daily incremental pulls, and geocell sizes -> model partitions."""
 
-from __future__ import annotations
-
 from pathlib import Path
 
 import dagster as dg

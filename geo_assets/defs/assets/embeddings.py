@@ -1,8 +1,6 @@
 """`embeddings` per tile: caption and image encodings and their cross-attention fusion
 for both variants, one Parquet file per (tile, variant), visible in DuckDB."""
 
-from __future__ import annotations
-
 import hashlib
 import time
 
@@ -21,6 +19,7 @@ from geo_assets.embed.fusion import CrossAttentionFusion
 from geo_assets.ingest.pull import RAW_IMAGES_SCHEMA
 from geo_assets.settings import BLUR_VARIANTS
 from geo_assets.store.catalog import refresh_views
+from geo_assets.store.locks import partition_lock
 from geo_assets.store.parquet import read_table, write_table
 
 
@@ -57,91 +56,92 @@ def embeddings(context: dg.AssetExecutionContext, config: EmbeddingConfig, stora
     caption and encoders are unchanged are kept; only new ones are encoded."""
     tile = context.partition_key
     layout = storage.layout()
-    images = rows_by(read_table(layout.table_path("raw_images", tile), RAW_IMAGES_SCHEMA), "image_id")
-    text_encoder, image_encoder = encoders.text_encoder(), encoders.image_encoder()
-    fusion = CrossAttentionFusion(text_encoder.dim, image_encoder.dim)
-    encoder_key = f"{text_encoder.encoder_id}|{image_encoder.encoder_id}|{fusion.fusion_id}"
-    schema = embedding_schema(text_encoder.dim, image_encoder.dim, fusion.fused_dim)
+    with partition_lock(layout.root, "embeddings", context.partition_key):
+        images = rows_by(read_table(layout.table_path("raw_images", tile), RAW_IMAGES_SCHEMA), "image_id")
+        text_encoder, image_encoder = encoders.text_encoder(), encoders.image_encoder()
+        fusion = CrossAttentionFusion(text_encoder.dim, image_encoder.dim)
+        encoder_key = f"{text_encoder.encoder_id}|{image_encoder.encoder_id}|{fusion.fusion_id}"
+        schema = embedding_schema(text_encoder.dim, image_encoder.dim, fusion.fused_dim)
 
-    stats: dict = {"encoded": 0, "reused": 0, "text_s": 0.0, "image_s": 0.0, "fusion_s": 0.0}
-    all_rows = []
-    for variant in BLUR_VARIANTS:
-        caps = read_table(layout.table_path("captions", tile, variant), CAPTION_SCHEMA).to_pylist()
-        out_path = layout.table_path("embeddings", tile, variant)
-        old = read_table(out_path, schema) if out_path.exists() else schema.empty_table()
-        try:
-            old_rows = {r["image_id"]: r for r in old.to_pylist()} if old.schema.equals(schema) else {}
-        except Exception:
-            old_rows = {}
-        rows, todo = [], []
-        for cap in caps:
-            img = images.get(cap["image_id"])
-            if img is None:
-                continue
-            key = (cap["image_sha256"], _sha(cap["caption"]), encoder_key)
-            prev = old_rows.get(cap["image_id"])
-            if prev is not None and (prev["image_sha256"], prev["caption_sha256"], prev["encoder_key"]) == key:
-                rows.append(prev)
-            else:
-                todo.append((cap, img, key))
-        stats["reused"] += len(rows)
-        blur_paths = None
-        for start in range(0, len(todo), config.batch_size):
-            batch = todo[start : start + config.batch_size]
-            if variant == "blurred" and blur_paths is None:
-                from geo_assets.defs.tables import BLUR_SCHEMA
+        stats: dict = {"encoded": 0, "reused": 0, "text_s": 0.0, "image_s": 0.0, "fusion_s": 0.0}
+        all_rows = []
+        for variant in BLUR_VARIANTS:
+            caps = read_table(layout.table_path("captions", tile, variant), CAPTION_SCHEMA).to_pylist()
+            out_path = layout.table_path("embeddings", tile, variant)
+            old = read_table(out_path, schema) if out_path.exists() else schema.empty_table()
+            try:
+                old_rows = {r["image_id"]: r for r in old.to_pylist()} if old.schema.equals(schema) else {}
+            except Exception:
+                old_rows = {}
+            rows, todo = [], []
+            for cap in caps:
+                img = images.get(cap["image_id"])
+                if img is None:
+                    continue
+                key = (cap["image_sha256"], _sha(cap["caption"]), encoder_key)
+                prev = old_rows.get(cap["image_id"])
+                if prev is not None and (prev["image_sha256"], prev["caption_sha256"], prev["encoder_key"]) == key:
+                    rows.append(prev)
+                else:
+                    todo.append((cap, img, key))
+            stats["reused"] += len(rows)
+            blur_paths = None
+            for start in range(0, len(todo), config.batch_size):
+                batch = todo[start : start + config.batch_size]
+                if variant == "blurred" and blur_paths is None:
+                    from geo_assets.defs.tables import BLUR_SCHEMA
 
-                blur_paths = {r["image_id"]: r["blurred_path"] for r in read_table(layout.table_path("blur_regions", tile), BLUR_SCHEMA).to_pylist()}
-            paths = [img["path"] if variant == "unblurred" else blur_paths[cap["image_id"]] for cap, img, _ in batch]
-            rgb = [cv2.cvtColor(load_bgr(layout.root / p), cv2.COLOR_BGR2RGB) for p in paths]
-            t0 = time.perf_counter()
-            text_cls = text_encoder.encode([cap["caption"] for cap, _, _ in batch])
-            t1 = time.perf_counter()
-            encoded = image_encoder.encode(rgb)
-            t2 = time.perf_counter()
-            fused = fusion.fuse(text_cls, encoded.tokens)
-            t3 = time.perf_counter()
-            stats["text_s"] += t1 - t0
-            stats["image_s"] += t2 - t1
-            stats["fusion_s"] += t3 - t2
-            for i, (cap, img, key) in enumerate(batch):
-                rows.append({
-                    "image_id": cap["image_id"], "variant": variant, "lat": img["lat"], "lon": img["lon"],
-                    "image_sha256": key[0], "caption_sha256": key[1], "encoder_key": key[2],
-                    "text_emb": text_cls[i].astype(np.float32), "image_emb": encoded.cls[i].astype(np.float32),
-                    "fused": fused[i].astype(np.float32),
-                })
-            stats["encoded"] += len(batch)
-            context.log.info(f"{variant}: encoded {min(start + config.batch_size, len(todo))}/{len(todo)}")
-        rows.sort(key=lambda r: r["image_id"])
-        write_table(out_path, pa.Table.from_pylist(rows, schema=schema))
-        all_rows += rows
+                    blur_paths = {r["image_id"]: r["blurred_path"] for r in read_table(layout.table_path("blur_regions", tile), BLUR_SCHEMA).to_pylist()}
+                paths = [img["path"] if variant == "unblurred" else blur_paths[cap["image_id"]] for cap, img, _ in batch]
+                rgb = [cv2.cvtColor(load_bgr(layout.root / p), cv2.COLOR_BGR2RGB) for p in paths]
+                t0 = time.perf_counter()
+                text_cls = text_encoder.encode([cap["caption"] for cap, _, _ in batch])
+                t1 = time.perf_counter()
+                encoded = image_encoder.encode(rgb)
+                t2 = time.perf_counter()
+                fused = fusion.fuse(text_cls, encoded.tokens)
+                t3 = time.perf_counter()
+                stats["text_s"] += t1 - t0
+                stats["image_s"] += t2 - t1
+                stats["fusion_s"] += t3 - t2
+                for i, (cap, img, key) in enumerate(batch):
+                    rows.append({
+                        "image_id": cap["image_id"], "variant": variant, "lat": img["lat"], "lon": img["lon"],
+                        "image_sha256": key[0], "caption_sha256": key[1], "encoder_key": key[2],
+                        "text_emb": text_cls[i].astype(np.float32), "image_emb": encoded.cls[i].astype(np.float32),
+                        "fused": fused[i].astype(np.float32),
+                    })
+                stats["encoded"] += len(batch)
+                context.log.info(f"{variant}: encoded {min(start + config.batch_size, len(todo))}/{len(todo)}")
+            rows.sort(key=lambda r: r["image_id"])
+            write_table(out_path, pa.Table.from_pylist(rows, schema=schema))
+            all_rows += rows
 
-    refresh_views(layout, ("embeddings", "captions", "raw_images"))
+        refresh_views(layout, ("embeddings", "captions", "raw_images"))
 
-    bad = 0
-    for r in all_rows:
-        for col in ("text_emb", "image_emb", "fused"):
-            if not np.all(np.isfinite(np.asarray(r[col], dtype=np.float32))):
-                bad += 1
-    yield dg.AssetCheckResult(
-        check_name="embeddings_finite_and_sized", passed=bad == 0,
-        metadata={"rows": len(all_rows), "non_finite_vectors": bad, "text_dim": text_encoder.dim,
-                  "image_dim": image_encoder.dim, "fused_dim": fusion.fused_dim},
-    )
-    n = stats["encoded"]
-    yield dg.MaterializeResult(
-        metadata={
-            "rows": len(all_rows),
-            "encoded": n,
-            "reused": stats["reused"],
-            "text_encoder": text_encoder.encoder_id,
-            "image_encoder": image_encoder.encoder_id,
-            "fusion": fusion.fusion_id,
-            "dims": f"text {text_encoder.dim}, image {image_encoder.dim}, fused {fusion.fused_dim}",
-            "text_rows_per_s": round(n / stats["text_s"], 1) if stats["text_s"] else 0.0,
-            "image_rows_per_s": round(n / stats["image_s"], 1) if stats["image_s"] else 0.0,
-            "fusion_rows_per_s": round(n / stats["fusion_s"], 1) if stats["fusion_s"] else 0.0,
-        },
-        data_version=data_version_of(f"{r['image_id']}:{r['variant']}:{r['image_sha256']}:{r['caption_sha256']}:{r['encoder_key']}" for r in all_rows),
-    )
+        bad = 0
+        for r in all_rows:
+            for col in ("text_emb", "image_emb", "fused"):
+                if not np.all(np.isfinite(np.asarray(r[col], dtype=np.float32))):
+                    bad += 1
+        yield dg.AssetCheckResult(
+            check_name="embeddings_finite_and_sized", passed=bad == 0,
+            metadata={"rows": len(all_rows), "non_finite_vectors": bad, "text_dim": text_encoder.dim,
+                      "image_dim": image_encoder.dim, "fused_dim": fusion.fused_dim},
+        )
+        n = stats["encoded"]
+        yield dg.MaterializeResult(
+            metadata={
+                "rows": len(all_rows),
+                "encoded": n,
+                "reused": stats["reused"],
+                "text_encoder": text_encoder.encoder_id,
+                "image_encoder": image_encoder.encoder_id,
+                "fusion": fusion.fusion_id,
+                "dims": f"text {text_encoder.dim}, image {image_encoder.dim}, fused {fusion.fused_dim}",
+                "text_rows_per_s": round(n / stats["text_s"], 1) if stats["text_s"] else 0.0,
+                "image_rows_per_s": round(n / stats["image_s"], 1) if stats["image_s"] else 0.0,
+                "fusion_rows_per_s": round(n / stats["fusion_s"], 1) if stats["fusion_s"] else 0.0,
+            },
+            data_version=data_version_of(f"{r['image_id']}:{r['variant']}:{r['image_sha256']}:{r['caption_sha256']}:{r['encoder_key']}" for r in all_rows),
+        )

@@ -1,7 +1,5 @@
 """`raw_images`: street images per tile, pulled incrementally from a Mapillary-compatible API."""
 
-from __future__ import annotations
-
 import time
 from collections import Counter
 
@@ -15,6 +13,7 @@ from geo_assets.defs.resources import ImageSourceResource, StorageResource
 from geo_assets.geo.bbox import in_region
 from geo_assets.geo.tiles import Tile
 from geo_assets.ingest.pull import RAW_IMAGES_SCHEMA, RAW_REJECTS_SCHEMA, pull_tile
+from geo_assets.store.locks import partition_lock, remove_orphan_temp_files
 from geo_assets.store.parquet import read_table, write_table
 
 
@@ -48,70 +47,72 @@ def raw_images(
     stored), validated, and appended; rejected items are kept with their reason."""
     tile = Tile.from_key(context.partition_key)
     layout = storage.layout()
-    images_path = layout.table_path("raw_images", tile.key)
-    rejects_path = layout.table_path("raw_rejects", tile.key)
-    images = read_table(images_path, RAW_IMAGES_SCHEMA)
-    rejects = read_table(rejects_path, RAW_REJECTS_SCHEMA)
+    with partition_lock(layout.root, "raw_images", context.partition_key):
+        remove_orphan_temp_files(layout.raw_image_path(context.partition_key, 'x').parent)
+        images_path = layout.table_path("raw_images", tile.key)
+        rejects_path = layout.table_path("raw_rejects", tile.key)
+        images = read_table(images_path, RAW_IMAGES_SCHEMA)
+        rejects = read_table(rejects_path, RAW_REJECTS_SCHEMA)
 
-    wanted = max(0, config.images_per_tile - images.num_rows)
-    if config.max_new_per_run > 0:
-        wanted = min(wanted, config.max_new_per_run)
-    started = time.perf_counter()
-    new_rows: list[dict] = []
-    new_rejects: list[dict] = []
-    stats: dict = {}
-    if wanted:
-        result = pull_tile(
-            image_source.client(),
-            tile,
-            layout,
-            known_ids=set(images["image_id"].to_pylist()) | set(rejects["image_id"].to_pylist()),
-            known_sha256=set(images["sha256"].to_pylist()),
-            start_captured_at=_cursor(images, rejects),
-            max_new=wanted,
-            source=image_source.source_name,
-            log=context.log,
+        wanted = max(0, config.images_per_tile - images.num_rows)
+        if config.max_new_per_run > 0:
+            wanted = min(wanted, config.max_new_per_run)
+        started = time.perf_counter()
+        new_rows: list[dict] = []
+        new_rejects: list[dict] = []
+        stats: dict = {}
+        if wanted:
+            result = pull_tile(
+                image_source.client(),
+                tile,
+                layout,
+                known_ids=set(images["image_id"].to_pylist()) | set(rejects["image_id"].to_pylist()),
+                known_sha256=set(images["sha256"].to_pylist()),
+                start_captured_at=_cursor(images, rejects),
+                max_new=wanted,
+                source=image_source.source_name,
+                log=context.log,
+            )
+            new_rows, new_rejects, stats = result.rows, result.rejects, result.stats
+        seconds = time.perf_counter() - started
+
+        if new_rows:
+            images = pa.concat_tables([images, pa.Table.from_pylist(new_rows, schema=RAW_IMAGES_SCHEMA)])
+            write_table(images_path, images)
+        elif not images_path.exists():
+            write_table(images_path, images)
+        if new_rejects:
+            rejects = pa.concat_tables([rejects, pa.Table.from_pylist(new_rejects, schema=RAW_REJECTS_SCHEMA)])
+            write_table(rejects_path, rejects)
+        elif not rejects_path.exists():
+            write_table(rejects_path, rejects)
+
+        ids = images["image_id"].to_pylist()
+        shas = images["sha256"].to_pylist()
+        lats, lons = images["lat"].to_pylist(), images["lon"].to_pylist()
+        outside = sum(1 for la, lo in zip(lats, lons) if not (tile.bbox.contains(la, lo) and in_region(la, lo, SETTINGS.region)))
+        yield dg.AssetCheckResult(
+            check_name="unique_image_ids",
+            passed=len(set(ids)) == len(ids) and len(set(shas)) == len(shas),
+            metadata={"rows": len(ids), "distinct_ids": len(set(ids)), "distinct_sha256": len(set(shas))},
         )
-        new_rows, new_rejects, stats = result.rows, result.rejects, result.stats
-    seconds = time.perf_counter() - started
+        yield dg.AssetCheckResult(check_name="coordinates_in_region", passed=outside == 0, metadata={"outside": outside})
 
-    if new_rows:
-        images = pa.concat_tables([images, pa.Table.from_pylist(new_rows, schema=RAW_IMAGES_SCHEMA)])
-        write_table(images_path, images)
-    elif not images_path.exists():
-        write_table(images_path, images)
-    if new_rejects:
-        rejects = pa.concat_tables([rejects, pa.Table.from_pylist(new_rejects, schema=RAW_REJECTS_SCHEMA)])
-        write_table(rejects_path, rejects)
-    elif not rejects_path.exists():
-        write_table(rejects_path, rejects)
-
-    ids = images["image_id"].to_pylist()
-    shas = images["sha256"].to_pylist()
-    lats, lons = images["lat"].to_pylist(), images["lon"].to_pylist()
-    outside = sum(1 for la, lo in zip(lats, lons) if not (tile.bbox.contains(la, lo) and in_region(la, lo, SETTINGS.region)))
-    yield dg.AssetCheckResult(
-        check_name="unique_image_ids",
-        passed=len(set(ids)) == len(ids) and len(set(shas)) == len(shas),
-        metadata={"rows": len(ids), "distinct_ids": len(set(ids)), "distinct_sha256": len(set(shas))},
-    )
-    yield dg.AssetCheckResult(check_name="coordinates_in_region", passed=outside == 0, metadata={"outside": outside})
-
-    preview_rows = new_rows[:4] if new_rows else [{"path": p} for p in images["path"].to_pylist()[:4]]
-    yield dg.MaterializeResult(
-        metadata={
-            "new_images": len(new_rows),
-            "total_images": images.num_rows,
-            "new_rejects": len(new_rejects),
-            "rejected_by_reason": counts_md(Counter(r["reason"] for r in new_rejects)),
-            "total_rejects": rejects.num_rows,
-            "pull_seconds": round(seconds, 3),
-            "images_per_second": round(len(new_rows) / seconds, 2) if seconds > 0 and new_rows else 0.0,
-            "api_requests": int(stats.get("requests", 0)),
-            "api_retries": int(stats.get("retries", 0)),
-            "source": image_source.source_name,
-            "table": dg.MetadataValue.path(str(images_path)),
-            "preview": preview_md([layout.root / r["path"] for r in preview_rows]),
-        },
-        data_version=data_version_of(f"{i}:{s}" for i, s in zip(ids, shas)),
-    )
+        preview_rows = new_rows[:4] if new_rows else [{"path": p} for p in images["path"].to_pylist()[:4]]
+        yield dg.MaterializeResult(
+            metadata={
+                "new_images": len(new_rows),
+                "total_images": images.num_rows,
+                "new_rejects": len(new_rejects),
+                "rejected_by_reason": counts_md(Counter(r["reason"] for r in new_rejects)),
+                "total_rejects": rejects.num_rows,
+                "pull_seconds": round(seconds, 3),
+                "images_per_second": round(len(new_rows) / seconds, 2) if seconds > 0 and new_rows else 0.0,
+                "api_requests": int(stats.get("requests", 0)),
+                "api_retries": int(stats.get("retries", 0)),
+                "source": image_source.source_name,
+                "table": dg.MetadataValue.path(str(images_path)),
+                "preview": preview_md([layout.root / r["path"] for r in preview_rows]),
+            },
+            data_version=data_version_of(f"{i}:{s}" for i, s in zip(ids, shas)),
+        )

@@ -1,7 +1,5 @@
 """One geolocator per (blur, geocell) partition, and its evaluation (seed 2.2-3.7, ch. 4)."""
 
-from __future__ import annotations
-
 import json
 import time
 
@@ -67,8 +65,8 @@ def geolocator_model(context: dg.AssetExecutionContext, config: TrainingConfig, 
         "blur": blur, "geocell": geocell, "feature": config.feature, "encoder_key": data.encoder_key,
         "training_data_version": version.value, "n_train": int((~is_val).sum()), "n_val": int(is_val.sum()),
         "train_config": train_config.__dict__, "history": result.history, "best_epoch": result.best_epoch,
-        "train_seconds": seconds, "grid": {"bounds": list(grid.bounds.__dict__.values()), "size": grid.size, "n_cells": grid.n_cells},
-    })
+        "train_seconds": seconds, "device": result.device,
+    }, grid=grid)
     return dg.MaterializeResult(
         metadata={
             "model_dir": dg.MetadataValue.path(str(model_dir)),

@@ -5,8 +5,6 @@ image sha256 and the engine/captioner id) and computes only the rest, so a
 re-materialization after a pull touches only the new images.
 """
 
-from __future__ import annotations
-
 import hashlib
 import json
 import time
@@ -30,6 +28,7 @@ from geo_assets.preprocess.ocr import OcrWord
 from geo_assets.preprocess.text_cleaning import contains_coordinates
 from geo_assets.preprocess.variants import caption_text, make_blurred_variant
 from geo_assets.settings import BLUR_VARIANTS
+from geo_assets.store.locks import partition_lock
 from geo_assets.store.parquet import atomic_write_bytes, read_table, write_table
 
 GPU_POOL = "gpu"
@@ -69,44 +68,45 @@ def ocr_text(context: dg.AssetExecutionContext, storage: StorageResource, ocr: O
     the cleaned caption text and the blur, so no image is OCR'd twice by this engine."""
     tile = context.partition_key
     layout = storage.layout()
-    images = read_table(layout.table_path("raw_images", tile), RAW_IMAGES_SCHEMA)
-    out_path = layout.table_path("ocr_text", tile)
-    engine = ocr.primary()
-    engine_id = _engine_id(engine)
-    done = {(r["image_id"], r["sha256"]): r for r in read_table(out_path, OCR_SCHEMA).to_pylist() if r["engine"] == engine_id}
+    with partition_lock(layout.root, "ocr_text", context.partition_key):
+        images = read_table(layout.table_path("raw_images", tile), RAW_IMAGES_SCHEMA)
+        out_path = layout.table_path("ocr_text", tile)
+        engine = ocr.primary()
+        engine_id = _engine_id(engine)
+        done = {(r["image_id"], r["sha256"]): r for r in read_table(out_path, OCR_SCHEMA).to_pylist() if r["engine"] == engine_id}
 
-    rows, computed, errors, seconds = [], 0, 0, 0.0
-    for img in images.to_pylist():
-        key = (img["image_id"], img["sha256"])
-        if key in done:
-            rows.append(done[key])
-            continue
-        started = time.perf_counter()
-        try:
-            words = engine.read(load_bgr(layout.root / img["path"]))
-            row = {"words_json": _words_json(words), "n_words": len(words), "error": None}
-        except UnreadableImage as exc:  # recorded, the run goes on with the other images
-            row = {"words_json": "[]", "n_words": 0, "error": str(exc)}
-            errors += 1
-            context.log.warning(f"OCR skipped {img['image_id']}: {exc}")
-        took = time.perf_counter() - started
-        seconds += took
-        computed += 1
-        rows.append({"image_id": img["image_id"], "sha256": img["sha256"], "engine": engine_id, "seconds": took, **row})
-    table = pa.Table.from_pylist(rows, schema=OCR_SCHEMA)
-    write_table(out_path, table)
-    return dg.MaterializeResult(
-        metadata={
-            "engine": engine_id,
-            "images": len(rows),
-            "ocr_computed": computed,
-            "ocr_reused": len(rows) - computed,
-            "errors": errors,
-            "seconds_per_image": round(seconds / computed, 4) if computed else 0.0,
-            "images_with_text": sum(1 for r in rows if r["n_words"] > 0),
-        },
-        data_version=data_version_of(f"{r['image_id']}:{r['sha256']}:{engine_id}" for r in rows),
-    )
+        rows, computed, errors, seconds = [], 0, 0, 0.0
+        for img in images.to_pylist():
+            key = (img["image_id"], img["sha256"])
+            if key in done:
+                rows.append(done[key])
+                continue
+            started = time.perf_counter()
+            try:
+                words = engine.read(load_bgr(layout.root / img["path"]))
+                row = {"words_json": _words_json(words), "n_words": len(words), "error": None}
+            except UnreadableImage as exc:  # recorded, the run goes on with the other images
+                row = {"words_json": "[]", "n_words": 0, "error": str(exc)}
+                errors += 1
+                context.log.warning(f"OCR skipped {img['image_id']}: {exc}")
+            took = time.perf_counter() - started
+            seconds += took
+            computed += 1
+            rows.append({"image_id": img["image_id"], "sha256": img["sha256"], "engine": engine_id, "seconds": took, **row})
+        table = pa.Table.from_pylist(rows, schema=OCR_SCHEMA)
+        write_table(out_path, table)
+        return dg.MaterializeResult(
+            metadata={
+                "engine": engine_id,
+                "images": len(rows),
+                "ocr_computed": computed,
+                "ocr_reused": len(rows) - computed,
+                "errors": errors,
+                "seconds_per_image": round(seconds / computed, 4) if computed else 0.0,
+                "images_with_text": sum(1 for r in rows if r["n_words"] > 0),
+            },
+            data_version=data_version_of(f"{r['image_id']}:{r['sha256']}:{engine_id}" for r in rows),
+        )
 
 
 def _readable_after_blur(before: list, after: list) -> list[str]:
@@ -145,114 +145,115 @@ def blurred_images(
     passes at more scales and lower thresholds (the seed's boxes alone miss small text)."""
     tile = context.partition_key
     layout = storage.layout()
-    images = read_table(layout.table_path("raw_images", tile), RAW_IMAGES_SCHEMA)
-    ocr_rows = rows_by(read_table(layout.table_path("ocr_text", tile), OCR_SCHEMA), "image_id")
-    out_path = layout.table_path("blur_regions", tile)
-    engine = ocr.primary()
-    engine_id = _engine_id(engine)
-    done = {(r["image_id"], r["sha256"]): r for r in read_table(out_path, BLUR_SCHEMA).to_pylist()
-            if r["blur_version"] == blur_mod.BLUR_VERSION and r["ocr_engine"] == engine_id}
+    with partition_lock(layout.root, "blurred_images", context.partition_key):
+        images = read_table(layout.table_path("raw_images", tile), RAW_IMAGES_SCHEMA)
+        ocr_rows = rows_by(read_table(layout.table_path("ocr_text", tile), OCR_SCHEMA), "image_id")
+        out_path = layout.table_path("blur_regions", tile)
+        engine = ocr.primary()
+        engine_id = _engine_id(engine)
+        done = {(r["image_id"], r["sha256"]): r for r in read_table(out_path, BLUR_SCHEMA).to_pylist()
+                if r["blur_version"] == blur_mod.BLUR_VERSION and r["ocr_engine"] == engine_id}
 
-    rows, computed, seconds, new_ids = [], 0, 0.0, []
-    for img in images.to_pylist():
-        key = (img["image_id"], img["sha256"])
-        if key in done and (layout.root / done[key]["blurred_path"]).exists():
-            rows.append(done[key])
-            continue
-        started = time.perf_counter()
-        ocr_row = ocr_rows.get(img["image_id"])
-        base = {"image_id": img["image_id"], "sha256": img["sha256"], "blur_version": blur_mod.BLUR_VERSION, "ocr_engine": engine_id}
-        try:
-            if ocr_row is None or ocr_row["sha256"] != img["sha256"]:
-                raise UnreadableImage("no OCR row for this image version; materialize ocr_text first")
-            if ocr_row["error"]:
-                raise UnreadableImage(ocr_row["error"])
-            image = load_bgr(layout.root / img["path"])
-            variant = make_blurred_variant(image, engine, _words_from_json(ocr_row["words_json"]), scales=config.scales,
-                                           padding_frac=config.padding_frac, padding_px=config.padding_px)
-            ok, buf = cv2.imencode(".jpg", variant.image_bgr, [cv2.IMWRITE_JPEG_QUALITY, 92])
-            if not ok:
-                raise UnreadableImage("could not encode blurred image")
-            data = buf.tobytes()
-            blurred_path = layout.blurred_image_path(tile, img["image_id"])
-            atomic_write_bytes(blurred_path, data)
-            row = {**base, "blurred_path": str(blurred_path.relative_to(layout.root)),
-                   "blurred_sha256": hashlib.sha256(data).hexdigest(),
-                   "boxes_json": json.dumps([np.asarray(b, dtype=float).round(1).tolist() for b in variant.boxes]),
-                   "n_boxes": len(variant.boxes), "ocr_words_json": _words_json(variant.words_after), "error": None}
-            new_ids.append(img["image_id"])
-        except UnreadableImage as exc:
-            context.log.warning(f"blur skipped {img['image_id']}: {exc}")
-            row = {**base, "blurred_path": "", "blurred_sha256": "", "boxes_json": "[]", "n_boxes": 0,
-                   "ocr_words_json": "[]", "error": str(exc)}
-        took = time.perf_counter() - started
-        row["seconds"] = took
-        seconds += took
-        computed += 1
-        rows.append(row)
-    write_table(out_path, pa.Table.from_pylist(rows, schema=BLUR_SCHEMA))
+        rows, computed, seconds, new_ids = [], 0, 0.0, []
+        for img in images.to_pylist():
+            key = (img["image_id"], img["sha256"])
+            if key in done and (layout.root / done[key]["blurred_path"]).exists():
+                rows.append(done[key])
+                continue
+            started = time.perf_counter()
+            ocr_row = ocr_rows.get(img["image_id"])
+            base = {"image_id": img["image_id"], "sha256": img["sha256"], "blur_version": blur_mod.BLUR_VERSION, "ocr_engine": engine_id}
+            try:
+                if ocr_row is None or ocr_row["sha256"] != img["sha256"]:
+                    raise UnreadableImage("no OCR row for this image version; materialize ocr_text first")
+                if ocr_row["error"]:
+                    raise UnreadableImage(ocr_row["error"])
+                image = load_bgr(layout.root / img["path"])
+                variant = make_blurred_variant(image, engine, _words_from_json(ocr_row["words_json"]), scales=config.scales,
+                                               padding_frac=config.padding_frac, padding_px=config.padding_px)
+                ok, buf = cv2.imencode(".jpg", variant.image_bgr, [cv2.IMWRITE_JPEG_QUALITY, 92])
+                if not ok:
+                    raise UnreadableImage("could not encode blurred image")
+                data = buf.tobytes()
+                blurred_path = layout.blurred_image_path(tile, img["image_id"])
+                atomic_write_bytes(blurred_path, data)
+                row = {**base, "blurred_path": str(blurred_path.relative_to(layout.root)),
+                       "blurred_sha256": hashlib.sha256(data).hexdigest(),
+                       "boxes_json": json.dumps([np.asarray(b, dtype=float).round(1).tolist() for b in variant.boxes]),
+                       "n_boxes": len(variant.boxes), "ocr_words_json": _words_json(variant.words_after), "error": None}
+                new_ids.append(img["image_id"])
+            except UnreadableImage as exc:
+                context.log.warning(f"blur skipped {img['image_id']}: {exc}")
+                row = {**base, "blurred_path": "", "blurred_sha256": "", "boxes_json": "[]", "n_boxes": 0,
+                       "ocr_words_json": "[]", "error": str(exc)}
+            took = time.perf_counter() - started
+            row["seconds"] = took
+            seconds += took
+            computed += 1
+            rows.append(row)
+        write_table(out_path, pa.Table.from_pylist(rows, schema=BLUR_SCHEMA))
 
-    ok_rows = [r for r in rows if not r["error"]]
-    words_before = sum(ocr_rows[r["image_id"]]["n_words"] for r in ok_rows if r["image_id"] in ocr_rows)
-    words_after = sum(len(json.loads(r["ocr_words_json"])) for r in ok_rows)
+        ok_rows = [r for r in rows if not r["error"]]
+        words_before = sum(ocr_rows[r["image_id"]]["n_words"] for r in ok_rows if r["image_id"] in ocr_rows)
+        words_after = sum(len(json.loads(r["ocr_words_json"])) for r in ok_rows)
 
-    by_id = rows_by(images, "image_id")
+        by_id = rows_by(images, "image_id")
 
-    # Check (a): coverage of the synthetic world's ground-truth text boxes.
-    world = image_source.world()
-    if world is not None and ok_rows:
-        coverages = []
-        for r in ok_rows:
-            gt = world.ground_truth(r["image_id"])
-            if gt:
-                shape = (by_id[r["image_id"]]["height"], by_id[r["image_id"]]["width"])
-                coverages += blur_mod.blur_coverage(json.loads(r["boxes_json"]), [t.polygon for t in gt], shape,
-                                                    padding_frac=config.padding_frac, padding_px=config.padding_px)
-        covered = sum(1 for c in coverages if c >= 0.8)
-        share = covered / len(coverages) if coverages else 1.0
+        # Check (a): coverage of the synthetic world's ground-truth text boxes.
+        world = image_source.world()
+        if world is not None and ok_rows:
+            coverages = []
+            for r in ok_rows:
+                gt = world.ground_truth(r["image_id"])
+                if gt:
+                    shape = (by_id[r["image_id"]]["height"], by_id[r["image_id"]]["width"])
+                    coverages += blur_mod.blur_coverage(json.loads(r["boxes_json"]), [t.polygon for t in gt], shape,
+                                                        padding_frac=config.padding_frac, padding_px=config.padding_px)
+            covered = sum(1 for c in coverages if c >= 0.8)
+            share = covered / len(coverages) if coverages else 1.0
+            yield dg.AssetCheckResult(
+                check_name="blur_covers_ground_truth_text", passed=share >= 0.99,
+                metadata={"text_boxes": len(coverages), "covered_80pct": covered, "share": round(share, 4),
+                          "min_coverage": round(min(coverages), 3) if coverages else 1.0},
+            )
+        else:
+            yield dg.AssetCheckResult(check_name="blur_covers_ground_truth_text", passed=True,
+                                      metadata={"skipped": "no ground truth for this source"})
+
+        # Check (b): a second engine re-reads the blurred images that had the most text.
+        sample = sorted(ok_rows, key=lambda r: -ocr_rows[r["image_id"]]["n_words"])[: config.check_sample]
+        checker = ocr.second()
+        leaked: list[str] = []
+        for r in sample:
+            before = [w.text for w in _words_from_json(ocr_rows[r["image_id"]]["words_json"])]
+            if world is not None:
+                before += [t.text for t in world.ground_truth(r["image_id"])]
+            leaked += _readable_after_blur(before, checker.read(load_bgr(layout.root / r["blurred_path"])))
         yield dg.AssetCheckResult(
-            check_name="blur_covers_ground_truth_text", passed=share >= 0.99,
-            metadata={"text_boxes": len(coverages), "covered_80pct": covered, "share": round(share, 4),
-                      "min_coverage": round(min(coverages), 3) if coverages else 1.0},
+            check_name="blur_leaves_no_readable_words", passed=not leaked,
+            metadata={"checker": _engine_id(checker), "images_checked": len(sample), "readable_words": len(leaked),
+                      "examples": ", ".join(leaked[:10]) or "(none)"},
         )
-    else:
-        yield dg.AssetCheckResult(check_name="blur_covers_ground_truth_text", passed=True,
-                                  metadata={"skipped": "no ground truth for this source"})
 
-    # Check (b): a second engine re-reads the blurred images that had the most text.
-    sample = sorted(ok_rows, key=lambda r: -ocr_rows[r["image_id"]]["n_words"])[: config.check_sample]
-    checker = ocr.second()
-    leaked: list[str] = []
-    for r in sample:
-        before = [w.text for w in _words_from_json(ocr_rows[r["image_id"]]["words_json"])]
-        if world is not None:
-            before += [t.text for t in world.ground_truth(r["image_id"])]
-        leaked += _readable_after_blur(before, checker.read(load_bgr(layout.root / r["blurred_path"])))
-    yield dg.AssetCheckResult(
-        check_name="blur_leaves_no_readable_words", passed=not leaked,
-        metadata={"checker": _engine_id(checker), "images_checked": len(sample), "readable_words": len(leaked),
-                  "examples": ", ".join(leaked[:10]) or "(none)"},
-    )
-
-    preview_ids = (new_ids or [r["image_id"] for r in ok_rows])[:2]
-    yield dg.MaterializeResult(
-        metadata={
-            "images": len(rows),
-            "blurred_now": computed,
-            "reused": len(rows) - computed,
-            "errors": len(rows) - len(ok_rows),
-            "seconds_per_image": round(seconds / computed, 4) if computed else 0.0,
-            "text_regions": sum(r["n_boxes"] for r in ok_rows),
-            "ocr_words_before_blur": words_before,
-            "ocr_words_after_blur": words_after,
-            "before_after_preview": preview_md(
-                [p for i in preview_ids for p in (layout.root / by_id[i]["path"],
-                                                   layout.root / next(r["blurred_path"] for r in ok_rows if r["image_id"] == i))],
-                [c for i in preview_ids for c in (f"{i} before", f"{i} after")],
-            ),
-        },
-        data_version=data_version_of(f"{r['image_id']}:{r['blurred_sha256']}" for r in rows),
-    )
+        preview_ids = (new_ids or [r["image_id"] for r in ok_rows])[:2]
+        yield dg.MaterializeResult(
+            metadata={
+                "images": len(rows),
+                "blurred_now": computed,
+                "reused": len(rows) - computed,
+                "errors": len(rows) - len(ok_rows),
+                "seconds_per_image": round(seconds / computed, 4) if computed else 0.0,
+                "text_regions": sum(r["n_boxes"] for r in ok_rows),
+                "ocr_words_before_blur": words_before,
+                "ocr_words_after_blur": words_after,
+                "before_after_preview": preview_md(
+                    [p for i in preview_ids for p in (layout.root / by_id[i]["path"],
+                                                       layout.root / next(r["blurred_path"] for r in ok_rows if r["image_id"] == i))],
+                    [c for i in preview_ids for c in (f"{i} before", f"{i} after")],
+                ),
+            },
+            data_version=data_version_of(f"{r['image_id']}:{r['blurred_sha256']}" for r in rows),
+        )
 
 
 class CaptionConfig(dg.Config):
@@ -278,63 +279,64 @@ def captions(
     so re-materializing a tile captions only images never captioned."""
     tile = context.partition_key
     layout = storage.layout()
-    images = rows_by(read_table(layout.table_path("raw_images", tile), RAW_IMAGES_SCHEMA), "image_id")
-    ocr_rows = rows_by(read_table(layout.table_path("ocr_text", tile), OCR_SCHEMA), "image_id")
-    blur_rows = rows_by(read_table(layout.table_path("blur_regions", tile), BLUR_SCHEMA), "image_id")
-    cache_path = layout.cache_path("captions", tile)
-    cache_table = read_table(cache_path, CAPTION_CACHE_SCHEMA)
-    cache = {(r["image_sha256"], r["variant"], r["captioner_id"]): r["generated"] for r in cache_table.to_pylist()}
-    model = captioner.captioner()
-    captioner_id = model.captioner_id
+    with partition_lock(layout.root, "captions", context.partition_key):
+        images = rows_by(read_table(layout.table_path("raw_images", tile), RAW_IMAGES_SCHEMA), "image_id")
+        ocr_rows = rows_by(read_table(layout.table_path("ocr_text", tile), OCR_SCHEMA), "image_id")
+        blur_rows = rows_by(read_table(layout.table_path("blur_regions", tile), BLUR_SCHEMA), "image_id")
+        cache_path = layout.cache_path("captions", tile)
+        cache_table = read_table(cache_path, CAPTION_CACHE_SCHEMA)
+        cache = {(r["image_sha256"], r["variant"], r["captioner_id"]): r["generated"] for r in cache_table.to_pylist()}
+        model = captioner.captioner()
+        captioner_id = model.captioner_id
 
-    # (image_id, variant, sha256, path, ocr words) for every image that made it through blur.
-    items = []
-    for image_id, b in blur_rows.items():
-        if b["error"] or image_id not in images or image_id not in ocr_rows:
-            continue
-        items.append((image_id, "unblurred", images[image_id]["sha256"], images[image_id]["path"], ocr_rows[image_id]["words_json"]))
-        items.append((image_id, "blurred", b["blurred_sha256"], b["blurred_path"], b["ocr_words_json"]))
-    todo = [it for it in items if (it[2], it[1], captioner_id) not in cache]
+        # (image_id, variant, sha256, path, ocr words) for every image that made it through blur.
+        items = []
+        for image_id, b in blur_rows.items():
+            if b["error"] or image_id not in images or image_id not in ocr_rows:
+                continue
+            items.append((image_id, "unblurred", images[image_id]["sha256"], images[image_id]["path"], ocr_rows[image_id]["words_json"]))
+            items.append((image_id, "blurred", b["blurred_sha256"], b["blurred_path"], b["ocr_words_json"]))
+        todo = [it for it in items if (it[2], it[1], captioner_id) not in cache]
 
-    started = time.perf_counter()
-    new_cache_rows = []
-    for start in range(0, len(todo), config.batch_size):
-        batch = todo[start : start + config.batch_size]
-        rgb = [cv2.cvtColor(load_bgr(layout.root / it[3]), cv2.COLOR_BGR2RGB) for it in batch]
-        for it, text in zip(batch, model.caption_batch(rgb)):
-            cache[(it[2], it[1], captioner_id)] = text
-            new_cache_rows.append({"image_sha256": it[2], "variant": it[1], "captioner_id": captioner_id, "generated": text})
-        context.log.info(f"captioned {min(start + config.batch_size, len(todo))}/{len(todo)}")
-    seconds = time.perf_counter() - started
-    if new_cache_rows:  # cache first: a crash after this loses no captioning work
-        write_table(cache_path, pa.concat_tables([cache_table, pa.Table.from_pylist(new_cache_rows, schema=CAPTION_CACHE_SCHEMA)]))
+        started = time.perf_counter()
+        new_cache_rows = []
+        for start in range(0, len(todo), config.batch_size):
+            batch = todo[start : start + config.batch_size]
+            rgb = [cv2.cvtColor(load_bgr(layout.root / it[3]), cv2.COLOR_BGR2RGB) for it in batch]
+            for it, text in zip(batch, model.caption_batch(rgb)):
+                cache[(it[2], it[1], captioner_id)] = text
+                new_cache_rows.append({"image_sha256": it[2], "variant": it[1], "captioner_id": captioner_id, "generated": text})
+            context.log.info(f"captioned {min(start + config.batch_size, len(todo))}/{len(todo)}")
+        seconds = time.perf_counter() - started
+        if new_cache_rows:  # cache first: a crash after this loses no captioning work
+            write_table(cache_path, pa.concat_tables([cache_table, pa.Table.from_pylist(new_cache_rows, schema=CAPTION_CACHE_SCHEMA)]))
 
-    per_variant: dict[str, list[dict]] = {v: [] for v in BLUR_VARIANTS}
-    for image_id, variant, sha, _path, words_json in items:
-        generated = cache[(sha, variant, captioner_id)]
-        text = caption_text(generated, _words_from_json(words_json))
-        per_variant[variant].append({
-            "image_id": image_id, "variant": variant, "image_sha256": sha, "captioner_id": captioner_id,
-            "generated": generated, "ocr_clean": text.cleaned, "caption": text.caption,
-            "place_names_json": json.dumps(text.place_names), "has_place_text": bool(text.place_names),
-        })
-    for variant, rows in per_variant.items():
-        write_table(layout.table_path("captions", tile, variant), pa.Table.from_pylist(rows, schema=CAPTION_SCHEMA))
+        per_variant: dict[str, list[dict]] = {v: [] for v in BLUR_VARIANTS}
+        for image_id, variant, sha, _path, words_json in items:
+            generated = cache[(sha, variant, captioner_id)]
+            text = caption_text(generated, _words_from_json(words_json))
+            per_variant[variant].append({
+                "image_id": image_id, "variant": variant, "image_sha256": sha, "captioner_id": captioner_id,
+                "generated": generated, "ocr_clean": text.cleaned, "caption": text.caption,
+                "place_names_json": json.dumps(text.place_names), "has_place_text": bool(text.place_names),
+            })
+        for variant, rows in per_variant.items():
+            write_table(layout.table_path("captions", tile, variant), pa.Table.from_pylist(rows, schema=CAPTION_SCHEMA))
 
-    all_rows = [r for rows in per_variant.values() for r in rows]
-    leaking = [r["image_id"] for r in all_rows if contains_coordinates(r["caption"])]
-    yield dg.AssetCheckResult(check_name="no_coordinates_in_captions", passed=not leaking,
-                              metadata={"captions": len(all_rows), "with_coordinates": len(leaking)})
-    samples = "\n".join(f"- **{r['variant']}** `{r['image_id']}`: {r['caption']}" for r in all_rows[:6])
-    yield dg.MaterializeResult(
-        metadata={
-            "captioner": captioner_id,
-            "captions": len(all_rows),
-            "cache_hits": len(items) - len(todo),
-            "cache_misses": len(todo),
-            "seconds_per_caption": round(seconds / len(todo), 4) if todo else 0.0,
-            "with_place_text": dict(Counter(r["variant"] for r in all_rows if r["has_place_text"])),
-            "sample_captions": dg.MetadataValue.md(samples or "(none)"),
-        },
-        data_version=data_version_of(f"{r['image_id']}:{r['variant']}:{r['caption']}" for r in all_rows),
-    )
+        all_rows = [r for rows in per_variant.values() for r in rows]
+        leaking = [r["image_id"] for r in all_rows if contains_coordinates(r["caption"])]
+        yield dg.AssetCheckResult(check_name="no_coordinates_in_captions", passed=not leaking,
+                                  metadata={"captions": len(all_rows), "with_coordinates": len(leaking)})
+        samples = "\n".join(f"- **{r['variant']}** `{r['image_id']}`: {r['caption']}" for r in all_rows[:6])
+        yield dg.MaterializeResult(
+            metadata={
+                "captioner": captioner_id,
+                "captions": len(all_rows),
+                "cache_hits": len(items) - len(todo),
+                "cache_misses": len(todo),
+                "seconds_per_caption": round(seconds / len(todo), 4) if todo else 0.0,
+                "with_place_text": dict(Counter(r["variant"] for r in all_rows if r["has_place_text"])),
+                "sample_captions": dg.MetadataValue.md(samples or "(none)"),
+            },
+            data_version=data_version_of(f"{r['image_id']}:{r['variant']}:{r['caption']}" for r in all_rows),
+        )

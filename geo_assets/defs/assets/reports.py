@@ -1,8 +1,6 @@
 """`privacy_report`: the seed's Figure 18 over every trained partition, and what each
 privacy technique (blur, bigger geocells) buys."""
 
-from __future__ import annotations
-
 import json
 
 import dagster as dg

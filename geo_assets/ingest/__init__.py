@@ -1,0 +1,1 @@
+"""Pulling and cleaning street images: validation rules and the per-tile pull."""

@@ -1,0 +1,480 @@
+"""MapillaryClient: bbox search with splitting, entity look-ups, downloads, retries.
+
+Works against https://graph.mapillary.com and against the local server
+(`geo_assets.synthetic.server`), which speaks the same contract.
+
+- The token comes from the argument or MAPILLARY_ACCESS_TOKEN and is sent only
+  as the `Authorization: OAuth <token>` header of Graph requests (never in a
+  URL, never with image downloads, which are pre-signed CDN URLs). It never
+  appears in exceptions, logs or repr.
+- A search box is split into quadrants when a page comes back full (the API
+  returns one page of at most `limit` records per box), when the box is larger
+  than `max_bbox_area`, or on the API's HTTP 500 code 1 "Please reduce the
+  amount of data you are asking for".
+- 429 (honouring Retry-After, capped), 5xx, connection errors, timeouts and
+  malformed JSON are retried with exponential backoff; then
+  MapillaryUnavailableError. 401/code 190 -> MapillaryAuthError; other 4xx ->
+  MapillaryRequestError with the API's message.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import threading
+import time
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from email.utils import parsedate_to_datetime
+from typing import Iterable, Sequence
+from urllib.parse import urlsplit
+
+import requests
+
+from geo_assets.geo.bbox import BBox
+from geo_assets.mapillary.errors import (
+    MapillaryAuthError,
+    MapillaryDownloadError,
+    MapillaryError,
+    MapillaryRequestError,
+    MapillaryUnavailableError,
+)
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BASE_URL = "https://graph.mapillary.com"
+TOKEN_ENV = "MAPILLARY_ACCESS_TOKEN"
+MAX_LIMIT = 2000
+MAX_IDS_PER_CALL = 50
+DEFAULT_FIELDS: tuple[str, ...] = (
+    "id", "computed_geometry", "geometry", "captured_at", "compass_angle", "sequence",
+    "width", "height", "thumb_1024_url", "thumb_2048_url", "thumb_original_url",
+)
+REDUCE_DATA_CODE = 1
+
+
+class _TooMuchData(Exception):
+    """HTTP 500 code 1: split the box and ask again."""
+
+
+def to_epoch_ms(value: int | float | str | datetime | None) -> int | None:
+    """Epoch ms from epoch ms (int/digits) or ISO 8601 ('2022-08-16T16:42:46Z')."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise ValueError(f"not a time: {value!r}")
+    if isinstance(value, (int, float)):
+        if not math.isfinite(value):
+            raise ValueError(f"not a time: {value!r}")
+        return int(value)
+    if isinstance(value, datetime):
+        dt = value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+        return int(round(dt.timestamp() * 1000))
+    text = str(value).strip()
+    if text.lstrip("-").isdigit():
+        return int(text)
+    try:
+        dt = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError as exc:
+        raise ValueError(f"not an ISO 8601 time or epoch ms: {value!r}") from exc
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=timezone.utc)
+    return int(round(dt.timestamp() * 1000))
+
+
+def _iso(ms: int, round_up: bool = False) -> str:
+    """ISO 8601 in whole seconds (the documented form); start rounds down, end up,
+    so the window never loses an image."""
+    seconds = ms // 1000 + (1 if round_up and ms % 1000 else 0)
+    return datetime.fromtimestamp(seconds, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _short_url(url: str) -> str:
+    """scheme://host/path without the query (signed URLs carry signatures)."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}{parts.path}"
+
+
+class MapillaryClient:
+    def __init__(
+        self,
+        base_url: str = DEFAULT_BASE_URL,
+        token: str | None = None,
+        timeout: float = 10.0,
+        max_retries: int = 5,
+        backoff: float = 0.5,
+        max_bbox_area: float | None = None,
+        session: requests.Session | None = None,
+        *,
+        max_backoff: float = 30.0,
+        max_retry_after: float = 60.0,
+        user_agent: str = "geo_assets/0.1 (+mapillary client)",
+    ) -> None:
+        if max_retries < 0:
+            raise ValueError("max_retries must be >= 0")
+        if max_bbox_area is not None and max_bbox_area <= 0:
+            raise ValueError("max_bbox_area must be positive")
+        self.base_url = base_url.rstrip("/")
+        self.__token = token if token is not None else os.environ.get(TOKEN_ENV) or None
+        self.timeout = float(timeout)
+        self.max_retries = int(max_retries)
+        self.backoff = float(backoff)
+        self.max_backoff = float(max_backoff)
+        self.max_retry_after = float(max_retry_after)
+        self.max_bbox_area = max_bbox_area
+        self.user_agent = user_agent
+        self._session = session
+        self._idle: list[requests.Session] = []
+        self._own_sessions: list[requests.Session] = []
+        self._lock = threading.Lock()
+        self.stats: dict[str, int] = {
+            "requests": 0, "retries": 0, "rate_limited": 0, "server_errors": 0, "timeouts": 0,
+            "connection_errors": 0, "malformed": 0, "pages": 0, "full_pages": 0, "splits": 0,
+            "records": 0, "duplicates_dropped": 0, "truncated_boxes": 0, "downloads": 0, "download_bytes": 0,
+        }
+
+    # -- plumbing --
+
+    def __repr__(self) -> str:
+        return f"MapillaryClient(base_url={self.base_url!r}, token={'***' if self.__token else None})"
+
+    @property
+    def has_token(self) -> bool:
+        return bool(self.__token)
+
+    def close(self) -> None:
+        with self._lock:
+            sessions, self._own_sessions, self._idle = self._own_sessions, [], []
+        for s in sessions:
+            s.close()
+
+    def __enter__(self) -> "MapillaryClient":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @contextmanager
+    def _http(self):
+        """A session for one request: the caller's, or one from a small pool (one per
+        concurrent request, reused afterwards, so threads never share one)."""
+        if self._session is not None:
+            yield self._session
+            return
+        with self._lock:
+            s = self._idle.pop() if self._idle else None
+        if s is None:
+            s = requests.Session()
+            s.headers["User-Agent"] = self.user_agent
+            with self._lock:
+                self._own_sessions.append(s)
+        try:
+            yield s
+        finally:
+            with self._lock:
+                self._idle.append(s)
+
+    def _count(self, key: str, n: int = 1) -> None:
+        with self._lock:
+            self.stats[key] = self.stats.get(key, 0) + n
+
+    def _scrub(self, text: str) -> str:
+        token = self.__token
+        if token and token in text:
+            text = text.replace(token, "***")
+        return text
+
+    def _auth_headers(self) -> dict[str, str]:
+        return {"Authorization": f"OAuth {self.__token}"} if self.__token else {}
+
+    def _delay(self, attempt: int, retry_after: float | None) -> float:
+        if retry_after is not None:
+            return max(0.0, min(retry_after, self.max_retry_after))
+        return min(self.max_backoff, self.backoff * (2**attempt))
+
+    @staticmethod
+    def _retry_after(resp: requests.Response) -> float | None:
+        value = resp.headers.get("Retry-After")
+        if value is None:
+            return None
+        value = value.strip()
+        try:
+            return max(0.0, float(value))
+        except ValueError:
+            pass
+        try:
+            when = parsedate_to_datetime(value)
+            return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
+        except (TypeError, ValueError):
+            return None
+
+    @staticmethod
+    def _api_error(resp: requests.Response) -> tuple[str, int | None, str | None]:
+        """(message, code, type) from a Graph error body, or the HTTP reason."""
+        try:
+            body = resp.json()
+        except ValueError:
+            body = None
+        if isinstance(body, dict) and isinstance(body.get("error"), dict):
+            err = body["error"]
+            code = err.get("code")
+            return str(err.get("message", "")), code if isinstance(code, int) else None, err.get("type")
+        return (resp.reason or f"HTTP {resp.status_code}"), None, None
+
+    def _sleep(self, what: str, err: str, attempt: int, retry_after: float | None) -> None:
+        delay = self._delay(attempt, retry_after)
+        self._count("retries")
+        log.info("Mapillary %s failed (%s); retry %d/%d in %.2fs", what, self._scrub(err), attempt + 1, self.max_retries, delay)
+        if delay > 0:
+            time.sleep(delay)
+
+    def _get_json(self, path: str, params: dict, what: str):
+        url = self.base_url + path
+        err = "no attempt made"
+        for attempt in range(self.max_retries + 1):
+            retry_after = None
+            self._count("requests")
+            try:
+                with self._http() as http:
+                    resp = http.get(url, params=params, headers=self._auth_headers(), timeout=self.timeout)
+            except requests.Timeout:
+                self._count("timeouts")
+                err = f"timed out after {self.timeout:g}s"
+            except requests.RequestException as exc:
+                self._count("connection_errors")
+                err = f"{type(exc).__name__}: {self._scrub(str(exc))}"
+            else:
+                status = resp.status_code
+                if status == 200:
+                    try:
+                        data = resp.json()
+                    except ValueError:
+                        self._count("malformed")
+                        err = "malformed JSON in a 200 answer"
+                    else:
+                        if isinstance(data, dict) and isinstance(data.get("error"), dict):
+                            message, code, _ = self._api_error(resp)
+                            self._raise_for_api_error(what, status, message, code)
+                        return data
+                else:
+                    message, code, _ = self._api_error(resp)
+                    message = self._scrub(message)
+                    if status == 429:
+                        self._count("rate_limited")
+                        retry_after = self._retry_after(resp)
+                        err = f"HTTP 429 {message}".strip()
+                    elif status >= 500:
+                        if code == REDUCE_DATA_CODE:
+                            raise _TooMuchData(message)
+                        self._count("server_errors")
+                        err = f"HTTP {status} {message}".strip()
+                    else:
+                        self._raise_for_api_error(what, status, message, code)
+            if attempt < self.max_retries:
+                self._sleep(what, err, attempt, retry_after)
+        raise MapillaryUnavailableError(
+            f"Mapillary {what}: gave up after {self.max_retries + 1} attempts; last error: {err}",
+            attempts=self.max_retries + 1,
+            last_error=err,
+        )
+
+    def _raise_for_api_error(self, what: str, status: int, message: str, code: int | None):
+        message = self._scrub(message)
+        if status == 401 or code == 190:
+            hint = "" if self.__token else f" (no token: pass token= or set {TOKEN_ENV})"
+            raise MapillaryAuthError(f"Mapillary {what}: authentication failed (HTTP {status}, code {code}): {message}{hint}",
+                                     status=status, code=code)
+        raise MapillaryRequestError(f"Mapillary {what}: HTTP {status}, code {code}: {message}",
+                                    status=status, code=code, api_message=message)
+
+    # -- search --
+
+    def _initial_boxes(self, bbox: BBox) -> list[BBox]:
+        if self.max_bbox_area is None or bbox.area <= self.max_bbox_area:
+            return [bbox]
+        k = math.ceil(math.sqrt(bbox.area / self.max_bbox_area) * (1 + 1e-9))
+        while (bbox.width / k) * (bbox.height / k) > self.max_bbox_area:
+            k += 1
+        boxes = []
+        for r in range(k):
+            for c in range(k):
+                boxes.append(BBox(
+                    bbox.min_lon + bbox.width * c / k,
+                    bbox.min_lat + bbox.height * r / k,
+                    bbox.max_lon if c == k - 1 else bbox.min_lon + bbox.width * (c + 1) / k,
+                    bbox.max_lat if r == k - 1 else bbox.min_lat + bbox.height * (r + 1) / k,
+                ))
+        return boxes
+
+    def search_page(self, bbox: BBox, fields: Sequence[str] = DEFAULT_FIELDS, start_captured_at=None,
+                    end_captured_at=None, limit: int = MAX_LIMIT) -> list[dict]:
+        """One `GET /images` call (no splitting). Raises _TooMuchData on code 1."""
+        params = {"bbox": bbox.to_query(), "fields": ",".join(fields), "limit": str(int(limit))}
+        start = to_epoch_ms(start_captured_at)
+        end = to_epoch_ms(end_captured_at)
+        if start is not None:
+            params["start_captured_at"] = _iso(start)
+        if end is not None:
+            params["end_captured_at"] = _iso(end, round_up=True)
+        data = self._get_json("/images", params, f"image search bbox={params['bbox']}")
+        if not isinstance(data, dict) or not isinstance(data.get("data"), list):
+            raise MapillaryUnavailableError(f"Mapillary image search bbox={params['bbox']}: answer has no 'data' list")
+        self._count("pages")
+        return [r for r in data["data"] if isinstance(r, dict)]
+
+    def search_images(
+        self,
+        bbox: BBox,
+        fields: Sequence[str] = DEFAULT_FIELDS,
+        start_captured_at: int | str | None = None,
+        end_captured_at: int | str | None = None,
+        limit: int = MAX_LIMIT,
+        max_depth: int = 8,
+    ) -> list[dict]:
+        """Every image in `bbox`, deduplicated by id, sorted by (captured_at, id).
+
+        `id` and `captured_at` are always requested. Times are epoch ms or ISO 8601;
+        start is inclusive.
+        """
+        if not 1 <= int(limit) <= MAX_LIMIT:
+            raise ValueError(f"limit must be 1..{MAX_LIMIT}, got {limit}")
+        limit = int(limit)
+        fields = list(dict.fromkeys(["id", "captured_at", *fields]))
+        start = to_epoch_ms(start_captured_at)
+        end = to_epoch_ms(end_captured_at)
+        seen: dict[str, dict] = {}
+        stack = [(b, 0) for b in reversed(self._initial_boxes(bbox))]
+        while stack:
+            box, depth = stack.pop()
+            try:
+                page = self.search_page(box, fields, start, end, limit)
+            except _TooMuchData as exc:
+                if depth >= max_depth:
+                    raise MapillaryRequestError(
+                        f"Mapillary image search bbox={box.to_query()}: still 'reduce the amount of data' at split depth "
+                        f"{depth} (max_depth={max_depth}): {exc}", status=500, code=REDUCE_DATA_CODE) from None
+                self._count("splits")
+                stack.extend((q, depth + 1) for q in reversed(box.quadrants()))
+                continue
+            for rec in page:
+                rid = rec.get("id")
+                if rid is None:
+                    continue
+                rid = str(rid)
+                if rid in seen:
+                    self._count("duplicates_dropped")
+                else:
+                    seen[rid] = rec
+            if len(page) >= limit:
+                self._count("full_pages")
+                if depth < max_depth:
+                    self._count("splits")
+                    stack.extend((q, depth + 1) for q in reversed(box.quadrants()))
+                else:
+                    self._count("truncated_boxes")
+                    log.warning("Mapillary image search bbox=%s: page still full at split depth %d; "
+                                "some images there may be missing", box.to_query(), depth)
+        self._count("records", len(seen))
+
+        def key(rec: dict):
+            t = rec.get("captured_at")
+            return (t if isinstance(t, int) and not isinstance(t, bool) else -1, str(rec.get("id")))
+
+        return sorted(seen.values(), key=key)
+
+    # -- entities --
+
+    def get_image(self, image_id: str, fields: Sequence[str] = DEFAULT_FIELDS) -> dict:
+        image_id = str(image_id)
+        if not image_id.isdigit():
+            raise ValueError(f"image ids are numeric strings, got {image_id!r}")
+        data = self._get_json(f"/{image_id}", {"fields": ",".join(fields)}, f"image {image_id}")
+        if not isinstance(data, dict):
+            raise MapillaryUnavailableError(f"Mapillary image {image_id}: answer is not an object")
+        return data
+
+    def get_images(self, ids: Iterable[str], fields: Sequence[str] = DEFAULT_FIELDS) -> list[dict]:
+        """Records for `ids` (50 per call), in the order asked; ids the API omits are skipped."""
+        ids = [str(i) for i in ids]
+        for i in ids:
+            if not i.isdigit():
+                raise ValueError(f"image ids are numeric strings, got {i!r}")
+        out: list[dict] = []
+        for k in range(0, len(ids), MAX_IDS_PER_CALL):
+            chunk = ids[k:k + MAX_IDS_PER_CALL]
+            data = self._get_json("/", {"ids": ",".join(chunk), "fields": ",".join(fields)}, f"{len(chunk)} images by id")
+            if not isinstance(data, dict):
+                raise MapillaryUnavailableError("Mapillary images by id: answer is not an object")
+            for i in chunk:
+                rec = data.get(i)
+                if isinstance(rec, dict):
+                    out.append(rec)
+        return out
+
+    # -- downloads --
+
+    def download_image(self, url: str, max_bytes: int = 25_000_000) -> bytes:
+        """Bytes of an image URL (thumb_*_url). No token is sent: the URLs are pre-signed.
+
+        Raises MapillaryDownloadError for a non-image Content-Type, a body over
+        `max_bytes`, or a 4xx (403: expired URL, ask for the image again);
+        MapillaryUnavailableError when retries run out."""
+        short = _short_url(url)
+        what = f"download {short}"
+        err = "no attempt made"
+        for attempt in range(self.max_retries + 1):
+            retry_after = None
+            self._count("requests")
+            try:
+                with self._http() as http, http.get(url, timeout=self.timeout, stream=True) as resp:
+                    status = resp.status_code
+                    if status == 200:
+                        ctype = resp.headers.get("Content-Type", "")
+                        if not ctype.lower().startswith("image/"):
+                            raise MapillaryDownloadError(
+                                f"Mapillary {what}: expected an image, got Content-Type {ctype or 'none'!r}", status=status)
+                        length = resp.headers.get("Content-Length")
+                        if length is not None and length.isdigit() and int(length) > max_bytes:
+                            raise MapillaryDownloadError(
+                                f"Mapillary {what}: {int(length)} bytes is over the {max_bytes} byte limit", status=status)
+                        chunks, total = [], 0
+                        for chunk in resp.iter_content(chunk_size=65536):
+                            total += len(chunk)
+                            if total > max_bytes:
+                                raise MapillaryDownloadError(
+                                    f"Mapillary {what}: body is over the {max_bytes} byte limit", status=status)
+                            chunks.append(chunk)
+                        data = b"".join(chunks)
+                        if length is not None and length.isdigit() and len(data) != int(length):
+                            err = f"incomplete body ({len(data)} of {length} bytes)"
+                        else:
+                            self._count("downloads")
+                            self._count("download_bytes", len(data))
+                            return data
+                    elif status == 429:
+                        self._count("rate_limited")
+                        retry_after = self._retry_after(resp)
+                        err = "HTTP 429"
+                    elif status >= 500:
+                        self._count("server_errors")
+                        err = f"HTTP {status}"
+                    else:
+                        hint = " (signed URL expired? ask for the image again)" if status == 403 else ""
+                        raise MapillaryDownloadError(f"Mapillary {what}: HTTP {status} {resp.reason or ''}".rstrip() + hint,
+                                                     status=status)
+            except MapillaryError:
+                raise
+            except requests.Timeout:
+                self._count("timeouts")
+                err = f"timed out after {self.timeout:g}s"
+            except requests.RequestException as exc:
+                self._count("connection_errors")
+                err = f"{type(exc).__name__}: {self._scrub(str(exc))}"
+            if attempt < self.max_retries:
+                self._sleep(what, err, attempt, retry_after)
+        raise MapillaryUnavailableError(
+            f"Mapillary {what}: gave up after {self.max_retries + 1} attempts; last error: {err}",
+            attempts=self.max_retries + 1,
+            last_error=err,
+        )

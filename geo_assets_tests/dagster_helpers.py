@@ -1,0 +1,34 @@
+"""Helpers for tests that materialize the real graph."""
+
+import dagster as dg
+
+from geo_assets.definitions import ALL_ASSETS, MODEL_ASSETS, TILE_ASSETS
+
+
+def tile_run_config(images_per_tile: int, check_sample: int = 1) -> dict:
+    return {"ops": {"raw_images": {"config": {"images_per_tile": images_per_tile}},
+                    "blurred_images": {"config": {"check_sample": check_sample}}}}
+
+
+def materialize_tile(instance, resources, tile: str, images_per_tile: int, selection=None, **kwargs):
+    return dg.materialize(
+        ALL_ASSETS, selection=selection or TILE_ASSETS, partition_key=tile, instance=instance, resources=resources,
+        run_config=tile_run_config(images_per_tile), **kwargs,
+    )
+
+
+def materialize_model(instance, resources, key, max_epochs: int = 8, **kwargs):
+    return dg.materialize(
+        ALL_ASSETS, selection=MODEL_ASSETS, partition_key=key, instance=instance, resources=resources,
+        run_config={"ops": {"geolocator_model": {"config": {"max_epochs": max_epochs}}}}, **kwargs,
+    )
+
+
+def metadata(result, asset: str) -> dict:
+    mats = result.asset_materializations_for_node(asset)
+    assert mats, f"no materialization of {asset}"
+    return {k: v.value for k, v in mats[-1].metadata.items()}
+
+
+def checks(result) -> dict:
+    return {e.check_name: e for e in result.get_asset_check_evaluations()}

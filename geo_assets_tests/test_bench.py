@@ -1,0 +1,86 @@
+"""The benchmark on a tiny data set: every stage measured, the incremental runs done
+through Dagster, the ratios written to JSON."""
+
+import json
+
+import pytest
+
+from geo_assets import bench
+
+STAGES = [
+    "pull (search + download)",
+    "OCR RapidOCR",
+    "OCR EasyOCR (subset)",
+    "blur (detect + blur + re-read)",
+    "caption (imagenet-labels)",
+    "text encoder (MiniLM)",
+    "image encoder (EfficientNet-Lite0)",
+    "fusion (cross-attention)",
+    "train epoch (geocell 0.05)",
+    "train epoch (geocell 0.1)",
+    "predict end to end (1 image)",
+    "model inference (geocell 0.05)",
+    "model inference (geocell 0.1)",
+]
+
+
+def test_meter_sees_memory_and_time():
+    with bench.Meter() as m:
+        block = bytearray(64 * 1024 * 1024)
+        block[::4096] = b"x" * len(block[::4096])  # touch every page
+    assert m.seconds > 0
+    assert m.peak_mib >= 50
+    del block
+
+
+def test_parse_sizes_and_new_images():
+    assert bench.parse_sizes("80,40") == [40, 80]
+    assert bench.new_images_for(8) == 1 and bench.new_images_for(80) == 4
+    with pytest.raises(SystemExit):
+        bench.main(["--sizes", "4,x"])
+    with pytest.raises(SystemExit):
+        bench.main(["--skip-stages", "--skip-incremental"])
+
+
+@pytest.mark.slow
+def test_bench_tiny_run_writes_every_stage_and_ratio(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    # A leading "--" is what `geo-assets bench -- ARGS` passes through.
+    rc = bench.main(["--", "--images", "6", "--easyocr-images", "1", "--train-rows", "64", "--epochs", "1",
+                     "--tiles", "1", "--sizes", "4,6", "--check-sample", "1", "--workdir", str(tmp_path / "work"),
+                     "--out", str(out)])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    assert "| stage" in printed and "(d) recompute all (seed)" in printed
+
+    report = json.loads(out.read_text())
+    for key in ("cpu_count", "torch_threads", "device"):
+        assert key in report["machine"]
+    assert report["started_at"] and report["finished_at"]
+
+    stages = {s["stage"]: s for s in report["stage_throughput"]["stages"]}
+    assert list(stages) == STAGES
+    for name, s in stages.items():
+        assert s["images"] >= 1, name
+        assert s["seconds"] > 0 and s["images_per_s"] > 0, name
+        assert s["peak_mib"] >= 0, name
+    assert stages["pull (search + download)"]["images"] == 6
+    assert stages["OCR EasyOCR (subset)"]["images"] == 1
+    assert stages["caption (imagenet-labels)"]["images"] == 12  # both variants
+    assert stages["predict end to end (1 image)"]["ok"]
+
+    inc = report["incremental"]
+    assert [r["images_per_tile"] for r in inc["sizes"]] == [4, 6]
+    for r in inc["sizes"]:
+        assert set(r["ratios"]) == {"b_over_a", "c_over_a", "d_over_a", "c_over_d"}
+        assert r["a_full"]["total_images"] == r["images_per_tile"]
+        assert r["b_no_new"]["new_images"] == 0
+        assert r["c_new"]["new_images"] == 1
+        assert r["d_recompute"]["new_images"] == 0
+        assert r["b_no_new"]["seconds"] < r["a_full"]["seconds"]
+        # (b) recomputes nothing; (d) recomputes everything from the kept raw images
+        counts_b = r["b_no_new"]["runs"][0]["counts"]
+        assert counts_b["ocr_text"]["ocr_computed"] == 0 and counts_b["embeddings"]["encoded"] == 0
+        counts_d = r["d_recompute"]["runs"][0]["counts"]
+        assert counts_d["ocr_text"]["ocr_computed"] == r["images_per_tile_after"]
+    assert len(inc["growth"]) == 1 and inc["growth"][0]["total_images"] == pytest.approx(1.5)

@@ -1,0 +1,64 @@
+"""Models end to end on a real instance: four partitions trained and evaluated, the
+privacy report, a geocell added later, and predictions on image files."""
+
+import json
+
+import dagster as dg
+import pytest
+
+from geo_assets.definitions import ALL_ASSETS
+from geo_assets.defs.partitions import GEOCELL_PARTITIONS_NAME, model_partition_key, tile_partitions
+from geo_assets.predict_images import predict_images
+from geo_assets_tests.dagster_helpers import checks, materialize_model, materialize_tile, metadata
+
+TILES = tile_partitions.get_partition_keys()
+
+
+@pytest.mark.slow
+def test_four_models_report_new_geocell_and_predict(dagster_resources, tmp_path):
+    layout = dagster_resources["storage"].layout()
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions(GEOCELL_PARTITIONS_NAME, ["0.05", "0.1"])
+        for tile in TILES:
+            assert materialize_tile(instance, dagster_resources, tile, images_per_tile=10).success
+        for geocell in ("0.05", "0.1"):
+            for blur in ("unblurred", "blurred"):
+                result = materialize_model(instance, dagster_resources, model_partition_key(blur, geocell), max_epochs=4)
+                assert result.success
+                meta = metadata(result, "geolocator_model")
+                assert meta["train_rows"] > meta["val_rows"] > 0
+                assert "beats_region_centre_baseline" in checks(result)
+                folder = layout.model_dir(blur, geocell)
+                for name in ("model.pt", "model.json", "evaluation.json"):
+                    assert (folder / name).is_file(), name
+                evaluation = json.loads((folder / "evaluation.json").read_text())
+                assert 0 <= evaluation["metrics"]["within_1km_pct"] <= 100
+                assert evaluation["metrics"]["median_km"] >= 0
+
+        report = dg.materialize(ALL_ASSETS, selection=["privacy_report"], instance=instance, resources=dagster_resources)
+        assert report.success
+        md = (layout.root / "reports" / "privacy_report.md").read_text()
+        for label in ("Unblurred 0.05", "Blurred 0.05", "Unblurred 0.1", "Blurred 0.1"):
+            assert f"| {label} |" in md
+        assert (layout.root / "reports" / "within_distance.png").stat().st_size > 1000
+
+        # A new geocell size: only its two partitions are trained; the others keep their files.
+        before = {p: p.stat().st_mtime_ns for p in layout.models_root.glob("*/*/model.pt")}
+        instance.add_dynamic_partitions(GEOCELL_PARTITIONS_NAME, ["0.2"])
+        for blur in ("unblurred", "blurred"):
+            assert materialize_model(instance, dagster_resources, model_partition_key(blur, "0.2"), max_epochs=2).success
+        after = {p: p.stat().st_mtime_ns for p in layout.models_root.glob("*/*/model.pt")}
+        assert {p for p in after if p not in before} == {layout.model_dir(b, "0.2") / "model.pt" for b in ("unblurred", "blurred")}
+        assert all(after[p] == t for p, t in before.items())
+
+    # Predict on a stored synthetic image (truth from the synthetic world) and on junk.
+    image = next((layout.root / "images" / "raw" / TILES[0]).glob("*.jpg"))
+    junk = tmp_path / "junk.jpg"
+    junk.write_bytes(b"not a jpeg")
+    results = predict_images([image, junk], models_dir=layout.models_root)
+    good, bad = results
+    assert good["truth"]["source"] == "synthetic world"
+    assert len(good["predictions"]) == 6
+    for p in good["predictions"]:
+        assert 0 <= p["privacy_score"] <= 1 and p["distance_km"] >= 0
+    assert "cannot read" in bad["error"]
