@@ -510,19 +510,22 @@ def _counts(result) -> dict:
 
 
 def materialize_tiles(instance, resources: dict, tiles: list[str], images_per_tile: int,
-                      check_sample: int | None = None) -> dict:
-    """Materialize the tile assets for every tile (one Dagster run each, like the main job)."""
+                      check_sample: int | None = None, pull_only: bool = False) -> dict:
+    """Materialize the tile assets for every tile (one Dagster run each, like the main job);
+    `pull_only`: raw_images alone, what the daily_pull schedule runs."""
     import dagster as dg
 
     from geo_assets.definitions import ALL_ASSETS, TILE_ASSETS
+
+    selection = TILE_ASSETS[:1] if pull_only else TILE_ASSETS
 
     runs = []
     t_all = time.perf_counter()
     with Meter() as meter:
         for tile in tiles:
             t0 = time.perf_counter()
-            result = dg.materialize(ALL_ASSETS, selection=TILE_ASSETS, partition_key=tile, instance=instance,
-                                    resources=resources, run_config=_run_config(images_per_tile, check_sample),
+            result = dg.materialize(ALL_ASSETS, selection=selection, partition_key=tile, instance=instance,
+                                    resources=resources, run_config=_run_config(images_per_tile, None if pull_only else check_sample),
                                     raise_on_error=False, tags={"geo_assets/step": f"bench {tile}"})
             took = time.perf_counter() - t0
             if not result.success:
@@ -585,6 +588,8 @@ def bench_incremental(workdir: Path, size: int, tiles: list[str], *, new_fractio
         show("(a) full build", out["a_full"])
         out["b_no_new"] = materialize_tiles(instance, resources, tiles, size, check_sample)
         show("(b) rebuild, nothing new", out["b_no_new"])
+        out["b_pull_only"] = materialize_tiles(instance, resources, tiles, size, check_sample, pull_only=True)
+        show("(b') daily pull, nothing new", out["b_pull_only"])
         out["c_new"] = materialize_tiles(instance, resources, tiles, grown, check_sample)
         show(f"(c) rebuild, +{grown - size} new/tile", out["c_new"])
         out["d_removed"] = delete_derived(storage_dir)
@@ -594,6 +599,7 @@ def bench_incremental(workdir: Path, size: int, tiles: list[str], *, new_fractio
     d = out["d_recompute"]["seconds"]
     out["ratios"] = {
         "b_over_a": round(out["b_no_new"]["seconds"] / a, 4),
+        "b_pull_only_over_a": round(out["b_pull_only"]["seconds"] / a, 4),
         "c_over_a": round(out["c_new"]["seconds"] / a, 4),
         "d_over_a": round(d / a, 4),
         "c_over_d": round(out["c_new"]["seconds"] / d, 4),
@@ -656,6 +662,7 @@ def incremental_table(results: list[dict]) -> str:
     for r in results:
         a = r["a_full"]["seconds"]
         for key, label in (("a_full", "(a) full build"), ("b_no_new", "(b) rebuild, nothing new"),
+                           ("b_pull_only", "(b') daily pull only, nothing new"),
                            ("c_new", "(c) rebuild, new images"), ("d_recompute", "(d) recompute all (seed)")):
             x = r[key]
             steps = x["steps"]

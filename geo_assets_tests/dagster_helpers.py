@@ -5,15 +5,19 @@ import dagster as dg
 from geo_assets.definitions import ALL_ASSETS, MODEL_ASSETS, TILE_ASSETS
 
 
-def tile_run_config(images_per_tile: int, check_sample: int = 1) -> dict:
-    return {"ops": {"raw_images": {"config": {"images_per_tile": images_per_tile}},
-                    "blurred_images": {"config": {"check_sample": check_sample}}}}
+def tile_run_config(images_per_tile: int, check_sample: int = 1, selection=None) -> dict:
+    ops = {"raw_images": {"config": {"images_per_tile": images_per_tile}},
+           "blurred_images": {"config": {"check_sample": check_sample}}}
+    if selection is not None:
+        names = {s if isinstance(s, str) else s.key.to_user_string() for s in selection}
+        ops = {k: v for k, v in ops.items() if k in names}
+    return {"ops": ops}
 
 
 def materialize_tile(instance, resources, tile: str, images_per_tile: int, selection=None, **kwargs):
     return dg.materialize(
         ALL_ASSETS, selection=selection or TILE_ASSETS, partition_key=tile, instance=instance, resources=resources,
-        run_config=tile_run_config(images_per_tile), **kwargs,
+        run_config=tile_run_config(images_per_tile, selection=selection), **kwargs,
     )
 
 
@@ -32,3 +36,9 @@ def metadata(result, asset: str) -> dict:
 
 def checks(result) -> dict:
     return {e.check_name: e for e in result.get_asset_check_evaluations()}
+
+
+def data_version(instance, asset: str, partition: str) -> str:
+    record = instance.get_latest_data_version_record(dg.AssetKey(asset), partition_key=partition)
+    assert record is not None, f"no data version for {asset}[{partition}]"
+    return record.asset_materialization.tags["dagster/data_version"]

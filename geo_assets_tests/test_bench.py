@@ -72,7 +72,7 @@ def test_bench_tiny_run_writes_every_stage_and_ratio(tmp_path, capsys):
     inc = report["incremental"]
     assert [r["images_per_tile"] for r in inc["sizes"]] == [4, 6]
     for r in inc["sizes"]:
-        assert set(r["ratios"]) == {"b_over_a", "c_over_a", "d_over_a", "c_over_d"}
+        assert set(r["ratios"]) == {"b_over_a", "b_pull_only_over_a", "c_over_a", "d_over_a", "c_over_d"}
         assert r["a_full"]["total_images"] == r["images_per_tile"]
         assert r["b_no_new"]["new_images"] == 0
         assert r["c_new"]["new_images"] == 1

@@ -10,7 +10,7 @@ from geo_assets.defs.resources import CaptionerResource
 from geo_assets.ingest.pull import RAW_IMAGES_SCHEMA
 from geo_assets.store.catalog import query_connection
 from geo_assets.store.parquet import read_table
-from geo_assets_tests.dagster_helpers import checks, materialize_tile, metadata
+from geo_assets_tests.dagster_helpers import checks, data_version, materialize_tile, metadata
 
 TILES = tile_partitions.get_partition_keys()
 
@@ -57,7 +57,7 @@ def test_two_tiles_end_to_end_then_rerun_touches_nothing(dagster_resources):
             dims = con.execute("SELECT len(fused), len(text_emb) FROM embeddings LIMIT 1").fetchone()
         assert dims[0] == 768 and dims[1] > 0
 
-        first_version = instance.get_latest_data_version_record(dg.AssetKey("raw_images"), partition_key=TILES[0])
+        first_version = data_version(instance, "raw_images", TILES[0])
         CAPTION_CALLS["n"] = 0
         files_before = sorted(p.name for p in (layout.root / "images" / "raw" / TILES[0]).iterdir())
         again = materialize_tile(instance, resources, TILES[0], images_per_tile=8)
@@ -69,8 +69,7 @@ def test_two_tiles_end_to_end_then_rerun_touches_nothing(dagster_resources):
         assert CAPTION_CALLS["n"] == 0, "rerun must not call the captioner"
         assert metadata(again, "embeddings")["encoded"] == 0
         assert sorted(p.name for p in (layout.root / "images" / "raw" / TILES[0]).iterdir()) == files_before
-        latest = instance.get_latest_data_version_record(dg.AssetKey("raw_images"), partition_key=TILES[0])
-        assert latest.data_version == first_version.data_version
+        assert data_version(instance, "raw_images", TILES[0]) == first_version
 
         # A bigger target pulls only the new images; captions only for them.
         more = materialize_tile(instance, resources, TILES[0], images_per_tile=11)

@@ -32,9 +32,23 @@ PIXEL_FRAC = 0.25
 """Mosaic cell size as a fraction of the text height, applied before the Gaussian."""
 MIN_SIGMA = 2.0
 MAX_KERNEL = 151
+DEFAULT_SCALES = (1.0, 2.0)
 
 
 # --------------------------------------------------------------------------- regions
+
+
+def contrast_normalize(image_bgr: np.ndarray, *, sigma: float = 15.0) -> np.ndarray:
+    """Local contrast normalisation of the grey image (subtract the local mean, divide by
+    the local standard deviation, Gaussian windows of ``sigma`` px), as 3 channels.
+    Faint text (a faded sign, text in shade) comes out as strong as any other, which is
+    what a detector needs: measured on rendered test images, detection on this image finds
+    more ground-truth text than on the original at every scale."""
+    grey = cv2.cvtColor(image_bgr, cv2.COLOR_BGR2GRAY).astype(np.float32)
+    mean = cv2.GaussianBlur(grey, (0, 0), sigma)
+    std = np.sqrt(cv2.GaussianBlur((grey - mean) ** 2, (0, 0), sigma)) + 4.0
+    norm = np.clip((grey - mean) / std * 40.0 + 128.0, 0, 255).astype(np.uint8)
+    return cv2.cvtColor(norm, cv2.COLOR_GRAY2BGR)
 
 
 def detect_text_regions(
@@ -42,11 +56,15 @@ def detect_text_regions(
     engines: Sequence,
     ocr_boxes: Iterable,
     *,
-    scales: Sequence[float] = (1.0, 2.0),
+    scales: Sequence[float] = DEFAULT_SCALES,
     low_threshold: bool = True,
+    normalize_contrast: bool = True,
 ) -> list[Box]:
-    """The union of the OCR pass's boxes and detection-only passes of every engine at
-    every scale (lower thresholds by default). Boxes are 4-point polygons in pixels."""
+    """The union of the OCR pass's boxes and a detection-only pass of every engine at
+    every scale (lowered thresholds by default). The passes run on the locally
+    contrast-normalised image (``contrast_normalize``) unless ``normalize_contrast`` is
+    False; the OCR pass already covered the original image. Boxes are 4-point polygons
+    in pixels of ``image_bgr``."""
     boxes: list[Box] = []
     seen: set[tuple] = set()
 
@@ -62,10 +80,13 @@ def detect_text_regions(
 
     for box in ocr_boxes or []:
         add(box)
-    for engine in engines or []:
-        for scale in scales:
-            for box in engine.detect(image_bgr, low_threshold=low_threshold, scale=float(scale)):
-                add(box)
+    engines = list(engines or [])
+    if engines and scales:
+        source = contrast_normalize(image_bgr) if normalize_contrast else image_bgr
+        for engine in engines:
+            for scale in scales:
+                for box in engine.detect(source, low_threshold=low_threshold, scale=float(scale)):
+                    add(box)
     return boxes
 
 
@@ -117,12 +138,20 @@ def blur_params(height: float, *, kernel: int | None = None, sigma: float | None
     return k, s, cell
 
 
-def _pixelate(crop: np.ndarray, cell: int) -> np.ndarray:
-    if cell <= 1:
-        return crop
+def _blur_crop(crop: np.ndarray, k: int, s: float, cell: int) -> np.ndarray:
+    """Pixelate to ``cell`` px, Gaussian blur (kernel ``k``, sigma ``s`` in full-size
+    pixels) at that low resolution, and scale back up smoothly. Equivalent to a mosaic
+    followed by a Gaussian of the same sigma, at a fraction of the cost for large text."""
     h, w = crop.shape[:2]
-    small = cv2.resize(crop, (max(1, w // cell), max(1, h // cell)), interpolation=cv2.INTER_AREA)
-    return cv2.resize(small, (w, h), interpolation=cv2.INTER_NEAREST)
+    if cell > 1:
+        small = cv2.resize(crop, (max(1, round(w / cell)), max(1, round(h / cell))), interpolation=cv2.INTER_AREA)
+    else:
+        small = crop
+    sk = _odd(k / cell) if cell > 1 else k
+    small = cv2.GaussianBlur(small, (sk, sk), max(0.5, s / cell), borderType=cv2.BORDER_REPLICATE)
+    if cell > 1:
+        return cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
+    return small
 
 
 def blur_regions(
@@ -135,8 +164,9 @@ def blur_regions(
     sigma: float | None = None,
 ) -> np.ndarray:
     """A copy of the image with every (padded, rotated) box pixelated and Gaussian
-    blurred inside its polygon. ``kernel``/``sigma`` fix the blur; by default both
-    grow with the text height, so large text is blurred as hard as small text."""
+    blurred inside its polygon. ``kernel``/``sigma`` (full-size pixels) fix the blur;
+    by default both grow with the text height, so large text is blurred as hard as
+    small text."""
     out = np.array(image_bgr, copy=True)
     h, w = out.shape[:2]
     for box in boxes or []:
@@ -150,7 +180,7 @@ def blur_regions(
         if x1 <= x0 or y1 <= y0:
             continue
         crop = out[y0:y1, x0:x1]
-        blurred = cv2.GaussianBlur(_pixelate(crop, cell), (k, k), s, borderType=cv2.BORDER_REPLICATE)
+        blurred = _blur_crop(crop, k, s, cell)
         local = np.zeros(crop.shape[:2], np.uint8)
         cv2.fillPoly(local, [np.round(poly - [x0, y0]).astype(np.int32)], 1)
         sel = local.astype(bool)
