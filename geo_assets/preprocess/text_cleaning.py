@@ -1,138 +1,358 @@
-"""Clean OCR output into caption text (seed 3.4.1.2), as pure functions.
+"""Cleaning of raw OCR output (seed 3.4.1.2), pure functions.
 
-Dashcam and metadata overlays (dates, times, coordinates, speeds, camera brands,
-watermark user names) are removed first; then an OCR item is kept only if it is
-anchored by something a sign would say: a UK place name (offline gazetteer,
-fuzzy for OCR slips), a road number, or common sign vocabulary. Inside a kept
-item, only clean words survive. Coordinates never survive.
-"""
+``clean_ocr_text`` drops dashcam and metadata overlays (dates, times, coordinates
+in every common notation, speeds, camera brands, watermarks, user names, number
+plates) and OCR noise, and keeps the words that carry place information: UK
+place names (offline gazetteer, fuzzy for OCR errors), road numbers (A57, M6,
+B1167, A1(M)), street and sign vocabulary (Street, Road, High, School, ...),
+shop chains, and capitalised names standing next to one of those ("St Ninian").
 
-from __future__ import annotations
-
-import re
-
-from geo_assets.preprocess.gazetteer import lookup_place
-
-CAMERA_BRANDS = {
-    "garmin", "nextbase", "viofo", "blackvue", "thinkware", "gopro", "xiaomi", "70mai", "rexing", "vantrue",
-    "cobra", "transcend", "kenwood", "mapillary", "insta360", "dashcam", "dash", "cam", "ddpai", "azdome",
-}
-
-# Words that make an OCR item worth keeping (street signs, shop fronts, road furniture).
-SIGN_WORDS = {
-    "st", "saint", "street", "road", "rd", "lane", "ln", "avenue", "ave", "way", "close", "drive", "crescent",
-    "place", "square", "terrace", "gardens", "grove", "court", "high", "school", "academy", "college",
-    "university", "station", "bridge", "church", "chapel", "cathedral", "abbey", "castle", "hall", "park",
-    "hill", "green", "common", "market", "centre", "center", "town", "city", "village", "north", "south",
-    "east", "west", "upper", "lower", "welcome", "hotel", "inn", "pub", "arms", "tavern", "bakery",
-    "pharmacy", "post", "office", "motors", "garage", "surgery", "dental", "library", "museum", "hospital",
-    "police", "fire", "bus", "rail", "railway", "airport", "harbour", "port", "pier", "beach", "bay",
-    "river", "loch", "lake", "moor", "forest", "wood", "farm", "mill", "cross", "junction", "services",
-    "motorway", "bypass", "ring", "car", "parking", "football", "club", "stadium", "tandoori",
-    "launderette", "fish", "chips", "bar", "cafe", "restaurant", "shop", "stores", "co-op", "tesco",
-    "sainsbury's", "asda", "eurospar", "spar", "lidl", "aldi", "morrisons", "boots",
-}
-
-ROAD_NUMBER = re.compile(r"^(?:[AMB]\d{1,4}(?:\(M\))?|[AM]\d{1,4}M)$", re.IGNORECASE)
-
-_NUM = r"[-+]?\d{1,3}(?:[.,]\d{3,})"
-_COORD_PATTERNS = [
-    # decimal pairs: "55.79857 -4.30273", "55.79857,-4.30273", "(55.798, -4.302)"
-    re.compile(rf"\(?\s*{_NUM}\s*[,;/ ]\s*{_NUM}\s*\)?"),
-    # hemisphere letters: "N55.79857 W4.30273", "55.79857N 4.30273W"
-    re.compile(r"[NSEW]\s*\d{1,3}(?:[.,]\d+)?\s*°?", re.IGNORECASE),
-    re.compile(r"\d{1,3}[.,]\d{2,}\s*°?\s*[NSEW]\b", re.IGNORECASE),
-    # degrees / minutes / seconds: 55°47'54.9"N, 4°18'09.8"W, 55 47 54.9 N
-    re.compile(r"\d{1,3}\s*[°º]\s*\d{1,2}\s*['′’]?\s*(?:\d{1,2}(?:[.,]\d+)?\s*[\"″”]?)?\s*[NSEW]?", re.IGNORECASE),
-    re.compile(r"\b\d{1,3}\s+\d{1,2}\s+\d{1,2}(?:[.,]\d+)?\s*[NSEW]\b", re.IGNORECASE),
-    # any lone decimal with 4+ decimals (a latitude or longitude on its own)
-    re.compile(r"[-+]?\d{1,3}[.,]\d{4,}"),
-    # dashes used instead of dots by some overlays: "55-1355"
-    re.compile(r"\b\d{2}-\d{4,}\b"),
-]
-_DATE = re.compile(
-    r"\b\d{1,4}[/.\-]\d{1,2}[/.\-]\d{1,4}\b"
-    r"|\b\d{1,2}\s+(?:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]*\.?\s+\d{2,4}\b",
-    re.IGNORECASE,
-)
-_TIME = re.compile(r"\b\d{1,2}[:.]\d{2}(?:[:.]\d{2})?\s*(?:am|pm)?\b|\b(?:am|pm)\b", re.IGNORECASE)
-_SPEED = re.compile(r"\b\d{1,3}\s*(?:mph|km\s*/?\s*h|kmh|kph|km)\b", re.IGNORECASE)
-_HANDLE = re.compile(r"@\w+|\bwww\.\S+|\S+\.(?:com|co\.uk|org|net)\b", re.IGNORECASE)
-_WORD = re.compile(r"\b[AMB]\d{1,4}\b|[A-Za-z][A-Za-z'’\-]*[A-Za-z]|[A-Za-z]", re.IGNORECASE)
-_VOWELS = set("aeiouyAEIOUY")
-
-
-def contains_coordinates(text: str) -> bool:
-    """True if any coordinate-like string is in `text` (used by an asset check)."""
-    return any(p.search(text) for p in _COORD_PATTERNS)
-
-
-def strip_overlays(text: str) -> str:
-    """Remove coordinates, dates, times, speeds, handles and camera brands from one item."""
-    for pattern in _COORD_PATTERNS:
-        text = pattern.sub(" ", text)
-    for pattern in (_DATE, _SPEED, _TIME, _HANDLE):
-        text = pattern.sub(" ", text)
-    words = [w for w in text.split() if w.lower().strip(".,:;!?'\"") not in CAMERA_BRANDS]
-    return " ".join(words)
-
-
-def _clean_word(token: str) -> str | None:
-    if ROAD_NUMBER.match(token):
-        return token.upper()
-    if not token.isascii():
-        return None
-    letters = [c for c in token if c.isalpha()]
-    if len(letters) < 2 and token.lower() not in {"a"}:
-        return None
-    if not any(c in _VOWELS for c in letters):
-        return token if token.lower() in SIGN_WORDS else None
-    if re.search(r"[^aeiouy'’\-]{5,}", token.lower()):  # consonant runs: OCR junk
-        return None
-    return token
-
-
-def _anchored(words: list[str]) -> bool:
-    for i, w in enumerate(words):
-        low = w.lower()
-        if low in SIGN_WORDS or ROAD_NUMBER.match(w) or lookup_place(w):
-            return True
-        if i + 1 < len(words) and lookup_place(f"{w} {words[i + 1]}", fuzzy=False):
-            return True
-    return False
-
-
-def clean_ocr_text(items: list[str]) -> str:
-    """OCR strings -> the text appended to a caption.
+The seed's example::
 
     >>> clean_ocr_text(['St Ninian $', 'High School', 'GARMIN', '20/12/2021 09:08:49 AM',
     ...                 '55.79857 -4.30273 13 MPH', "'cotncaouy", '7'])
     'St Ninian High School'
-    """
+
+Guarantee: the only tokens with digits that survive are road numbers, so no
+coordinate, date, time or speed can reach a caption (``contains_coordinates``
+of the result is always False).
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from typing import Iterable
+
+from geo_assets.preprocess.gazetteer import COMMON_WORD_PLACES, SIGN_WORDS, place_key, uk_gazetteer
+
+# --------------------------------------------------------------------------- patterns
+
+_NUM = r"\d{1,3}(?:[.,]\d+)?"
+_DEC = r"[-+\u2212]?\d{1,3}[.,]\d{2,}"
+_DEG = r"(?:[°º˚\u00b0]|deg\b|degrees\b)"
+_MIN = r"['′’`´]"
+_SEC = r"(?:[\"″”]|''|′′|’’)"
+_HEMI = r"[NSEWnsew]"
+
+COORDINATE_PATTERNS = [
+    # degrees with a degree sign, optional minutes and seconds, optional hemisphere:
+    # N55°47'54.9" W4°18'09.8", 55°47.915'N, 55° 47' 54.9" N, 55.79857°
+    re.compile(rf"(?:\b{_HEMI}\s*)?[-+\u2212]?{_NUM}\s*{_DEG}(?!\s*[CF]\b)(?:\s*{_NUM}\s*{_MIN}?)?(?:\s*{_NUM}\s*{_SEC}?)?(?:\s*{_HEMI}\b)?", re.I),
+    # degrees minutes seconds without a degree sign: 55 47'54.9", 55 47 54.9 N
+    re.compile(rf"\b\d{{1,3}}\s+\d{{1,2}}\s*{_MIN}\s*(?:\d{{1,2}}(?:[.,]\d+)?\s*{_SEC}?)?"),
+    re.compile(rf"\b\d{{1,3}}\s*{_MIN}\s*\d{{1,2}}(?:[.,]\d+)?\s*{_SEC}"),
+    re.compile(rf"\b\d{{1,3}}\s+\d{{1,2}}\s+\d{{1,2}}(?:[.,]\d+)?\s*{_HEMI}\b"),
+    # hemisphere letter and a decimal or degrees-minutes number: N55.79857, N 55 47.915, 4.30273W
+    re.compile(rf"\b{_HEMI}\s?[-+]?\d{{1,3}}(?:[.,]\d{{2,}}|\s+\d{{1,2}}[.,]\d+)"),
+    re.compile(rf"(?<![\w.]){_DEC}\s?{_HEMI}\b"),
+    # a pair of decimals: 55.79857 -4.30273, 55.79857,-4.30273, 55,79857 -4,30273, (55.7986; -4.3027)
+    re.compile(rf"(?<![\w.]){_DEC}\s*(?:[,;/|]\s*|\s+|(?=[-+\u2212]))[-+\u2212]?\s?\d{{1,3}}[.,]\d{{2,}}"),
+    # labelled values: lat: 55.79, Lon=-4.3, GPS 55.7
+    re.compile(r"\b(?:lat(?:itude)?|lon(?:gitude)?|lng|gps|coords?|position|pos)\s*[:=]?\s*[-+\u2212]?\d", re.I),
+]
+_SINGLE_DECIMAL = re.compile(r"(?<![\w.,])[-+\u2212]?(\d{1,3})[.,](\d{4,})(?![\d])")
+
+_MONTHS = r"(?:jan|feb|mar|apr|may|jun|jul|aug|sep|sept|oct|nov|dec)[a-z]*\.?"
+DATE_PATTERNS = [
+    re.compile(r"\b\d{1,4}\s?[/.\-]\s?\d{1,2}\s?[/.\-]\s?\d{1,4}\b"),  # 20/12/2021, 2021-12-20, 20.12.21
+    re.compile(rf"\b\d{{1,2}}(?:st|nd|rd|th)?\s*{_MONTHS}\s*,?\s*\d{{2,4}}\b", re.I),  # 20 Dec 2021
+    re.compile(rf"\b{_MONTHS}\s+\d{{1,2}}(?:st|nd|rd|th)?\s*,?\s*\d{{2,4}}\b", re.I),  # Dec 20, 2021
+    re.compile(r"\b(?:19|20)\d{2}(?:0[1-9]|1[0-2])(?:0[1-9]|[12]\d|3[01])(?:[_\-T]?\d{4,6})?\b"),  # 20211220[_090849]
+]
+TIME_PATTERNS = [
+    re.compile(r"\b\d{1,2}\s?:\s?\d{2}(?:\s?:\s?\d{2})?(?:[.,]\d+)?\s*(?:[AaPp]\.?\s?[Mm]\.?)?(?![\w])"),  # 09:08:49 AM
+    re.compile(r"\b\d{1,2}\.\d{2}\.\d{2}\b"),  # 09.08.49
+    re.compile(r"\b\d{1,2}\s*[AaPp]\.?[Mm]\.?(?![\w])"),  # 9 AM
+    re.compile(r"\b(?:GMT|BST|UTC)(?:\s*[+\-]\s*\d{1,2}(?::?\d{2})?)?\b"),
+]
+SPEED_PATTERNS = [
+    re.compile(r"\b\d{1,3}(?:[.,]\d+)?\s*(?:mph|m\.p\.h\.?|km\s?/\s?h|kmh|kph|km/hr|kmph|knots|kts)(?![\w])", re.I),
+    re.compile(r"(?<!\w)(?:mph|km\s?/\s?h|kmh|kph)(?![\w])", re.I),
+    re.compile(r"\b(?:speed|spd)\s*[:=]?\s*\d+", re.I),
+]
+CAMERA_BRANDS = (
+    "garmin", "nextbase", "viofo", "blackvue", "black vue", "thinkware", "transcend", "drivepro", "vantrue",
+    "rexing", "70mai", "xiaomi", "mijia", "yi", "mio", "mivue", "cobra", "roadhawk", "road hawk", "road angel",
+    "roav", "anker", "apeman", "crosstour", "azdome", "kenwood", "uniden", "papago", "waylens", "gopro",
+    "insta360", "redtiger", "miofive", "street guardian", "navman", "dashcam", "dash cam", "nexar", "owlcam",
+    "wolfbox", "campark", "akaso", "z-edge", "kingslim", "chortau", "jomise", "lamax", "snooper", "ddpai",
+    "rove", "vava", "aukey", "toguard", "vicovation", "lukas", "iroad", "blueskysea", "dod", "falcon zero",
+    "mapillary", "kartaview", "openstreetcam", "google", "street view", "streetview", "sony", "panasonic",
+)
+WATERMARK_PATTERNS = [
+    re.compile(r"(?<![\w-])(?:" + "|".join(re.escape(b).replace(r"\ ", r"\s*") for b in CAMERA_BRANDS)
+               + r")(?![\w])(?:[\s\-]*(?:[A-Za-z]{0,4}\d[\w\-]*))*", re.I),  # and a model code: VIOFO A119 V3
+    re.compile(r"@\s?[\w.\-]+"),  # @user
+    re.compile(r"#\w+"),
+    re.compile(r"(?:©|\(c\)|copyright)\s*[\w .\-]*", re.I),
+    re.compile(r"\b(?:https?://|www\.)\S+", re.I),
+    re.compile(r"\b[\w\-]+(?:\.[\w\-]+)*\.(?:com|net|org|io|co\.uk|org\.uk|uk)\b", re.I),
+    re.compile(r"\b[A-Z]{2}\d{2}\s?[A-Z]{3}\b"),  # UK number plate AB12 CDE
+    # dashcam status words and labelled values
+    re.compile(r"\b(?:rec|gps|g-?sensor|ev|iso|fps|hdr|wdr|\d{3,4}p|[248]k|ch\s?\d|cam\s?\d|alt(?:itude)?|heading|hdg|sats?)\b", re.I),
+    re.compile(r"\b[A-Za-z]{1,6}\s*[:=]\s*[-+]?[\d.,]+"),
+]
+OVERLAY_PATTERNS = COORDINATE_PATTERNS + DATE_PATTERNS + TIME_PATTERNS + SPEED_PATTERNS + WATERMARK_PATTERNS
+
+ROAD_NUMBER = re.compile(r"^[ABM]\d{1,4}(?:\(M\)|M)?$", re.I)
+"""UK road numbers: A57, M6, B1167, A1(M), A3M."""
+
+_CONNECTORS = frozenset({"of", "on", "upon", "the", "le", "and", "in", "under", "by", "next", "with", "at",
+                         "y", "de", "&", "upon-tyne"})
+_STRIP = "\"'`´‘’“”$£€%^*_=+|\\/<>[](){}!?;:,.~·•…-"
+_VOWELS = set("aeiouy")
+_OCR_DIGITS = [str.maketrans({"0": "o", "1": "l", "5": "s", "8": "b", "4": "a", "3": "e", "6": "g"}),
+               str.maketrans({"0": "o", "1": "i", "5": "s", "8": "b", "4": "a", "3": "e", "6": "g"})]
+
+
+# --------------------------------------------------------------------------- public helpers
+
+
+def contains_coordinates(text: str) -> bool:
+    """True when ``text`` holds anything that looks like a latitude/longitude: decimal
+    pairs, a single decimal with 4+ decimals in [-180, 180], degrees/minutes/seconds,
+    hemisphere-letter forms, or labelled values (lat:, lon=, GPS)."""
+    if not text:
+        return False
+    if any(p.search(text) for p in COORDINATE_PATTERNS):
+        return True
+    for m in _SINGLE_DECIMAL.finditer(text):
+        if int(m.group(1)) <= 180:
+            return True
+    return False
+
+
+def strip_overlays(text: str) -> str:
+    """``text`` with every overlay pattern (coordinates, dates, times, speeds, brands,
+    watermarks, plates) replaced by a separator ' | '."""
+    for pattern in OVERLAY_PATTERNS:
+        text = pattern.sub(" | ", text)
+    return _SINGLE_DECIMAL.sub(" | ", text)
+
+
+def is_road_number(token: str) -> bool:
+    return bool(ROAD_NUMBER.match(token))
+
+
+def _plausible_word(word: str) -> bool:
+    """Letters only (inner ' and - allowed), 3+ letters, a vowel, no 3 repeated letters,
+    no 5-consonant run: filters most OCR junk like 'xkcdqz' or 'lllll'."""
+    letters = word.replace("'", "").replace("-", "")
+    if len(letters) < 3 or not letters.isalpha() or not letters.isascii():
+        return False
+    low = letters.lower()
+    if not (_VOWELS & set(low)):
+        return False
+    if re.search(r"(.)\1\1", low) or re.search(r"[^aeiouy]{5,}", low):
+        return False
+    vowel_share = sum(c in _VOWELS for c in low) / len(low)
+    return 0.15 <= vowel_share <= 0.75
+
+
+def _name_like(word: str) -> bool:
+    """A capitalised or all-caps plausible word: could be part of a proper name."""
+    core = word.replace("'", "").replace("-", "")
+    return _plausible_word(word) and (word[0].isupper()) and (word.istitle() or word.isupper() or core[1:].islower())
+
+
+class _Tok:
+    __slots__ = ("text", "kind")
+
+    def __init__(self, text: str, kind: str):
+        self.text = text
+        self.kind = kind  # road | vocab | place | name | connector | drop
+
+
+def _normalise_token(raw: str) -> str:
+    tok = raw.strip(_STRIP)
+    # "A1(M)" keeps its bracket; other brackets were stripped above.
+    if re.match(r"^[ABM]\d{1,4}\(M\)?$", raw.strip(_STRIP.replace("(", "").replace(")", "")), re.I):
+        tok = raw.strip(_STRIP.replace("(", "").replace(")", ""))
+        if not tok.endswith(")"):
+            tok += ")"
+    return tok
+
+
+def _classify(tok: str, gaz) -> _Tok:
+    if not tok:
+        return _Tok(tok, "drop")
+    if is_road_number(tok):
+        return _Tok(tok.upper(), "road")
+    low = tok.lower()
+    key = place_key(tok)
+    if low in _CONNECTORS:
+        return _Tok(tok, "connector")
+    if any(ch.isdigit() for ch in tok):
+        # OCR digit/letter confusion in an otherwise alphabetic word: "Schoo1", "0xford".
+        letters = sum(ch.isalpha() for ch in tok)
+        digits = sum(ch.isdigit() for ch in tok)
+        if letters >= 3 and digits <= 2 and re.fullmatch(r"[A-Za-z0-9'\-]+", tok):
+            for table in _OCR_DIGITS:
+                fixed = tok.translate(table)
+                fixed_key = place_key(fixed)
+                if fixed_key in SIGN_WORDS:
+                    return _Tok(fixed, "vocab")
+                place = gaz.lookup(fixed)
+                if place is not None and fixed_key not in COMMON_WORD_PLACES:
+                    return _Tok(place.name, "place")
+        return _Tok(tok, "drop")
+    if not re.fullmatch(r"[A-Za-z][A-Za-z'\-&]*", ascii_word(tok)):
+        return _Tok(tok, "drop")
+    if key in SIGN_WORDS or key.replace(" ", "") in SIGN_WORDS:
+        return _Tok(tok, "vocab")
+    if len(key) >= 3 and gaz.is_place(tok):
+        return _Tok(tok, "place")
+    if len(key) >= 2 and key in COMMON_WORD_PLACES:
+        return _Tok(tok, "vocab")  # "Bridge", "Street", "Green": sign words here
+    fixed = gaz.fuzzy(tok)
+    if fixed is not None:
+        return _Tok(fixed, "place")
+    if _name_like(tok):
+        return _Tok(tok, "name")
+    return _Tok(tok, "drop")
+
+
+def ascii_word(tok: str) -> str:
+    from geo_assets.preprocess.gazetteer import ascii_fold
+
+    return ascii_fold(tok)
+
+
+_CASE_SPLIT = re.compile(r"(?<=[a-z])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z]{2})")
+_ALNUM_RUNS = re.compile(r"\d+|[^\d]+")
+
+
+def _segment_caps(word: str, lexicon: frozenset[str]) -> list[str]:
+    """Split an all-caps run-on ("HARROWONTHEHILLKEBABHOUSE") into lexicon words by
+    dynamic programming (a known word costs 1, an unknown chunk 3 + 0.5 per letter).
+    Returns [word] unless most of the letters end up in known words."""
+    s = word.lower()
+    n = len(s)
+    best = [0.0] + [float("inf")] * n
+    back = [0] * (n + 1)
+    for i in range(1, n + 1):
+        for j in range(max(0, i - 24), i):
+            chunk = s[j:i]
+            cost = 1.0 if len(chunk) >= 2 and chunk in lexicon else 3.0 + 0.5 * len(chunk)
+            if best[j] + cost < best[i]:
+                best[i], back[i] = best[j] + cost, j
+    cuts, i = [], n
+    while i > 0:
+        cuts.append((back[i], i))
+        i = back[i]
+    cuts.reverse()
+    known = sum(b - a for a, b in cuts if s[a:b] in lexicon)
+    if len(cuts) < 2 or known < 0.7 * n:
+        return [word]
+    return [word[a:b] for a, b in cuts]
+
+
+def split_run_on(token: str, gaz=None) -> list[str]:
+    """Words an OCR engine ran together: RapidOCR's PP-OCRv4 often drops the spaces of
+    English text ("EythornePostOffice", "A29Folkestone", "HARROWONTHEHILLKEBABHOUSE").
+    Splits at case changes and letter/digit boundaries (keeping road numbers whole),
+    then splits all-caps run-ons into known words. Tokens that are already a known
+    word, place or road number are returned as they are."""
+    gaz = gaz or uk_gazetteer()
+    if not token or is_road_number(token) or place_key(token) in SIGN_WORDS or place_key(token) in gaz.places:
+        return [token] if token else []
+    if sum(ch.isdigit() for ch in token) <= 2 and sum(ch.isalpha() for ch in token) >= 3:
+        for table in _OCR_DIGITS:  # "Schoo1", "0xford": a misread letter, not a number
+            fixed_key = place_key(token.translate(table))
+            if fixed_key in SIGN_WORDS or fixed_key in gaz.places:
+                return [token]
+    pieces: list[str] = []
+    for part in _CASE_SPLIT.split(token):
+        runs = _ALNUM_RUNS.findall(part)
+        if len(runs) >= 2 and runs[0].upper() in ("A", "B", "M") and runs[1].isdigit():
+            runs = [runs[0] + runs[1]] + runs[2:]  # "A29Folkestone": the road number stays whole
+        pieces.extend(runs)
+    out: list[str] = []
+    lexicon = _lexicon(gaz)
+    for piece in pieces:
+        if len(piece) >= 6 and piece.isalpha() and piece.isupper() and place_key(piece) not in lexicon:
+            out.extend(_segment_caps(piece, lexicon))
+        else:
+            out.append(piece)
+    return [p for p in out if p]
+
+
+@functools.lru_cache(maxsize=1)
+def _lexicon_cached(n_places: int) -> frozenset[str]:
+    gaz = uk_gazetteer()
+    return frozenset(SIGN_WORDS | gaz.words | _CONNECTORS | {w for w in COMMON_WORD_PLACES if " " not in w})
+
+
+def _lexicon(gaz) -> frozenset[str]:
+    return _lexicon_cached(len(gaz))
+
+
+def _classify_item(item: str, gaz) -> list[list[_Tok]]:
+    """The classified tokens of one OCR item, per segment (overlays split an item)."""
+    segments = []
+    for segment in strip_overlays(item).split("|"):
+        raw = [piece for t in segment.split() for piece in split_run_on(_normalise_token(t), gaz)]
+        toks = [_classify(t, gaz) for t in raw if t]
+        # Multi-word places ("Milton Keynes", "Bury St Edmunds") override the word classes.
+        words = [t.text for t in toks]
+        for start, end, _name in gaz.find(" ".join(words), fuzzy=False):
+            if end - start > 1:
+                for t in toks[start:end]:
+                    t.kind = "place"
+        if toks:
+            segments.append(toks)
+    return segments
+
+
+def _anchored(toks: list[_Tok]) -> bool:
+    return any(t.kind in ("place", "road", "vocab") for t in toks)
+
+
+def _kept(toks: list[_Tok], anchored: bool) -> list[str]:
+    keep = [t.kind in ("place", "road", "vocab") or (t.kind == "name" and anchored) for t in toks]
+    for i, t in enumerate(toks):  # connectors only inside a kept phrase: "Newcastle upon Tyne"
+        if t.kind == "connector" and 0 < i < len(toks) - 1 and keep[i - 1] and keep[i + 1]:
+            keep[i] = True
+    return [t.text for t, k in zip(toks, keep) if k]
+
+
+def clean_ocr_text(words: Iterable[str]) -> str:
+    """The seed's cleaning: drop overlays and noise from OCR output, keep place-like
+    and sign words. ``words`` are the OCR strings in reading order; the result is one
+    space-separated string (empty when nothing is kept).
+
+    A capitalised word that is neither a place nor a sign word ("Ninian") is kept only
+    next to an anchor (a place, road number or sign word) in its own text segment or
+    in the OCR item just before or after it (signs are often read line by line)."""
+    gaz = uk_gazetteer()
+    items = [_classify_item(item, gaz) for item in (words or []) if isinstance(item, str) and item.strip()]
     kept: list[str] = []
-    for item in items:
-        words = [w for w in (_clean_word(t) for t in _WORD.findall(strip_overlays(item))) if w]
-        if words and _anchored(words):
-            kept.extend(words)
+    for i, segments in enumerate(items):
+        whole_item = len(segments) == 1  # an item cut by an overlay does not borrow anchors
+        neighbours = [items[j] for j in (i - 1, i + 1) if 0 <= j < len(items) and len(items[j]) == 1]
+        near = whole_item and any(_anchored(n[0]) for n in neighbours)
+        for toks in segments:
+            for tok in _kept(toks, _anchored(toks) or near):
+                if kept and kept[-1].lower() == tok.lower():
+                    continue  # the same word read twice in a row
+                kept.append(tok)
+    # Belt and braces: the only digits that may survive are in road numbers.
+    kept = [t for t in kept if is_road_number(t) or not any(ch.isdigit() for ch in t)]
     text = " ".join(kept)
-    # Belt and braces: nothing coordinate-like may reach a caption.
-    while contains_coordinates(text):
-        text = " ".join(strip_overlays(text).split())
+    if contains_coordinates(text):  # pragma: no cover - unreachable by construction
+        text = " ".join(t for t in kept if not any(ch.isdigit() for ch in t))
     return text
 
 
 def find_place_names(text: str) -> list[str]:
-    """Gazetteer places named in `text` (canonical names, in order, no repeats)."""
-    words = _WORD.findall(text)
-    found: list[str] = []
-    i = 0
-    while i < len(words):
-        pair = lookup_place(f"{words[i]} {words[i + 1]}", fuzzy=False) if i + 1 < len(words) else None
-        if pair:
-            name, step = pair, 2
-        else:
-            name, step = lookup_place(words[i]), 1
-        if name and name not in found:
-            found.append(name)
-        i += step
-    return found
+    """UK place names (canonical gazetteer spelling) found in ``text``, each once, in
+    order of first appearance. Single everyday words that are also places ("Street",
+    "Bridge", "Bath") count only inside a multi-word name."""
+    if not text:
+        return []
+    seen: list[str] = []
+    for name in uk_gazetteer().find_names(strip_overlays(text).replace("|", " ")):
+        if name not in seen:
+            seen.append(name)
+    return seen

