@@ -19,7 +19,7 @@ class BlurredVariant:
     words_after: list
 
 
-def make_blurred_variant(image_bgr: np.ndarray, engine, ocr_words: list, *, scales=(1.0, 2.0),
+def make_blurred_variant(image_bgr: np.ndarray, engine, ocr_words: list, *, scales=(1.0, 1.5),
                          padding_frac: float = 0.15, padding_px: int = 4) -> BlurredVariant:
     """Blur every text region (the OCR pass's boxes plus extra detection passes), then
     read the blurred image once with the same engine: the blurred variant's own text."""
