@@ -207,3 +207,33 @@ def test_find_place_names():
     assert find_place_names("a street scene with a church") == []
     assert find_place_names("Glasgw") == ["Glasgow"]
     assert find_place_names("") == []
+
+
+# --------------------------------------------------------------------------- run-on OCR output
+
+
+@pytest.mark.parametrize("token, words", [
+    ("EythornePostOffice", ["Eythorne", "Post", "Office"]),
+    ("A29Folkestone", ["A29", "Folkestone"]),
+    ("M25Wallington", ["M25", "Wallington"]),
+    ("Sutton31", ["Sutton", "31"]),
+    ("HARROWONTHEHILLKEBABHOUSE", ["HARROW", "ON", "THE", "HILL", "KEBAB", "HOUSE"]),
+    ("WOODGREENBUTCHERS", ["WOOD", "GREEN", "BUTCHERS"]),
+    ("HIGHStreet", ["HIGH", "Street"]),
+    ("A1(M)", ["A1(M)"]),
+    ("McDonalds", ["McDonalds"]),  # a known word stays whole
+    ("Schoo1", ["Schoo1"]),  # a misread letter, fixed later by the cleaner
+    ("pixeltrekker", ["pixeltrekker"]),  # lower-case run-ons (user names) are not split
+])
+def test_split_run_on_words(token, words):
+    from geo_assets.preprocess.text_cleaning import split_run_on
+
+    assert split_run_on(token) == words
+
+
+def test_rapidocr_style_run_on_output_is_cleaned():
+    # What RapidOCR read on a synthetic dashcam frame (spaces dropped, overlay run together).
+    ocr = ["EythornePostOffice", "A29Folkestone", "TRANSCEND", "02/01/2019 09:46:44 AM", "51.19377 1.26360", "66MPH",
+           "pixeltrekker", "57.27902-7.29240", "03/01/201902:21:34 PM", "trail_trekker42"]
+    assert clean_ocr_text(ocr) == "Eythorne Post Office A29 Folkestone"
+    assert find_place_names(clean_ocr_text(ocr)) == ["Eythorne", "Folkestone"]

@@ -24,7 +24,7 @@ import functools
 import re
 from typing import Iterable
 
-from geo_assets.preprocess.gazetteer import COMMON_WORD_PLACES, SIGN_WORDS, place_key, uk_gazetteer
+from geo_assets.preprocess.gazetteer import COMMON_WORD_PLACES, SIGN_WORDS, ascii_fold, place_key, uk_gazetteer
 
 # --------------------------------------------------------------------------- patterns
 
@@ -197,7 +197,7 @@ def _classify(tok: str, gaz) -> _Tok:
                 if place is not None and fixed_key not in COMMON_WORD_PLACES:
                     return _Tok(place.name, "place")
         return _Tok(tok, "drop")
-    if not re.fullmatch(r"[A-Za-z][A-Za-z'\-&]*", ascii_word(tok)):
+    if not re.fullmatch(r"[A-Za-z][A-Za-z'\-&]*", ascii_fold(tok)):
         return _Tok(tok, "drop")
     if key in SIGN_WORDS or key.replace(" ", "") in SIGN_WORDS:
         return _Tok(tok, "vocab")
@@ -211,12 +211,6 @@ def _classify(tok: str, gaz) -> _Tok:
     if _name_like(tok):
         return _Tok(tok, "name")
     return _Tok(tok, "drop")
-
-
-def ascii_word(tok: str) -> str:
-    from geo_assets.preprocess.gazetteer import ascii_fold
-
-    return ascii_fold(tok)
 
 
 _CASE_SPLIT = re.compile(r"(?<=[a-z])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z]{2})")
@@ -269,7 +263,7 @@ def split_run_on(token: str, gaz=None) -> list[str]:
             runs = [runs[0] + runs[1]] + runs[2:]  # "A29Folkestone": the road number stays whole
         pieces.extend(runs)
     out: list[str] = []
-    lexicon = _lexicon(gaz)
+    lexicon = _lexicon()
     for piece in pieces:
         if len(piece) >= 6 and piece.isalpha() and piece.isupper() and place_key(piece) not in lexicon:
             out.extend(_segment_caps(piece, lexicon))
@@ -279,13 +273,9 @@ def split_run_on(token: str, gaz=None) -> list[str]:
 
 
 @functools.lru_cache(maxsize=1)
-def _lexicon_cached(n_places: int) -> frozenset[str]:
-    gaz = uk_gazetteer()
-    return frozenset(SIGN_WORDS | gaz.words | _CONNECTORS | {w for w in COMMON_WORD_PLACES if " " not in w})
-
-
-def _lexicon(gaz) -> frozenset[str]:
-    return _lexicon_cached(len(gaz))
+def _lexicon() -> frozenset[str]:
+    """Words a run-on may be split into: sign words, words of place names, connectors."""
+    return frozenset(SIGN_WORDS | uk_gazetteer().words | _CONNECTORS | {w for w in COMMON_WORD_PLACES if " " not in w})
 
 
 def _classify_item(item: str, gaz) -> list[list[_Tok]]:
