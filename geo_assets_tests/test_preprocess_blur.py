@@ -102,6 +102,12 @@ def test_detect_text_regions_is_the_union_of_all_passes():
     blur.detect_text_regions(img, [engine], [], scales=(1.0,), normalize_contrast=False)
     assert np.array_equal(engine.calls[0][0], img)
     assert blur.detect_text_regions(img, [], [ocr_box]) == [normalize(ocr_box)]
+    # extra passes on the original image
+    engine.calls.clear()
+    blur.detect_text_regions(img, [engine], [], scales=(1.0,), original_scales=(2.0,))
+    assert [s for _, _, s in engine.calls] == [1.0, 2.0]
+    assert np.array_equal(engine.calls[0][0], blur.contrast_normalize(img))
+    assert np.array_equal(engine.calls[1][0], img)
 
 
 def normalize(box):

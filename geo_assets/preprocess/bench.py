@@ -40,11 +40,44 @@ def matching_words(words: list[OcrWord], truths: list[str], *, min_confidence: f
 
 
 @dataclass
+class _Text:
+    text: str
+    polygon: list
+
+
+@dataclass
+class _Image:
+    image_bgr: np.ndarray
+    texts: list
+
+
+def world_images(n: int, world_seed: int = 0) -> list[_Image]:
+    """The first ``n`` synthetic-world images that carry text, decoded from their JPEG."""
+    import cv2
+
+    from geo_assets.synthetic.world import SyntheticWorld
+
+    world = SyntheticWorld(seed=world_seed)
+    out = []
+    for image_id in world.ids:
+        if len(out) >= n:
+            break
+        if not world.ground_truth(image_id):
+            continue
+        rendered = world.render(image_id)
+        img = cv2.imdecode(np.frombuffer(rendered.jpeg, np.uint8), cv2.IMREAD_COLOR)
+        out.append(_Image(img, [_Text(t.text, [list(p) for p in t.polygon]) for t in rendered.texts]))
+    return out
+
+
+@dataclass
 class BenchResult:
+    source: str
     images: int
     text_boxes: int
     primary_engine: str
     scales: list[float]
+    original_scales: list[float]
     coverage_share_80: float
     min_coverage: float
     seconds: dict = field(default_factory=dict)
@@ -55,8 +88,12 @@ class BenchResult:
 
 
 def run_benchmark(n_images: int = 40, *, engines: tuple[str, ...] = ("rapidocr", "easyocr"),
-                  scales: tuple[float, ...] = blur_mod.DEFAULT_SCALES, start_seed: int = 1000) -> BenchResult:
-    ims = text_images(n_images, start_seed=start_seed)
+                  scales: tuple[float, ...] = blur_mod.DEFAULT_SCALES,
+                  original_scales: tuple[float, ...] = blur_mod.DEFAULT_ORIGINAL_SCALES,
+                  start_seed: int = 1000, source: str = "rendered") -> BenchResult:
+    """``source``: "rendered" (``text_images`` from ``start_seed``) or "world" (images with
+    text from the synthetic world of seed ``start_seed``, JPEG-decoded as the assets see them)."""
+    ims = text_images(n_images, start_seed=start_seed) if source == "rendered" else world_images(n_images, start_seed)
     primary = make_ocr_engine(engines[0])
     readers = {name: make_ocr_engine(name) for name in engines}
     for r in readers.values():  # warm-up outside the timings
@@ -76,7 +113,8 @@ def run_benchmark(n_images: int = 40, *, engines: tuple[str, ...] = ("rapidocr",
             seconds[f"ocr_{name}"] += time.perf_counter() - t0
             before[name] += len(matching_words(words[name], truths))
         t0 = time.perf_counter()
-        boxes = blur_mod.detect_text_regions(ti.image_bgr, [primary], [w.box for w in words[engines[0]]], scales=scales)
+        boxes = blur_mod.detect_text_regions(ti.image_bgr, [primary], [w.box for w in words[engines[0]]],
+                                             scales=scales, original_scales=original_scales)
         t1 = time.perf_counter()
         blurred = blur_mod.blur_regions(ti.image_bgr, boxes)
         t2 = time.perf_counter()
@@ -91,7 +129,8 @@ def run_benchmark(n_images: int = 40, *, engines: tuple[str, ...] = ("rapidocr",
             any_after[name] += sum(1 for w in read if w.confidence >= 0.5 and len(_norm(w.text)) >= 3)
     cov = np.asarray(coverages)
     return BenchResult(
-        images=len(ims), text_boxes=len(cov), primary_engine=primary.version, scales=list(scales),
+        source=source, images=len(ims), text_boxes=len(cov), primary_engine=primary.version, scales=list(scales),
+        original_scales=list(original_scales),
         coverage_share_80=float((cov >= 0.8).mean()) if len(cov) else 1.0,
         min_coverage=float(cov.min()) if len(cov) else 1.0,
         seconds={k: round(v / len(ims), 4) for k, v in seconds.items()},
@@ -105,10 +144,14 @@ def main(argv: list[str] | None = None) -> None:  # pragma: no cover - CLI
     ap.add_argument("--images", type=int, default=40)
     ap.add_argument("--engines", default="rapidocr,easyocr")
     ap.add_argument("--scales", default=",".join(str(s) for s in blur_mod.DEFAULT_SCALES))
-    ap.add_argument("--seed", type=int, default=1000)
+    ap.add_argument("--original-scales", default=",".join(str(s) for s in blur_mod.DEFAULT_ORIGINAL_SCALES))
+    ap.add_argument("--seed", type=int, default=1000, help="first image seed, or the world seed with --world")
+    ap.add_argument("--world", action="store_true", help="use synthetic-world images instead of rendered ones")
     args = ap.parse_args(argv)
     result = run_benchmark(args.images, engines=tuple(args.engines.split(",")),
-                           scales=tuple(float(s) for s in args.scales.split(",")), start_seed=args.seed)
+                           scales=tuple(float(s) for s in args.scales.split(",") if s),
+                           original_scales=tuple(float(s) for s in args.original_scales.split(",") if s),
+                           start_seed=args.seed, source="world" if args.world else "rendered")
     print(json.dumps(asdict(result), indent=2))
 
 
