@@ -139,8 +139,8 @@ def _blur_and_check(images, reader_names):
 
 
 def test_blur_leaves_nothing_readable_on_rendered_images():
-    cov, before, after = _blur_and_check(text_images(3, start_seed=1000), ["rapidocr"])
-    assert before >= 5  # the text was readable before
+    cov, before, after = _blur_and_check(text_images(2, start_seed=1000), ["rapidocr"])
+    assert before >= 3  # the text was readable before
     assert (cov >= 0.8).mean() >= 0.9
     assert after == []
 

@@ -32,7 +32,8 @@ def test_seed_figure_9_keeps_places_and_road_numbers():
     "20th December 2021", "20211220_090849", "09:08:49", "09:08:49 AM", "9:08 pm", "09.08.49", "14:22 BST",
     "13 MPH", "13MPH", "40km/h", "40 KM/H", "60 kph", "Speed: 34", "GARMIN", "Garmin Dash Cam 67W", "NEXTBASE",
     "VIOFO A119", "VIOFO A119 V3", "Garmin 67W", "BlackVue", "THINKWARE", "70mai", "@johnsmith", "© mapillary", "mapillary", "www.example.com",
-    "KartaView", "REC", "GPS", "AB12 CDE", "ALT: 120", "CH1",
+    "KartaView", "REC", "GPS", "AB12 CDE", "ALT: 120", "CH1", "NEXTBASE2023-05-0114:22", "GARMIN20/12/2021",
+    "VIOFO2019/01/0610:12:45",
 ])
 def test_overlays_are_dropped(overlay):
     assert clean_ocr_text([overlay]) == ""
@@ -223,6 +224,8 @@ def test_find_place_names():
     ("A1(M)", ["A1(M)"]),
     ("McDonalds", ["McDonalds"]),  # a known word stays whole
     ("Schoo1", ["Schoo1"]),  # a misread letter, fixed later by the cleaner
+    ("Pleasedrivecarefully", ["Please", "drive", "carefully"]),
+    ("PORTREECO-OP", ["PORTREE", "CO-OP"]),
     ("pixeltrekker", ["pixeltrekker"]),  # lower-case run-ons (user names) are not split
 ])
 def test_split_run_on_words(token, words):

@@ -18,18 +18,27 @@ to cells of a quarter of the text height, then Gaussian blurred with sigma 0.35 
 the text height (computed at the pixelated resolution, so large text costs no more
 than small text).
 
-Measured with ``python -m geo_assets.preprocess.bench`` on 40 rendered 640x480
-images (145 text boxes: 8 fonts, sizes 0.4-2.0, rotations up to 15 deg, a third
-low contrast, a third with dashcam overlays), primary OCR RapidOCR, 2 busy CPU
-cores:
+Measured (``python -m geo_assets.preprocess.bench``; primary OCR RapidOCR; 2 CPU
+cores; seconds from a quiet machine unless marked):
 
-    scales       boxes >= 80% covered   detect s/img   blur s/img   words readable after (RapidOCR / EasyOCR)
-    (1.0, 1.5)   99.3% (min 0.72)       0.23           0.009        0 / 0   (137 / 177 before)
-    (1.0, 2.0)   100%                   0.61           0.012        0 / 0
+rendered test images (``text_images``, 40 images / 145 boxes, seeds 1000+):
 
-On 180 other images (seeds 2000-3000s) the (1.0, 1.5) passes cover 99.0% and
-(1.0, 2.0) 99.2%; the misses are tiny (size ~0.4) low-contrast words that no pass
-detects.
+    LCN scales        boxes >= 80% covered   detect s/img   blur s/img   readable after (RapidOCR / EasyOCR)
+    (1.0, 1.5)        99.3% (min 0.72)       0.26           0.009        0 / 0   (137 / 177 before)
+    (1.0, 2.0)        100%                   ~0.5           0.012        0 / 0
+
+synthetic world (seed 0, JPEG-decoded; two samples of 150 and 100 images with text,
+453 and 289 boxes); detection time measured on a loaded machine, quiet ~0.6x:
+
+    passes                          sample 1   sample 2   detect s/img (loaded)
+    LCN (1.0, 1.5)    [default]     97.1%      98.6%      0.39-0.53
+    LCN (1.0, 1.5) + original 2.0   97.8%      99.3%      0.98-1.36
+    LCN (1.0, 3.0)                  99.3%      99.3%      1.5-2.0
+
+Post-blur readability on the synthetic world (60 images, default passes): RapidOCR
+read 176 true words before and 0 after; EasyOCR (12 images) 0 after. What no pass
+covers is text under ~10 px tall, mostly at low contrast, that neither OCR engine
+reads either; only a 3x pass finds most of it.
 """
 
 from __future__ import annotations

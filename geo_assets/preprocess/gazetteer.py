@@ -87,7 +87,7 @@ caution danger children school warning reduce now please thank you drive careful
 kebab hardware news newsagent newsagents fish chips chippy barber barbers hair salon florist florists laundry
 launderette takeaway pizza chinese indian tandoori curry express local extra metro convenience wines licence
 tyres agents solicitors dentist opticians vets nails beauty tea rooms coffee kitchen grill diner bistro deli
-mart spa welcome please carefully sorting office garden centre nursery tearoom brewery distillery
+mart spa welcome please carefully sorting office garden centre nursery tearoom brewery distillery croeso
 tesco sainsbury sainsburys asda morrisons aldi lidl waitrose coop co-op spar eurospar iceland boots greggs
 costa starbucks mcdonalds subway nisa londis premier budgens costcutter wetherspoon shell bp esso texaco
 """.split())

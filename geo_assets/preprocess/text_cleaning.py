@@ -82,7 +82,7 @@ CAMERA_BRANDS = (
 )
 WATERMARK_PATTERNS = [
     re.compile(r"(?<![\w-])(?:" + "|".join(re.escape(b).replace(r"\ ", r"\s*") for b in CAMERA_BRANDS)
-               + r")(?![\w])(?:[\s\-]*(?:[A-Za-z]{0,4}\d[\w\-]*))*", re.I),  # and a model code: VIOFO A119 V3
+               + r")(?![A-Za-z])(?:[\s\-]*(?:[A-Za-z]{0,4}\d[\w\-]*))*", re.I),  # and a model code: VIOFO A119 V3
     re.compile(r"@\s?[\w.\-]+"),  # @user
     re.compile(r"#\w+"),
     re.compile(r"(?:©|\(c\)|copyright)\s*[\w .\-]*", re.I),
@@ -93,6 +93,7 @@ WATERMARK_PATTERNS = [
     re.compile(r"\b(?:rec|gps|g-?sensor|ev|iso|fps|hdr|wdr|\d{3,4}p|[248]k|ch\s?\d|cam\s?\d|alt(?:itude)?|heading|hdg|sats?)\b", re.I),
     re.compile(r"\b[A-Za-z]{1,6}\s*[:=]\s*[-+]?[\d.,]+"),
 ]
+_BRAND_KEYS = frozenset(place_key(b) for b in CAMERA_BRANDS) | frozenset(place_key(b).replace(" ", "") for b in CAMERA_BRANDS)
 OVERLAY_PATTERNS = COORDINATE_PATTERNS + DATE_PATTERNS + TIME_PATTERNS + SPEED_PATTERNS + WATERMARK_PATTERNS
 
 ROAD_NUMBER = re.compile(r"^[ABM]\d{1,4}(?:\(M\)|M)?$", re.I)
@@ -199,6 +200,8 @@ def _classify(tok: str, gaz) -> _Tok:
         return _Tok(tok, "drop")
     if not re.fullmatch(r"[A-Za-z][A-Za-z'\-&]*", ascii_fold(tok)):
         return _Tok(tok, "drop")
+    if key in _BRAND_KEYS:
+        return _Tok(tok, "drop")  # a camera brand split off a run-on overlay: "NEXTBASE2023-05-01"
     if key in SIGN_WORDS or key.replace(" ", "") in SIGN_WORDS:
         return _Tok(tok, "vocab")
     if len(key) >= 3 and gaz.is_place(tok):
@@ -265,10 +268,18 @@ def split_run_on(token: str, gaz=None) -> list[str]:
     out: list[str] = []
     lexicon = _lexicon()
     for piece in pieces:
-        if len(piece) >= 6 and piece.isalpha() and piece.isupper() and place_key(piece) not in lexicon:
+        if piece.lower().endswith("co-op") and len(piece) > 5:  # "PORTREECO-OP"
+            piece, tail = piece[:-5], piece[-5:]
+        else:
+            tail = ""
+        caps = len(piece) >= 6 and piece.isupper()
+        title = len(piece) >= 10 and piece[0].isupper() and piece[1:].islower()  # "Pleasedrivecarefully"
+        if piece.isalpha() and (caps or title) and place_key(piece) not in lexicon:
             out.extend(_segment_caps(piece, lexicon))
         else:
             out.append(piece)
+        if tail:
+            out.append(tail)
     return [p for p in out if p]
 
 
