@@ -47,10 +47,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 DEFAULT_IMAGES = 12
-DEFAULT_EASYOCR_IMAGES = 3
+DEFAULT_EASYOCR_IMAGES = 2
 DEFAULT_SIZES = (8, 16)
 DEFAULT_TILES = 1
-DEFAULT_TRAIN_ROWS = 1024
+DEFAULT_TRAIN_ROWS = 512
 DEFAULT_EPOCHS = 2
 DEFAULT_NEW_FRACTION = 0.05
 GEOCELLS = ("0.05", "0.1")
@@ -306,11 +306,18 @@ def bench_stages(workdir: Path, *, images: int = DEFAULT_IMAGES, easyocr_images:
                 note=f"subset of {k} of {n} images; load {load:.1f} s not in seconds",
                 words=sum(len(w) for w in easy_words)))
 
-    # -- blur: detection passes (2 scales, low thresholds) + Gaussian blur + one re-read
+    # -- blur: detection passes (low thresholds) + pixelate/Gaussian blur + one re-read,
+    #    with the blurred_images asset's default config
+    from geo_assets.defs.assets.preprocess import BlurConfig
+
+    blur_config = BlurConfig()
+    scales = "x, ".join(f"{s:g}" for s in blur_config.scales) + "x"
     with Meter() as m:
-        variants = [make_blurred_variant(im, rapid, w) for im, w in zip(bgr, words)]
-    done(_stage("blur (detect + blur + re-read)", n, m, note="as the blurred_images asset: RapidOCR detect at 1x and 2x",
-                boxes=sum(len(v.boxes) for v in variants)))
+        variants = [make_blurred_variant(im, rapid, w, scales=blur_config.scales, padding_frac=blur_config.padding_frac,
+                                         padding_px=blur_config.padding_px) for im, w in zip(bgr, words)]
+    done(_stage("blur (detect + blur + re-read)", n, m,
+                note=f"as the blurred_images asset: RapidOCR detection at {scales}, blur, one re-read",
+                boxes=sum(len(v.boxes) for v in variants), scales=list(blur_config.scales)))
 
     # both variants from here on, as the caption and embedding assets do
     items = [("unblurred", im, w) for im, w in zip(bgr, words)] + [("blurred", v.image_bgr, v.words_after) for v in variants]
@@ -778,7 +785,8 @@ def print_report(report: dict, echo: Echo = print) -> None:
     st = report.get("stage_throughput")
     if st:
         echo(f"\nStage throughput ({st['images']} synthetic images; models loaded once per process, load time "
-             f"not in 'seconds'; peak MiB = peak RSS above the stage's start)\n")
+             f"not in 'seconds'; peak MiB = peak RSS above the stage's start, a model load included where "
+             f"the stage loads its model)\n")
         echo(stage_table(st["stages"]))
     inc = report.get("incremental")
     if inc:
@@ -799,6 +807,9 @@ def print_report(report: dict, echo: Echo = print) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    import warnings
+
+    warnings.filterwarnings("ignore", category=UserWarning, module=r"torch\..*")
     if argv and argv[0] == "--":  # `geo-assets bench -- --images 8`
         argv = argv[1:]
     parser = build_parser()

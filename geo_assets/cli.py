@@ -172,13 +172,21 @@ def build_parser() -> argparse.ArgumentParser:
     query.add_argument("sql")
     query.set_defaults(func=_cmd_query)
 
-    bench = sub.add_parser("bench", help="stage throughput and incremental-cost benchmark")
+    # Listed for --help only: main() hands everything after "bench" to the bench's own
+    # parser, because an argparse.REMAINDER positional rejects a leading option.
+    bench = sub.add_parser("bench", help="stage throughput and incremental-cost benchmark (options: geo-assets bench --help)",
+                           add_help=False)
     bench.add_argument("bench_args", nargs=argparse.REMAINDER)
     bench.set_defaults(func=_cmd_bench)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "bench":
+        from geo_assets.bench import main as bench_main
+
+        return bench_main(argv[1:]) or 0
     args = build_parser().parse_args(argv)
     return args.func(args)
 

@@ -42,6 +42,18 @@ def test_parse_sizes_and_new_images():
         bench.main(["--skip-stages", "--skip-incremental"])
 
 
+def test_cli_passes_leading_options_to_the_bench(capsys):
+    from geo_assets import cli
+
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["bench", "--help"])
+    assert exc.value.code == 0
+    assert "--images" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exc:  # the bench's own parser rejects it, not the CLI's
+        cli.main(["bench", "--sizes", "4,x"])
+    assert exc.value.code == 2
+
+
 @pytest.mark.slow
 def test_bench_tiny_run_writes_every_stage_and_ratio(tmp_path, capsys):
     out = tmp_path / "bench.json"

@@ -48,6 +48,8 @@ def test_two_tiles_end_to_end_then_rerun_touches_nothing(dagster_resources):
             assert caps["cache_misses"] == 2 * raw["total_images"]
             emb = metadata(result, "embeddings")
             assert emb["rows"] == 2 * raw["total_images"] and emb["reused"] == 0
+            assert len(emb["nearest_neighbours"].splitlines()) == 2 + 3 * 3  # header, rule, 3 images x 3 neighbours
+            assert "| unblurred | fused |" in emb["nn_km_vs_random_km"]
 
         # Parquet and DuckDB agree.
         n_parquet = sum(read_table(layout.table_path("raw_images", t), RAW_IMAGES_SCHEMA).num_rows for t in TILES[:2])
@@ -65,6 +67,9 @@ def test_two_tiles_end_to_end_then_rerun_touches_nothing(dagster_resources):
         assert metadata(again, "raw_images")["new_images"] == 0
         assert metadata(again, "ocr_text")["ocr_computed"] == 0
         assert metadata(again, "blurred_images")["blurred_now"] == 0
+        readability = checks(again)["blur_leaves_no_readable_words"]
+        assert readability.passed and readability.metadata["images_checked"].value > 0
+        assert readability.metadata["read_now"].value == 0, "the check's reads of unchanged images are cached"
         assert metadata(again, "captions")["cache_misses"] == 0
         assert CAPTION_CALLS["n"] == 0, "rerun must not call the captioner"
         assert metadata(again, "embeddings")["encoded"] == 0

@@ -26,6 +26,11 @@ CAPTION_SCHEMA = pa.schema([
     ("caption", pa.string()), ("place_names_json", pa.string()), ("has_place_text", pa.bool_()),
 ])
 
+BLUR_CHECK_CACHE_SCHEMA = pa.schema([
+    ("blurred_sha256", pa.string()), ("checker", pa.string()), ("words_json", pa.string()),
+])
+"""What the second OCR engine read on a blurred image, so a rerun's check costs no OCR."""
+
 CAPTION_CACHE_SCHEMA = pa.schema([
     ("image_sha256", pa.string()), ("variant", pa.string()), ("captioner_id", pa.string()), ("generated", pa.string()),
 ])

@@ -16,6 +16,7 @@ from geo_assets.defs.partitions import tile_partitions
 from geo_assets.defs.resources import EncoderResource, StorageResource
 from geo_assets.defs.tables import CAPTION_SCHEMA, load_bgr, rows_by
 from geo_assets.embed.fusion import CrossAttentionFusion
+from geo_assets.embed.neighbours import nearest_neighbours, neighbour_distance_summary
 from geo_assets.ingest.pull import RAW_IMAGES_SCHEMA
 from geo_assets.settings import BLUR_VARIANTS
 from geo_assets.store.catalog import refresh_views
@@ -130,6 +131,7 @@ def embeddings(context: dg.AssetExecutionContext, config: EmbeddingConfig, stora
                       "image_dim": image_encoder.dim, "fused_dim": fusion.fused_dim},
         )
         n = stats["encoded"]
+        sanity = _neighbour_sanity(all_rows)
         yield dg.MaterializeResult(
             metadata={
                 "rows": len(all_rows),
@@ -142,6 +144,30 @@ def embeddings(context: dg.AssetExecutionContext, config: EmbeddingConfig, stora
                 "text_rows_per_s": round(n / stats["text_s"], 1) if stats["text_s"] else 0.0,
                 "image_rows_per_s": round(n / stats["image_s"], 1) if stats["image_s"] else 0.0,
                 "fusion_rows_per_s": round(n / stats["fusion_s"], 1) if stats["fusion_s"] else 0.0,
+                "nearest_neighbours": dg.MetadataValue.md(sanity["table"]),
+                "nn_km_vs_random_km": dg.MetadataValue.md(sanity["summary"]),
             },
             data_version=data_version_of(f"{r['image_id']}:{r['variant']}:{r['image_sha256']}:{r['caption_sha256']}:{r['encoder_key']}" for r in all_rows),
         )
+
+
+def _neighbour_sanity(rows: list[dict], queries: int = 3, k: int = 3) -> dict:
+    """Within this tile: for a few unblurred images, the closest images by fused vector and
+    their distance on the ground; and, per variant and vector, the median km to the nearest
+    neighbour against the median km to a random image (ratio < 1: the vectors carry place)."""
+    table = ["| image | neighbour | cosine | km |", "|---|---|---:|---:|"]
+    summary = ["| variant | vector | rows | median km to nearest | median km to random | ratio |",
+               "|---|---|---:|---:|---:|---:|"]
+    for variant in BLUR_VARIANTS:
+        vrows = [r for r in rows if r["variant"] == variant]
+        if len(vrows) < 2:
+            continue
+        lat, lon = [r["lat"] for r in vrows], [r["lon"] for r in vrows]
+        for col in ("text_emb", "image_emb", "fused"):
+            s = neighbour_distance_summary(np.stack([np.asarray(r[col], dtype=np.float32) for r in vrows]), lat, lon)
+            summary.append(f"| {variant} | {col} | {s['rows']} | {s['median_nn_km']} | {s['median_random_km']} | {s['ratio']} |")
+        if variant == "unblurred":
+            fused = np.stack([np.asarray(r["fused"], dtype=np.float32) for r in vrows])
+            for nb in nearest_neighbours(fused, lat, lon, range(min(queries, len(vrows))), k=k):
+                table.append(f"| {vrows[nb.query]['image_id']} | {vrows[nb.neighbour]['image_id']} | {nb.cosine:.3f} | {nb.km:.1f} |")
+    return {"table": "\n".join(table), "summary": "\n".join(summary)}

@@ -20,7 +20,7 @@ from geo_assets.defs.metadata import data_version_of, preview_md
 from geo_assets.defs.partitions import tile_partitions
 from geo_assets.defs.resources import CaptionerResource, ImageSourceResource, OcrResource, StorageResource
 from geo_assets.defs.tables import (
-    BLUR_SCHEMA, CAPTION_CACHE_SCHEMA, CAPTION_SCHEMA, OCR_SCHEMA, UnreadableImage, load_bgr, rows_by,
+    BLUR_CHECK_CACHE_SCHEMA, BLUR_SCHEMA, CAPTION_CACHE_SCHEMA, CAPTION_SCHEMA, OCR_SCHEMA, UnreadableImage, load_bgr, rows_by,
 )
 from geo_assets.ingest.pull import RAW_IMAGES_SCHEMA
 from geo_assets.preprocess import blur as blur_mod
@@ -50,10 +50,21 @@ def _words_from_json(text: str | None) -> list:
 class BlurConfig(dg.Config):
     padding_frac: float = 0.15
     padding_px: int = 4
-    scales: list[float] = [1.0, 1.5]
-    """Detection passes beyond the OCR pass; 2.0 finds more tiny text at ~2x the blur cost."""
+    scales: list[float] = list(blur_mod.DEFAULT_SCALES)
+    """Detection passes (on the contrast-normalised image) beyond the OCR pass. [1.0, 3.0]
+    covers >= 99% of the synthetic world's text boxes at ~3x the blur cost (blur.py)."""
+    original_scales: list[float] = list(blur_mod.DEFAULT_ORIGINAL_SCALES)
+    """Extra detection passes on the original image; [2.0] adds ~0.4 s/image."""
+    coverage_target: float = 0.99
+    """Share of ground-truth text boxes that must be >= 80% blurred. A miss is a WARN: what the
+    default passes miss is sub-10 px, low-contrast text that neither OCR engine reads."""
     check_sample: int = 4
     """Blurred images per tile re-read by the second OCR engine for the readability check."""
+
+    def blur_version(self) -> str:
+        scales = ",".join(f"{v:g}" for v in self.scales)
+        original = ",".join(f"{v:g}" for v in self.original_scales)
+        return f"{blur_mod.BLUR_VERSION}|s={scales}|o={original}|p={self.padding_frac:g}+{self.padding_px}"
 
 
 @dg.asset(
@@ -152,8 +163,10 @@ def blurred_images(
         out_path = layout.table_path("blur_regions", tile)
         engine = ocr.primary()
         engine_id = _engine_id(engine)
+        # The version holds the blur config too: changing the passes or padding re-blurs.
+        version = config.blur_version()
         done = {(r["image_id"], r["sha256"]): r for r in read_table(out_path, BLUR_SCHEMA).to_pylist()
-                if r["blur_version"] == blur_mod.BLUR_VERSION and r["ocr_engine"] == engine_id}
+                if r["blur_version"] == version and r["ocr_engine"] == engine_id}
 
         rows, computed, seconds, new_ids = [], 0, 0.0, []
         for img in images.to_pylist():
@@ -163,7 +176,7 @@ def blurred_images(
                 continue
             started = time.perf_counter()
             ocr_row = ocr_rows.get(img["image_id"])
-            base = {"image_id": img["image_id"], "sha256": img["sha256"], "blur_version": blur_mod.BLUR_VERSION, "ocr_engine": engine_id}
+            base = {"image_id": img["image_id"], "sha256": img["sha256"], "blur_version": version, "ocr_engine": engine_id}
             try:
                 if ocr_row is None or ocr_row["sha256"] != img["sha256"]:
                     raise UnreadableImage("no OCR row for this image version; materialize ocr_text first")
@@ -171,7 +184,7 @@ def blurred_images(
                     raise UnreadableImage(ocr_row["error"])
                 image = load_bgr(layout.root / img["path"])
                 variant = make_blurred_variant(image, engine, _words_from_json(ocr_row["words_json"]), scales=config.scales,
-                                               padding_frac=config.padding_frac, padding_px=config.padding_px)
+                                               original_scales=config.original_scales, padding_frac=config.padding_frac, padding_px=config.padding_px)
                 ok, buf = cv2.imencode(".jpg", variant.image_bgr, [cv2.IMWRITE_JPEG_QUALITY, 92])
                 if not ok:
                     raise UnreadableImage("could not encode blurred image")
@@ -213,8 +226,9 @@ def blurred_images(
             covered = sum(1 for c in coverages if c >= 0.8)
             share = covered / len(coverages) if coverages else 1.0
             yield dg.AssetCheckResult(
-                check_name="blur_covers_ground_truth_text", passed=share >= 0.99,
-                metadata={"text_boxes": len(coverages), "covered_80pct": covered, "share": round(share, 4),
+                check_name="blur_covers_ground_truth_text", passed=share >= config.coverage_target,
+                severity=dg.AssetCheckSeverity.WARN,
+                metadata={"target": config.coverage_target, "text_boxes": len(coverages), "covered_80pct": covered, "share": round(share, 4),
                           "min_coverage": round(min(coverages), 3) if coverages else 1.0},
             )
         else:
@@ -222,18 +236,31 @@ def blurred_images(
                                       metadata={"skipped": "no ground truth for this source"})
 
         # Check (b): a second engine re-reads the blurred images that had the most text.
+        # Its reads are cached by blurred image, so a rerun with nothing new loads no engine.
         sample = sorted(ok_rows, key=lambda r: -ocr_rows[r["image_id"]]["n_words"])[: config.check_sample]
-        checker = ocr.second()
+        check_cache_path = layout.cache_path("blur_check", tile)
+        check_cache_table = read_table(check_cache_path, BLUR_CHECK_CACHE_SCHEMA)
+        check_cache = {(r["blurred_sha256"], r["checker"]): r["words_json"] for r in check_cache_table.to_pylist()}
+        checker, checker_id, new_reads = None, ocr.check_engine, []
         leaked: list[str] = []
         for r in sample:
+            words_json = check_cache.get((r["blurred_sha256"], checker_id))
+            if words_json is None:
+                checker = checker or ocr.second()
+                words_json = _words_json(checker.read(load_bgr(layout.root / r["blurred_path"])))
+                new_reads.append({"blurred_sha256": r["blurred_sha256"], "checker": checker_id, "words_json": words_json})
             before = [w.text for w in _words_from_json(ocr_rows[r["image_id"]]["words_json"])]
             if world is not None:
                 before += [t.text for t in world.ground_truth(r["image_id"])]
-            leaked += _readable_after_blur(before, checker.read(load_bgr(layout.root / r["blurred_path"])))
+            leaked += _readable_after_blur(before, _words_from_json(words_json))
+        if new_reads:
+            write_table(check_cache_path, pa.concat_tables(
+                [check_cache_table, pa.Table.from_pylist(new_reads, schema=BLUR_CHECK_CACHE_SCHEMA)]))
         yield dg.AssetCheckResult(
             check_name="blur_leaves_no_readable_words", passed=not leaked,
-            metadata={"checker": _engine_id(checker), "images_checked": len(sample), "readable_words": len(leaked),
-                      "examples": ", ".join(leaked[:10]) or "(none)"},
+            metadata={"checker": _engine_id(checker) if checker else checker_id, "images_checked": len(sample),
+                      "read_now": len(new_reads), "reused_reads": len(sample) - len(new_reads),
+                      "readable_words": len(leaked), "examples": ", ".join(leaked[:10]) or "(none)"},
         )
 
         preview_ids = (new_ids or [r["image_id"] for r in ok_rows])[:2]
