@@ -482,40 +482,6 @@ def _run_config(images_per_tile: int, check_sample: int | None) -> dict:
     return {"ops": ops, "loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 
-def _step_seconds(instance, run_id: str) -> dict:
-    from dagster import DagsterEventType
-
-    starts, out = {}, {}
-    for entry in instance.all_logs(run_id, of_type={DagsterEventType.STEP_START, DagsterEventType.STEP_SUCCESS,
-                                                    DagsterEventType.STEP_FAILURE}):
-        kind = entry.dagster_event.event_type_value if entry.dagster_event else ""
-        if kind == DagsterEventType.STEP_START.value:
-            starts[entry.step_key] = entry.timestamp
-        elif entry.step_key in starts:
-            out[entry.step_key] = round(entry.timestamp - starts[entry.step_key], 3)
-    return out
-
-
-_COUNT_KEYS = {
-    "raw_images": ("new_images", "total_images"),
-    "ocr_text": ("ocr_computed", "ocr_reused"),
-    "blurred_images": ("blurred_now", "reused"),
-    "captions": ("cache_misses", "cache_hits"),
-    "embeddings": ("encoded", "reused"),
-}
-
-
-def _counts(result) -> dict:
-    out = {}
-    for asset, keys in _COUNT_KEYS.items():
-        mats = result.asset_materializations_for_node(asset)
-        if not mats:
-            continue
-        meta = mats[-1].metadata
-        out[asset] = {k: meta[k].value for k in keys if k in meta}
-    return out
-
-
 def materialize_tiles(instance, resources: dict, tiles: list[str], images_per_tile: int,
                       check_sample: int | None = None, pull_only: bool = False) -> dict:
     """Materialize the tile assets for every tile (one Dagster run each, like the main job);
@@ -523,6 +489,7 @@ def materialize_tiles(instance, resources: dict, tiles: list[str], images_per_ti
     import dagster as dg
 
     from geo_assets.definitions import ALL_ASSETS, TILE_ASSETS
+    from geo_assets.run_stats import materialization_counts, step_seconds
 
     selection = TILE_ASSETS[:1] if pull_only else TILE_ASSETS
 
@@ -538,8 +505,8 @@ def materialize_tiles(instance, resources: dict, tiles: list[str], images_per_ti
             if not result.success:
                 failures = [e.message for e in result.all_events if e.is_failure][:3]
                 raise RuntimeError(f"bench materialization of tile {tile} failed: {failures}")
-            runs.append({"tile": tile, "seconds": round(took, 3), "steps": _step_seconds(instance, result.run_id),
-                         "counts": _counts(result)})
+            runs.append({"tile": tile, "seconds": round(took, 3), "steps": step_seconds(instance, result.run_id),
+                         "counts": materialization_counts(result)})
     seconds = time.perf_counter() - t_all
     steps: dict = {}
     for r in runs:

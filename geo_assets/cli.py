@@ -26,6 +26,8 @@ def _cmd_run(args) -> int:
     report = run_pipeline(instance, tiles=tiles, geocells=geocells, images_per_tile=args.images_per_tile,
                           train_overrides=overrides, skip_models=args.skip_models)
     print(f"done in {report.seconds:.0f}s; {len(report.steps)} runs, {len(report.failed)} failed")
+    print("\ntime per asset (all runs; computed = images, captions or rows this run actually computed):\n")
+    print(report.stage_table() + "\n")
     report_md = settings.storage_dir / "reports" / "privacy_report.md"
     if report_md.exists() and not args.skip_models:
         print(report_md.read_text())

@@ -13,6 +13,7 @@ import dagster as dg
 from geo_assets.definitions import ALL_ASSETS, MODEL_ASSETS, TILE_ASSETS
 from geo_assets.defs.partitions import GEOCELL_PARTITIONS_NAME, model_partition_key, tile_partitions
 from geo_assets.defs.resources import default_resources
+from geo_assets.run_stats import materialization_counts, stage_table, stage_totals, step_seconds
 from geo_assets.settings import BLUR_VARIANTS
 
 
@@ -21,6 +22,8 @@ class StepTiming:
     name: str
     seconds: float
     ok: bool
+    steps: dict = field(default_factory=dict)  # asset -> step seconds, from the event log
+    counts: dict = field(default_factory=dict)  # asset -> computed/reused counts
 
 
 @dataclass
@@ -35,6 +38,10 @@ class PipelineReport:
     def seconds(self) -> float:
         return sum(s.seconds for s in self.steps)
 
+    def stage_table(self) -> str:
+        """Seconds per asset over all runs, and per item each asset computed."""
+        return stage_table(stage_totals([(s.steps, s.counts) for s in self.steps]))
+
 
 def _materialize(name: str, selection, instance, resources, report: PipelineReport, echo, run_config=None, **kwargs) -> bool:
     started = time.perf_counter()
@@ -43,7 +50,8 @@ def _materialize(name: str, selection, instance, resources, report: PipelineRepo
         run_config=run_config, tags={"geo_assets/step": name}, **kwargs,
     )
     took = time.perf_counter() - started
-    report.steps.append(StepTiming(name, took, result.success))
+    report.steps.append(StepTiming(name, took, result.success, step_seconds(instance, result.run_id),
+                                   materialization_counts(result)))
     echo(f"  {name}: {'ok' if result.success else 'FAILED'} in {took:.1f}s")
     return result.success
 

@@ -1,0 +1,65 @@
+"""Where a set of runs spent its time, per asset, from the Dagster event log: what the
+main job prints at the end and what the benchmark records for each run."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import dagster as dg
+
+# (computed now, reused) counts that each tile asset writes into its metadata.
+COUNT_KEYS = {
+    "raw_images": ("new_images", "total_images"),
+    "ocr_text": ("ocr_computed", "ocr_reused"),
+    "blurred_images": ("blurred_now", "reused"),
+    "captions": ("cache_misses", "cache_hits"),
+    "embeddings": ("encoded", "reused"),
+}
+
+
+def step_seconds(instance: dg.DagsterInstance, run_id: str) -> dict[str, float]:
+    """Seconds from STEP_START to STEP_SUCCESS/FAILURE of every step of one run."""
+    starts, out = {}, {}
+    for entry in instance.all_logs(run_id, of_type={dg.DagsterEventType.STEP_START, dg.DagsterEventType.STEP_SUCCESS,
+                                                    dg.DagsterEventType.STEP_FAILURE}):
+        kind = entry.dagster_event.event_type_value if entry.dagster_event else ""
+        if kind == dg.DagsterEventType.STEP_START.value:
+            starts[entry.step_key] = entry.timestamp
+        elif entry.step_key in starts:
+            out[entry.step_key] = round(entry.timestamp - starts[entry.step_key], 3)
+    return out
+
+
+def materialization_counts(result) -> dict[str, dict]:
+    """The computed/reused counts of every tile asset materialized in one run's result."""
+    out = {}
+    for asset, keys in COUNT_KEYS.items():
+        mats = result.asset_materializations_for_node(asset)
+        if not mats:
+            continue
+        meta = mats[-1].metadata
+        out[asset] = {k: meta[k].value for k in keys if k in meta}
+    return out
+
+
+def stage_totals(per_run: list[tuple[dict[str, float], dict[str, dict]]]) -> dict[str, dict]:
+    """Sum step seconds and the 'computed now' count per asset over runs given as
+    (step_seconds, materialization_counts) pairs."""
+    totals: dict[str, dict] = defaultdict(lambda: {"seconds": 0.0, "computed": 0, "runs": 0})
+    for steps, counts in per_run:
+        for asset, seconds in steps.items():
+            t = totals[asset]
+            t["seconds"] += seconds
+            t["runs"] += 1
+            if asset in counts and COUNT_KEYS.get(asset):
+                t["computed"] += int(counts[asset].get(COUNT_KEYS[asset][0], 0) or 0)
+    return dict(totals)
+
+
+def stage_table(totals: dict[str, dict]) -> str:
+    """Markdown table: asset, runs, seconds, items computed, seconds per computed item."""
+    lines = ["| asset | runs | seconds | computed | s per computed item |", "|---|---:|---:|---:|---:|"]
+    for asset, t in totals.items():
+        per = f"{t['seconds'] / t['computed']:.3f}" if t["computed"] else "-"
+        lines.append(f"| {asset} | {t['runs']} | {t['seconds']:.1f} | {t['computed'] or '-'} | {per} |")
+    return "\n".join(lines)
