@@ -36,10 +36,10 @@ def load_training_set(layout: StorageLayout, variant: str, feature: str = "fused
         tables = {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
         if "embeddings" not in tables:
             return TrainingSet([], np.zeros((0, 0), np.float32), np.zeros(0), np.zeros(0), [], "")
-        table = con.execute(
+        table = con.sql(
             "SELECT image_id, lat, lon, encoder_key, image_sha256, caption_sha256, text_emb, image_emb, fused "
             "FROM embeddings WHERE variant = ? ORDER BY image_id",
-            [variant],
+            params=[variant],
         ).to_arrow_table()
     keys = table["encoder_key"].to_pylist()
     if not keys:
