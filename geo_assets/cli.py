@@ -135,12 +135,6 @@ def _cmd_query(args) -> int:
     return 0
 
 
-def _cmd_bench(args) -> int:
-    from geo_assets.bench import main as bench_main
-
-    return bench_main(args.bench_args) or 0
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="geo-assets", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -179,7 +173,6 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="stage throughput and incremental-cost benchmark (options: geo-assets bench --help)",
                            add_help=False)
     bench.add_argument("bench_args", nargs=argparse.REMAINDER)
-    bench.set_defaults(func=_cmd_bench)
     return parser
 
 
