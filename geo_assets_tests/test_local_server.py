@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -204,6 +205,9 @@ def test_cli_serves_until_interrupted(tmp_path):
     proc = subprocess.Popen(
         [sys.executable, "-m", "geo_assets.synthetic.server", "--port", "0", "--seed", "0", "--token-env", "GEO_TEST_TOKEN"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        # Started with SIGINT ignored, as a child of a process that ignores it inherits:
+        # the server must still stop on Ctrl-C.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
     )
     try:
         line = proc.stdout.readline()

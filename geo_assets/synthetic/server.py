@@ -29,6 +29,7 @@ import json
 import logging
 import os
 import re
+import signal
 import socket
 import sys
 import threading
@@ -140,6 +141,8 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:  # noqa: N802
         started = time.perf_counter()
         status, headers, body = self.app._dispatch(self.path, self.headers)
+        # Logged before the answer is sent: a client that has its answer can rely on the log.
+        self.app._log_request("GET", self.path, status, time.perf_counter() - started, "Authorization" in self.headers)
         try:
             self.send_response(status)
             for k, v in headers.items():
@@ -149,9 +152,6 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(body)
         except (BrokenPipeError, ConnectionResetError, ConnectionAbortedError, socket.timeout, OSError):
             self.close_connection = True  # the client gave up (timeout)
-        finally:
-            self.app._log_request("GET", self.path, status, time.perf_counter() - started,
-                                  "Authorization" in self.headers)
 
 
 class _QuietHTTPServer(ThreadingHTTPServer):
@@ -562,6 +562,10 @@ def main(argv: list[str] | None = None) -> int:
     world = SyntheticWorld(seed=args.seed)
     server = LocalMapillaryServer(world, port=args.port, token=token, max_bbox_area=args.max_bbox_area)
     server.start()
+    # Ctrl-C and SIGTERM both stop it cleanly, even when started by a process that
+    # ignores SIGINT (a child inherits an ignored SIGINT, and Python keeps it ignored).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     print(f"synthetic Mapillary ({len(world)} images, seed {args.seed}) at {server.base_url}"
           f"{' (token required)' if token else ''}; Ctrl-C to stop", flush=True)
     try:
