@@ -313,8 +313,7 @@ def bench_stages(workdir: Path, *, images: int = DEFAULT_IMAGES, easyocr_images:
     blur_config = BlurConfig()
     scales = "x, ".join(f"{s:g}" for s in blur_config.scales) + "x"
     with Meter() as m:
-        variants = [make_blurred_variant(im, rapid, w, scales=blur_config.scales, padding_frac=blur_config.padding_frac,
-                                         padding_px=blur_config.padding_px) for im, w in zip(bgr, words)]
+        variants = [make_blurred_variant(im, rapid, w, **blur_config.variant_kwargs()) for im, w in zip(bgr, words)]
     done(_stage("blur (detect + blur + re-read)", n, m,
                 note=f"as the blurred_images asset: RapidOCR detection at {scales}, blur, one re-read",
                 boxes=sum(len(v.boxes) for v in variants), scales=list(blur_config.scales)))

@@ -61,6 +61,11 @@ class BlurConfig(dg.Config):
     check_sample: int = 4
     """Blurred images per tile re-read by the second OCR engine for the readability check."""
 
+    def variant_kwargs(self) -> dict:
+        """The `make_blurred_variant` options this config sets (the asset and the bench share them)."""
+        return {"scales": self.scales, "original_scales": self.original_scales,
+                "padding_frac": self.padding_frac, "padding_px": self.padding_px}
+
     def blur_version(self) -> str:
         scales = ",".join(f"{v:g}" for v in self.scales)
         original = ",".join(f"{v:g}" for v in self.original_scales)
@@ -183,8 +188,7 @@ def blurred_images(
                 if ocr_row["error"]:
                     raise UnreadableImage(ocr_row["error"])
                 image = load_bgr(layout.root / img["path"])
-                variant = make_blurred_variant(image, engine, _words_from_json(ocr_row["words_json"]), scales=config.scales,
-                                               original_scales=config.original_scales, padding_frac=config.padding_frac, padding_px=config.padding_px)
+                variant = make_blurred_variant(image, engine, _words_from_json(ocr_row["words_json"]), **config.variant_kwargs())
                 ok, buf = cv2.imencode(".jpg", variant.image_bgr, [cv2.IMWRITE_JPEG_QUALITY, 92])
                 if not ok:
                     raise UnreadableImage("could not encode blurred image")
