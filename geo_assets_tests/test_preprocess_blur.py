@@ -16,8 +16,18 @@ def rect(x0, y0, x1, y1):
     return [[x0, y0], [x1, y0], [x1, y1], [x0, y1]]
 
 
-def test_blur_version_is_a_string():
-    assert isinstance(blur.BLUR_VERSION, str) and blur.BLUR_VERSION
+def test_every_blur_option_is_part_of_the_blur_version():
+    """Changing any option the blur uses must re-blur (the asset keys its cache by this version)."""
+    from geo_assets.defs.assets.preprocess import BlurConfig
+
+    default = BlurConfig()
+    assert default.blur_version().startswith(blur.BLUR_VERSION)
+    changed = [BlurConfig(scales=[1.0]), BlurConfig(original_scales=[2.0]), BlurConfig(sign_boards=False),
+               BlurConfig(padding_frac=0.3), BlurConfig(padding_px=6)]
+    versions = {c.blur_version() for c in changed} | {default.blur_version()}
+    assert len(versions) == len(changed) + 1
+    # and the asset passes every one of them to the blur
+    assert set(default.variant_kwargs()) == {"scales", "original_scales", "sign_boards", "padding_frac", "padding_px"}
 
 
 def test_pad_box_grows_along_the_box_axes():
@@ -91,7 +101,7 @@ def test_detect_text_regions_is_the_union_of_all_passes():
     img = make_text_image(5).image_bgr
     ocr_box = rect(10, 10, 60, 30)
     engine = FakeEngine([rect(100, 100, 150, 120), rect(10, 10, 60, 30)])
-    boxes = blur.detect_text_regions(img, [engine], [ocr_box], scales=(1.0, 2.0), low_threshold=True)
+    boxes = blur.detect_text_regions(img, [engine], [ocr_box], scales=(1.0, 2.0), low_threshold=True, sign_boards=False)
     assert [s for _, _, s in engine.calls] == [1.0, 2.0]
     assert all(low for _, low, _ in engine.calls)
     assert len(boxes) == 2  # the duplicate OCR/detection box is kept once
@@ -101,7 +111,7 @@ def test_detect_text_regions_is_the_union_of_all_passes():
     engine.calls.clear()
     blur.detect_text_regions(img, [engine], [], scales=(1.0,), normalize_contrast=False)
     assert np.array_equal(engine.calls[0][0], img)
-    assert blur.detect_text_regions(img, [], [ocr_box]) == [normalize(ocr_box)]
+    assert blur.detect_text_regions(img, [], [ocr_box], sign_boards=False) == [normalize(ocr_box)]
     # extra passes on the original image
     engine.calls.clear()
     blur.detect_text_regions(img, [engine], [], scales=(1.0,), original_scales=(2.0,))
@@ -112,6 +122,63 @@ def test_detect_text_regions_is_the_union_of_all_passes():
 
 def normalize(box):
     return [[float(x), float(y)] for x, y in box]
+
+
+def _scene_with_boards(seed: int = 0):
+    """Grainy grass, one small white board (dark rim, tilted) carrying faint 6 px text,
+    one plain board with nothing on it, and a big facade: (image, text box)."""
+    rng = np.random.default_rng(seed)
+    img = np.clip(np.full((*SHAPE, 3), (60, 140, 70), np.float32) + rng.normal(0, 4, (*SHAPE, 3)), 0, 255).astype(np.uint8)
+    board = np.full((26, 70, 3), 240, np.uint8)
+    cv2.rectangle(board, (0, 0), (69, 25), (40, 40, 40), 1)
+    cv2.putText(board, "B3381 Oke", (6, 17), cv2.FONT_HERSHEY_SIMPLEX, 0.3, (200, 200, 200), 1, cv2.LINE_AA)
+    m = cv2.getRotationMatrix2D((35, 13), 6, 1.0)
+    warped = cv2.warpAffine(board, m, (70, 26), borderValue=(60, 140, 70))
+    img[200:226, 100:170] = warped
+    cv2.rectangle(img, (300, 200), (360, 224), (240, 240, 240), -1)  # a plain board: no marks
+    cv2.rectangle(img, (420, 60), (620, 400), (60, 90, 170), -1)  # a facade: too big to be a sign
+    text_box = [[105, 205], [165, 205], [165, 221], [105, 221]]
+    return img, text_box
+
+
+def test_find_sign_boards_finds_a_small_board_whose_text_nothing_found():
+    img, text_box = _scene_with_boards()
+    boards = blur.find_sign_boards(img)
+    assert len(boards) == 1  # not the plain board, not the facade
+    assert blur.blur_coverage(boards, [text_box], SHAPE, padding_frac=0, padding_px=0)[0] >= 0.95
+    # once the text is covered by a found region, the board is left alone
+    covered = blur.blur_mask([text_box], SHAPE)
+    assert blur.find_sign_boards(img, covered) == []
+    # a blank image has no boards
+    assert blur.find_sign_boards(np.full((*SHAPE, 3), 128, np.uint8)) == []
+
+
+def test_detect_text_regions_adds_boards_only_when_their_marks_are_missed():
+    img, text_box = _scene_with_boards()
+    missed = blur.detect_text_regions(img, [FakeEngine([])], [], scales=(1.0,))
+    assert blur.blur_coverage(missed, [text_box], SHAPE)[0] >= 0.8
+    assert len(missed) == 1
+    found = blur.detect_text_regions(img, [FakeEngine([text_box])], [], scales=(1.0,))
+    assert found == [normalize(text_box)]
+    assert blur.detect_text_regions(img, [FakeEngine([])], [], scales=(1.0,), sign_boards=False) == []
+
+
+@pytest.mark.parametrize("image_id, text", [("5689543535701231", "B3381"), ("6802532979651742", "Marhamchurch")])
+def test_sign_boards_cover_tiny_faint_world_text_the_detector_misses(image_id, text):
+    """Real RapidOCR on synthetic-world signs with 7-9 px text at contrast 0.2-0.23: the
+    detection passes miss it, the board fallback covers it."""
+    from geo_assets.synthetic.world import SyntheticWorld
+
+    world = SyntheticWorld(seed=0)
+    rendered = world.render(image_id)
+    img = cv2.imdecode(np.frombuffer(rendered.jpeg, np.uint8), cv2.IMREAD_COLOR)
+    polygon = [list(p) for t in rendered.texts if t.text == text for p in t.polygon]
+    engine = make_ocr_engine("rapidocr", "cpu")
+    words = [w.box for w in engine.read(img)]
+    without = blur.detect_text_regions(img, [engine], words, sign_boards=False)
+    with_boards = blur.detect_text_regions(img, [engine], words)
+    assert blur.blur_coverage(without, [polygon], img.shape)[0] < 0.8
+    assert blur.blur_coverage(with_boards, [polygon], img.shape)[0] >= 0.8
 
 
 def test_contrast_normalize_lifts_faint_text():

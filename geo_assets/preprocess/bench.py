@@ -79,6 +79,7 @@ class BenchResult:
     primary_engine: str
     scales: list[float]
     original_scales: list[float]
+    sign_boards: bool
     coverage_share_80: float
     min_coverage: float
     seconds: dict = field(default_factory=dict)
@@ -91,7 +92,7 @@ class BenchResult:
 def run_benchmark(n_images: int = 40, *, engines: tuple[str, ...] = ("rapidocr", "easyocr"),
                   scales: tuple[float, ...] = blur_mod.DEFAULT_SCALES,
                   original_scales: tuple[float, ...] = blur_mod.DEFAULT_ORIGINAL_SCALES,
-                  start_seed: int = 1000, source: str = "rendered") -> BenchResult:
+                  sign_boards: bool = blur_mod.DEFAULT_SIGN_BOARDS, start_seed: int = 1000, source: str = "rendered") -> BenchResult:
     """``source``: "rendered" (``text_images`` from ``start_seed``) or "world" (images with
     text from the synthetic world of seed ``start_seed``, JPEG-decoded as the assets see them)."""
     ims = text_images(n_images, start_seed=start_seed) if source == "rendered" else world_images(n_images, start_seed)
@@ -115,7 +116,7 @@ def run_benchmark(n_images: int = 40, *, engines: tuple[str, ...] = ("rapidocr",
             before[name] += len(matching_words(words[name], truths))
         t0 = time.perf_counter()
         boxes = blur_mod.detect_text_regions(ti.image_bgr, [primary], [w.box for w in words[engines[0]]],
-                                             scales=scales, original_scales=original_scales)
+                                             scales=scales, original_scales=original_scales, sign_boards=sign_boards)
         t1 = time.perf_counter()
         blurred = blur_mod.blur_regions(ti.image_bgr, boxes)
         t2 = time.perf_counter()
@@ -131,7 +132,7 @@ def run_benchmark(n_images: int = 40, *, engines: tuple[str, ...] = ("rapidocr",
     cov = np.asarray(coverages)
     return BenchResult(
         source=source, images=len(ims), text_boxes=len(cov), primary_engine=primary.version, scales=list(scales),
-        original_scales=list(original_scales),
+        original_scales=list(original_scales), sign_boards=sign_boards,
         coverage_share_80=float((cov >= 0.8).mean()) if len(cov) else 1.0,
         min_coverage=float(cov.min()) if len(cov) else 1.0,
         seconds={k: round(v / len(ims), 4) for k, v in seconds.items()},
@@ -146,13 +147,14 @@ def main(argv: list[str] | None = None) -> None:  # pragma: no cover - CLI
     ap.add_argument("--engines", default="rapidocr,easyocr")
     ap.add_argument("--scales", default=",".join(str(s) for s in blur_mod.DEFAULT_SCALES))
     ap.add_argument("--original-scales", default=",".join(str(s) for s in blur_mod.DEFAULT_ORIGINAL_SCALES))
+    ap.add_argument("--no-sign-boards", action="store_true", help="skip the whole-sign-board fallback")
     ap.add_argument("--seed", type=int, default=1000, help="first image seed, or the world seed with --world")
     ap.add_argument("--world", action="store_true", help="use synthetic-world images instead of rendered ones")
     args = ap.parse_args(argv)
     result = run_benchmark(args.images, engines=tuple(args.engines.split(",")),
                            scales=tuple(float(s) for s in args.scales.split(",") if s),
                            original_scales=tuple(float(s) for s in args.original_scales.split(",") if s),
-                           start_seed=args.seed, source="world" if args.world else "rendered")
+                           sign_boards=not args.no_sign_boards, start_seed=args.seed, source="world" if args.world else "rendered")
     print(json.dumps(asdict(result), indent=2))
 
 

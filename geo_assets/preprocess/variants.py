@@ -20,13 +20,15 @@ class BlurredVariant:
 
 
 def make_blurred_variant(image_bgr: np.ndarray, engine, ocr_words: list, *, scales=blur_mod.DEFAULT_SCALES,
-                         original_scales=blur_mod.DEFAULT_ORIGINAL_SCALES, padding_frac: float = 0.15,
-                         padding_px: int = 4) -> BlurredVariant:
+                         original_scales=blur_mod.DEFAULT_ORIGINAL_SCALES, sign_boards: bool = blur_mod.DEFAULT_SIGN_BOARDS,
+                         padding_frac: float = blur_mod.DEFAULT_PADDING_FRAC,
+                         padding_px: int = blur_mod.DEFAULT_PADDING_PX) -> BlurredVariant:
     """Blur every text region (the OCR pass's boxes plus extra detection passes), then
     read the blurred image once with the same engine: the blurred variant's own text."""
     boxes = blur_mod.detect_text_regions(image_bgr, [engine], [w.box for w in ocr_words],
                                          scales=tuple(scales), original_scales=tuple(original_scales),
-                                         low_threshold=True)
+                                         low_threshold=True, sign_boards=sign_boards,
+                                         padding_frac=padding_frac, padding_px=padding_px)
     blurred = blur_mod.blur_regions(image_bgr, boxes, padding_frac=padding_frac, padding_px=padding_px)
     return BlurredVariant(blurred, boxes, engine.read(blurred))
 

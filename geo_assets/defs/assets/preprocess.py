@@ -48,13 +48,15 @@ def _words_from_json(text: str | None) -> list:
 
 
 class BlurConfig(dg.Config):
-    padding_frac: float = 0.15
-    padding_px: int = 4
+    padding_frac: float = blur_mod.DEFAULT_PADDING_FRAC
+    padding_px: int = blur_mod.DEFAULT_PADDING_PX
     scales: list[float] = list(blur_mod.DEFAULT_SCALES)
     """Detection passes (on the contrast-normalised image) beyond the OCR pass. [1.0, 3.0]
     covers >= 99% of the synthetic world's text boxes at ~3x the blur cost (blur.py)."""
     original_scales: list[float] = list(blur_mod.DEFAULT_ORIGINAL_SCALES)
     """Extra detection passes on the original image; [2.0] adds ~0.4 s/image."""
+    sign_boards: bool = blur_mod.DEFAULT_SIGN_BOARDS
+    """Blur whole small sign boards whose marks no pass found (tiny faint text; ~7 ms/image)."""
     coverage_target: float = 0.99
     """Share of ground-truth text boxes that must be >= 80% blurred. A miss is a WARN: what the
     default passes miss is sub-10 px, low-contrast text that neither OCR engine reads."""
@@ -63,13 +65,14 @@ class BlurConfig(dg.Config):
 
     def variant_kwargs(self) -> dict:
         """The `make_blurred_variant` options this config sets (the asset and the bench share them)."""
-        return {"scales": self.scales, "original_scales": self.original_scales,
+        return {"scales": self.scales, "original_scales": self.original_scales, "sign_boards": self.sign_boards,
                 "padding_frac": self.padding_frac, "padding_px": self.padding_px}
 
     def blur_version(self) -> str:
         scales = ",".join(f"{v:g}" for v in self.scales)
         original = ",".join(f"{v:g}" for v in self.original_scales)
-        return f"{blur_mod.BLUR_VERSION}|s={scales}|o={original}|p={self.padding_frac:g}+{self.padding_px}"
+        boards = "|boards" if self.sign_boards else ""
+        return f"{blur_mod.BLUR_VERSION}|s={scales}|o={original}{boards}|p={self.padding_frac:g}+{self.padding_px}"
 
 
 @dg.asset(
