@@ -56,7 +56,7 @@ class BlurConfig(dg.Config):
     original_scales: list[float] = list(blur_mod.DEFAULT_ORIGINAL_SCALES)
     """Extra detection passes on the original image; [2.0] adds ~0.4 s/image."""
     sign_boards: bool = blur_mod.DEFAULT_SIGN_BOARDS
-    """Blur whole small sign boards whose marks no pass found (tiny faint text; ~7 ms/image)."""
+    """Blur whole small sign boards whose marks no pass found (tiny faint text; 0.01-0.02 s/image)."""
     coverage_target: float = 0.99
     """Share of ground-truth text boxes that must be >= 80% blurred. A miss is a WARN: what the
     default passes miss is sub-10 px, low-contrast text that neither OCR engine reads."""
