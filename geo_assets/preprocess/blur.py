@@ -196,14 +196,19 @@ def find_sign_boards(image_bgr: np.ndarray, covered: np.ndarray | None = None, *
             continue
         if cv2.contourArea(cv2.convexHull(contour)) < min_fill * rw * rh:
             continue
-        inside = np.zeros((h, w), np.uint8)
-        inner = cv2.boxPoints(((cx, cy), (max(1.0, rw - 2), max(1.0, rh - 2)), angle))
-        cv2.fillPoly(inside, [np.round(inner).astype(np.int32)], 1)
+        # The board's inside, rasterised in its bounding window only (this runs per candidate).
+        inner = np.round(cv2.boxPoints(((cx, cy), (max(1.0, rw - 2), max(1.0, rh - 2)), angle))).astype(np.int32)
+        x0, y0 = np.maximum(inner.min(axis=0), 0)
+        x1, y1 = np.minimum(inner.max(axis=0) + 1, (w, h))
+        if x1 <= x0 or y1 <= y0:
+            continue
+        inside = np.zeros((y1 - y0, x1 - x0), np.uint8)
+        cv2.fillPoly(inside, [inner - (x0, y0)], 1)
         sel = inside.astype(bool)
-        marks = edges[sel].astype(bool)
+        marks = edges[y0:y1, x0:x1][sel].astype(bool)
         if not marks.size or not (detail_share[0] <= marks.mean() <= detail_share[1]):
             continue
-        if covered is not None and covered[sel][marks].mean() > 1 - min_uncovered:
+        if covered is not None and covered[y0:y1, x0:x1][sel][marks].mean() > 1 - min_uncovered:
             continue
         boards.append(normalize_box(cv2.boxPoints(((cx, cy), (rw, rh), angle))))
     return boards
