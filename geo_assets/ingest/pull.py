@@ -37,7 +37,7 @@ from geo_assets.store.parquet import atomic_write_bytes
 
 _log = logging.getLogger(__name__)
 
-PULL_FIELDS: tuple[str, ...] = ("id", "computed_geometry", "geometry", "captured_at", *URL_FIELDS)
+PULL_FIELDS: tuple[str, ...] = ("id", "computed_geometry", "geometry", "captured_at", "sequence", *URL_FIELDS)
 
 RAW_IMAGES_SCHEMA = pa.schema([
     ("image_id", pa.string()),
@@ -49,6 +49,7 @@ RAW_IMAGES_SCHEMA = pa.schema([
     ("path", pa.string()),  # relative to StorageLayout.root, POSIX separators
     ("width", pa.int32()),
     ("height", pa.int32()),
+    ("sequence_id", pa.string()),  # '' when the source gave none; the split groups by it
 ])
 
 RAW_REJECTS_SCHEMA = pa.schema([
@@ -212,6 +213,7 @@ def pull_tile(
                 "path": path.relative_to(layout.root).as_posix(),
                 "width": int(valid.width),
                 "height": int(valid.height),
+                "sequence_id": cand.get("sequence_id", ""),
             })
 
     seconds = time.perf_counter() - started

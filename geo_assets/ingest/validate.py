@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import io
 import math
+import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
@@ -127,7 +128,7 @@ def record_coordinates(record: dict) -> tuple[float, float] | RejectReason:
 
 
 def validate_record(record: dict, tile_bbox: BBox) -> dict | RejectReason:
-    """An API record -> {image_id, lat, lon, captured_at, url} or a RejectReason.
+    """An API record -> {image_id, lat, lon, captured_at, url, sequence_id} or a RejectReason.
 
     Points on the tile's north/east edges belong to the next tile (BBox.contains
     is half-open), so they are `outside_tile` here.
@@ -150,7 +151,22 @@ def validate_record(record: dict, tile_bbox: BBox) -> dict | RejectReason:
     url = next((record[k] for k in URL_FIELDS if isinstance(record.get(k), str) and record[k].strip()), None)
     if url is None:
         return RejectReason("missing_url", f"record has none of {', '.join(URL_FIELDS)}")
-    return {"image_id": image_id, "lat": lat, "lon": lon, "captured_at": captured_at, "url": url}
+    return {"image_id": image_id, "lat": lat, "lon": lon, "captured_at": captured_at, "url": url,
+            "sequence_id": sequence_id_of(record)}
+
+
+def sequence_id_of(record: dict) -> str:
+    """The record's sequence id ('' when the API gave none): the split groups by it.
+
+    Mapillary sends `sequence` as a string id; some answers nest it as {"id": ...}."""
+    seq = record.get("sequence")
+    if isinstance(seq, dict):
+        seq = seq.get("id")
+    if not isinstance(seq, (str, int)) or isinstance(seq, bool):
+        return ""
+    seq = str(seq).strip()
+    # Ids are short URL-safe tokens; anything else is not trusted as a group key.
+    return seq if re.fullmatch(r"[A-Za-z0-9_\-]{1,64}", seq) else ""
 
 
 # --- bytes ----------------------------------------------------------------------
