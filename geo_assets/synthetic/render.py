@@ -3,7 +3,8 @@
 A scene is planned first (every random draw, from a generator seeded by
 (world seed, image id)), then drawn with OpenCV. Its look depends on where the
 image is: regional palette (Scotland, Wales, Northern Ireland, north England,
-Midlands, south England) with a smooth location tint, sea on the horizon near
+Midlands, south England) with a tint seeded by the nearest place (never by the
+coordinates themselves), a skyline seeded by the sequence, sea on the horizon near
 the coast, hills from the elevation field, and more and taller buildings in
 bigger places. Texts (place-name signs, road numbers, shop names, dashcam
 overlays) are drawn on patches, rotated, and composited; every text drawn is
@@ -16,6 +17,7 @@ same TextBoxes as `render_image`.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import unicodedata
 from dataclasses import asdict, dataclass, field
@@ -360,6 +362,12 @@ class _Scene:
     dash_strip: tuple | None = None  # (y0, alpha)
 
 
+def _unit_hashes(key: str, k: int) -> list[float]:
+    """k numbers in [0, 1) from a SHA-256 of `key` (stable across processes)."""
+    digest = hashlib.sha256(key.encode()).digest()
+    return [int.from_bytes(digest[4 * i : 4 * i + 4], "big") / 2.0**32 for i in range(k)]
+
+
 def _image_rng(meta, seed: int) -> np.random.Generator:
     return np.random.default_rng([int(seed) & 0xFFFFFFFF, int(meta.id) & 0xFFFFFFFF, int(meta.id) >> 32, 7])
 
@@ -377,8 +385,10 @@ def _plan_scene(meta, rng: np.random.Generator, W: int, H: int) -> _Scene:
     sky = pal["sky"] if overcast else pal["clear"]
     sky_top = _mix(sky, (60, 80, 120) if not overcast else (110, 115, 125), 0.35)
     sky_bottom = _mix(sky, (235, 235, 235), 0.35)
-    tint = (9 * math.sin(meta.lat * 1.9 + meta.lon * 0.7), 9 * math.sin(meta.lat * 0.8 - meta.lon * 1.3 + 1.0),
-            9 * math.sin(meta.lon * 2.1 + 0.5))
+    # Local character (the tint of grass and fields) is seeded by the nearest place,
+    # not computed from lat/lon: a model must learn places, not read coordinates.
+    place_u = _unit_hashes(f"place:{meta.place}", 3)
+    tint = tuple(9 * math.sin(2 * math.pi * u) for u in place_u)
     grass = tuple(g + t for g, t in zip(pal["grass"], tint))
     field_col = tuple(g + t for g, t in zip(pal["field"], tint))
     if month in (12, 1, 2):
@@ -390,10 +400,11 @@ def _plan_scene(meta, rng: np.random.Generator, W: int, H: int) -> _Scene:
     hill = _mix(hill, sky_bottom, 0.25)  # aerial perspective
 
     horizon = H * rng.uniform(0.40, 0.50)
-    # Skyline: smooth in lat/lon/compass so nearby images share hill shapes.
+    # Skyline: one phase per sequence (the same hills along one drive), turning with
+    # the compass; its height follows the elevation field.
     n = 25
     xs = np.linspace(0, W, n)
-    ph = meta.lat * 37.0 + meta.lon * 23.0 + meta.compass_angle / 57.3
+    ph = 2 * math.pi * _unit_hashes(f"seq:{meta.sequence}", 1)[0] + meta.compass_angle / 57.3
     u = np.linspace(0, 1, n)
     shape = 0.55 + 0.25 * np.sin(u * 5.1 + ph) + 0.2 * np.sin(u * 11.7 + 1.7 * ph)
     amp = H * (0.02 + 0.26 * meta.elevation)

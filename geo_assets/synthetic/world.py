@@ -8,6 +8,9 @@ inside the region, and nearer to a GB place than to an Irish, French or Manx
 one. A coverage floor tops up sparse 2-degree tiles so every land partition of
 the default demo has data.
 
+Images come in sequences: drives of 3-12 images 5-30 m apart along a gently
+curving road, the camera facing along it (WORLD_VERSION "world-v2").
+
 Each image gets Mapillary-like metadata (16-digit numeric id, sequence,
 creator, captured_at between 2019 and 2025 in epoch ms, compass angle) and
 appearance attributes that depend on where it is (region, coast, hills, town
@@ -48,6 +51,17 @@ GB_MAX_PLACE_KM = 25.0  # farther than this from every GB place is not "UK stree
 LAND_GRID_STEP = 0.04  # degrees: grid for rural sampling and land area
 SIGN_RATE = 0.35
 DASHCAM_SEQUENCE_RATE = 0.15
+
+# Sequences: one capture drive along a road, like Mapillary's. Each is a walk of
+# SEQ_MIN_LEN..SEQ_MAX_LEN images a few to a few tens of metres apart, so the
+# split question (do near-duplicates of a test image sit in training?) exists.
+SEQ_MIN_LEN, SEQ_MAX_LEN = 3, 12
+SEQ_STEP_M = (5.0, 30.0)
+MEAN_SEQ_LEN = (SEQ_MIN_LEN + SEQ_MAX_LEN) / 2.0
+
+# Bumped whenever the same (seed, settings) gives other images or metadata.
+# v2: dense sequences along roads; textures seeded per place and per sequence.
+WORLD_VERSION = "world-v2"
 
 DASHCAM_MAKES = ("GARMIN", "NEXTBASE", "VIOFO", "BlackVue", "THINKWARE", "MIOFIVE", "70mai", "Transcend")
 PHONE_CAMERAS = (("Apple", "iPhone 12"), ("samsung", "SM-G991B"), ("GoPro", "HERO9 Black"), ("Google", "Pixel 6"))
@@ -314,7 +328,8 @@ class SyntheticWorld:
         places = load_places()
         cell_lat, cell_lon = _land_cells(self.region)
         self.gb_land_sq_degrees = float(cell_lat.size * LAND_GRID_STEP**2)
-        n_total = int(round(self.images_per_sq_degree * self.gb_land_sq_degrees))
+        # Anchors are sequence starts; each grows into about MEAN_SEQ_LEN images.
+        n_total = int(round(self.images_per_sq_degree * self.gb_land_sq_degrees / MEAN_SEQ_LEN))
         n_urban = int(round(n_total * URBAN_FRACTION))
 
         # Places inside the region (GB only) weighted by population.
@@ -337,7 +352,8 @@ class SyntheticWorld:
             for tile in tiles_for_region(self.region, FLOOR_TILE_SIZE):
                 b = tile.bbox
                 have = int(np.count_nonzero((lat >= b.min_lat) & (lat < b.max_lat) & (lon >= b.min_lon) & (lon < b.max_lon)))
-                need = self.min_images_per_tile - have
+                # Drives that reach the sea lose images: aim a little high.
+                need = int(math.ceil(self.min_images_per_tile / (0.75 * MEAN_SEQ_LEN))) - have
                 if need <= 0:
                     continue
                 t_places = region_places[_in_boxes(places.lat[region_places], places.lon[region_places], (b,))]
@@ -355,7 +371,37 @@ class SyntheticWorld:
                 lat = np.concatenate([lat, *extra_lat])
                 lon = np.concatenate([lon, *extra_lon])
 
-        self._assign_attributes(rng, lat, lon)
+        lat, lon, seq, heading = self._grow_sequences(rng, lat, lon)
+        self._assign_attributes(rng, lat, lon, seq, heading)
+
+    def _grow_sequences(self, rng, a_lat: np.ndarray, a_lon: np.ndarray):
+        """Each anchor -> a drive of SEQ_MIN_LEN..SEQ_MAX_LEN images along a gently
+        curving road, SEQ_STEP_M metres apart. Points off land or out of the region
+        are dropped (a drive that reaches the sea stops there)."""
+        n_seq = a_lat.size
+        if n_seq == 0:
+            return np.zeros(0), np.zeros(0), np.zeros(0, np.int64), np.zeros(0)
+        length = rng.integers(SEQ_MIN_LEN, SEQ_MAX_LEN + 1, n_seq)
+        step_km = rng.uniform(*SEQ_STEP_M, n_seq) / 1000.0
+        heading0 = rng.uniform(0.0, 360.0, n_seq)
+        turn = rng.normal(0.0, 2.0, n_seq)  # degrees per step: roads bend a little
+        seq = np.repeat(np.arange(n_seq), length)
+        starts = np.concatenate([[0], np.cumsum(length)[:-1]])
+        rank = np.arange(seq.size) - starts[seq]
+        heading = (heading0[seq] + turn[seq] * rank + rng.normal(0.0, 1.0, seq.size)) % 360.0
+        # Position after `rank` steps: cumulative sum of per-step displacements.
+        d_north = step_km[seq] * np.cos(np.radians(heading))
+        d_east = step_km[seq] * np.sin(np.radians(heading))
+        d_north[starts] = 0.0
+        d_east[starts] = 0.0
+        cum_n = np.cumsum(d_north)
+        cum_e = np.cumsum(d_east)
+        cum_n -= np.repeat(cum_n[starts], length)
+        cum_e -= np.repeat(cum_e[starts], length)
+        lat = a_lat[seq] + cum_n / KM_PER_DEG_LAT
+        lon = a_lon[seq] + cum_e / (KM_PER_DEG_LAT * np.cos(np.radians(a_lat[seq])))
+        ok = _gb_street_ok(lat, lon, self.region)
+        return lat[ok], lon[ok], seq[ok], heading[ok]
 
     def _sample_around(self, rng, place_idx, weights, n, box):
         """n valid points jittered around places drawn with `weights` (inside `box` if given)."""
@@ -391,7 +437,8 @@ class SyntheticWorld:
             out_lon = np.concatenate([out_lon, lon[ok][:missing]])
         return out_lat, out_lon
 
-    def _assign_attributes(self, rng: np.random.Generator, lat: np.ndarray, lon: np.ndarray) -> None:
+    def _assign_attributes(self, rng: np.random.Generator, lat: np.ndarray, lon: np.ndarray, seq_raw: np.ndarray,
+                           heading: np.ndarray) -> None:
         places = load_places()
         _, gb_tree, big_tree = _trees()
         n = lat.size
@@ -409,16 +456,11 @@ class SyntheticWorld:
         coastal, sea_bearing = _coast(lat, lon) if n else (np.zeros(0, bool), np.zeros(0))
         town = np.clip((np.log10(pop) - 2.7) / 3.3, 0.0, 1.0) * np.exp(-dist_km / (1.0 + 1.5 * _sigma_km(pop.astype(np.float64))))
 
-        # Sequences: images close together (0.03 x 0.05 degree cells) on one of a few trips.
-        cell = (np.floor(lat / 0.03).astype(np.int64) * 100_000 + np.floor(lon / 0.05).astype(np.int64)) * 4
-        seq_key = cell + rng.integers(0, 3, n)
-        uniq, seq = np.unique(seq_key, return_inverse=True)
+        # Sequences come from _grow_sequences in drive order; renumber them densely.
+        uniq, seq = np.unique(seq_raw, return_inverse=True)
         n_seq = uniq.size
-        order = np.lexsort((rng.random(n), seq))
-        sorted_seq = seq[order]
-        starts = np.searchsorted(sorted_seq, np.arange(n_seq))
-        rank = np.empty(n, dtype=np.int64)
-        rank[order] = np.arange(n) - starts[sorted_seq]
+        starts = np.searchsorted(seq, np.arange(n_seq))  # seq is sorted: drives are contiguous
+        rank = np.arange(n) - starts[seq] if n else np.zeros(0, dtype=np.int64)
         n_days = (CAPTURE_END_MS - CAPTURE_START_MS) // 86_400_000
         day = rng.integers(0, n_days, n_seq)
         second_of_day = rng.integers(int(6.5 * 3600), 20 * 3600, n_seq)
@@ -426,8 +468,8 @@ class SyntheticWorld:
         seq_step = rng.integers(2000, 5000, n_seq)
         captured = seq_base[seq] + rank * seq_step[seq] + rng.integers(0, 1000, n)
         captured = np.minimum(captured, CAPTURE_END_MS - 1)
-        seq_compass = rng.uniform(0, 360, n_seq)
-        compass = (seq_compass[seq] + rng.normal(0, 20, n)) % 360.0
+        # Cameras face along the road (a few degrees of wobble).
+        compass = (heading + rng.normal(0, 5, n)) % 360.0
         seq_dashcam = rng.random(n_seq) < DASHCAM_SEQUENCE_RATE
         alphabet = np.array(list("0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"))
         seq_ids = ["".join(row) for row in alphabet[rng.integers(0, 62, (n_seq, 22))]]

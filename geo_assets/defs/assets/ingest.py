@@ -32,7 +32,7 @@ def _cursor(images: pa.Table, rejects: pa.Table) -> int | None:
 
 @dg.asset(
     partitions_def=tile_partitions,
-    code_version="raw_images-v1",
+    code_version="raw_images-v2",
     group_name="ingest",
     kinds={"python", "parquet"},
     check_specs=[
