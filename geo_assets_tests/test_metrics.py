@@ -74,3 +74,54 @@ def test_region_centre_baseline():
     assert b["geocell_accuracy"] == 0.5
     with pytest.raises(ValueError):
         region_centre_baseline([], [], true_lat, true_lon)
+
+
+def test_geoscore():
+    from geo_assets.model.metrics import GEOSCORE_SCALE_KM, geoscore
+
+    assert GEOSCORE_SCALE_KM == 1492.7
+    assert geoscore(0.0) == 5000.0
+    assert geoscore(1492.7) == pytest.approx(5000 / math.e, rel=1e-12)
+    assert np.array_equal(geoscore([0.0, np.inf]), [5000.0, 0.0])
+    errors_km = np.array([0.0, 100.0, 1000.0])
+    pred_lat = np.array([_north_of(10.0, e) for e in errors_km])
+    m = evaluate_predictions(pred_lat, np.zeros(3), np.full(3, 10.0), np.zeros(3))
+    assert m["geoscore"] == pytest.approx(np.mean(5000 * np.exp(-errors_km / 1492.7)), rel=1e-6)
+    assert math.isnan(evaluate_predictions([], [], [], [])["geoscore"])
+
+
+def test_top10_accuracy():
+    z = np.zeros(3)
+    true_cell = np.array([1, 2, 3])
+    topk = np.array([[0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0],    # column 10: top-10 hit, top-5 miss
+                     [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2],    # column 11: miss for both
+                     [3, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]])   # column 1: hit for both
+    m = evaluate_predictions(z, z, z, z, topk[:, 0], true_cell, topk)
+    assert m["top10_accuracy"] == pytest.approx(2 / 3) and m["top10_accuracy_pct"] == pytest.approx(200 / 3)
+    assert m["top5_accuracy"] == pytest.approx(1 / 3)
+    assert set(m) == set(METRIC_KEYS)
+    # a top-5 list cannot tell a top-10 miss: NaN, not a copy of the top-5 number
+    m = evaluate_predictions(z, z, z, z, topk[:, 0], true_cell, topk[:, :5])
+    assert math.isnan(m["top10_accuracy"]) and math.isnan(m["top10_accuracy_pct"])
+    assert m["top5_accuracy"] == pytest.approx(1 / 3)
+
+
+def test_per_image_outcomes():
+    from geo_assets.model.metrics import per_image_outcomes
+
+    true_cell = np.array([1, 2, 3])
+    topk = np.array([[5, 0, 0, 0, 0, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 0, 0, 0, 0, 0], [0] * 10])
+    o = per_image_outcomes([1.0, np.inf, 3.0], topk[:, 0], true_cell, topk)
+    assert set(o) == {"km", "cell_hit", "top5_hit", "top10_hit"}
+    assert o["km"].dtype == np.float64 and o["km"][1] == np.inf
+    assert o["cell_hit"].tolist() == [False, True, False]
+    assert o["top5_hit"].tolist() == [False, True, False]
+    assert o["top10_hit"].tolist() == [True, True, False]
+    assert o["top10_hit"].dtype == bool
+    assert set(per_image_outcomes([1.0])) == {"km"}
+    assert set(per_image_outcomes([1.0, 2.0], [1, 2], [1, 3])) == {"km", "cell_hit"}
+    assert set(per_image_outcomes([1.0], [1], [1], [[1, 2, 3]])) == {"km", "cell_hit", "top5_hit"}
+    with pytest.raises(ValueError, match="NaN"):
+        per_image_outcomes([1.0, float("nan")])
+    with pytest.raises(ValueError, match="cell"):
+        per_image_outcomes([1.0, 2.0], [1], [1, 2])
