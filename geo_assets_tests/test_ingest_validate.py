@@ -45,7 +45,7 @@ def _record(**over):
 def test_valid_record():
     out = validate_record(_record(), TILE)
     assert out == {"image_id": "1234567890123456", "lat": 53.0, "lon": -1.5, "captured_at": 1_600_000_000_000,
-                   "url": "http://127.0.0.1/thumbs/1024/1234567890123456.jpg"}
+                   "url": "http://127.0.0.1/thumbs/1024/1234567890123456.jpg", "sequence_id": ""}
     # numeric id, geometry fallback, ISO time, 2048 URL fallback
     out = validate_record(_record(id=42, computed_geometry=..., geometry={"type": "Point", "coordinates": [-1.0, 52.5]},
                                   captured_at="2020-09-13T12:26:40Z", thumb_1024_url=...,
@@ -70,6 +70,17 @@ def test_valid_record():
     (dict(captured_at="soon"), "missing_captured_at"),
     (dict(thumb_1024_url=...), "missing_url"),
     (dict(id=...), "missing_id"),
+    (dict(id="../../../../x"), "bad_id"),
+    (dict(id="sub/dir/x"), "bad_id"),
+    (dict(id="12ab"), "bad_id"),
+    (dict(id="１２３"), "bad_id"),  # non-ASCII digits
+    (dict(thumb_1024_url="file:///etc/passwd"), "bad_url"),
+    (dict(thumb_1024_url="ftp://127.0.0.1/x.jpg"), "bad_url"),
+    (dict(thumb_1024_url="http://"), "bad_url"),
+    (dict(thumb_1024_url="http://[::1/x.jpg"), "bad_url"),
+    (dict(thumb_1024_url="http://h:99999/x.jpg"), "bad_url"),
+    (dict(thumb_1024_url="http://h/x y.jpg"), "bad_url"),
+    (dict(thumb_1024_url="http://h/" + "x" * 5000), "bad_url"),
 ])
 def test_record_rejects(over, reason):
     out = validate_record(_record(**over), TILE)
@@ -153,9 +164,10 @@ def test_blurry_frames(world):
         assert _reason(_jpeg(cv2.GaussianBlur(img, (0, 0), 3))) == "too_blurry"
 
 
-def test_png_is_accepted(world):
+def test_png_is_refused_unless_asked_for(world):
     img = Image.open(io.BytesIO(world.render(world.ids[2]).jpeg))
     buf = io.BytesIO()
     img.save(buf, format="PNG")
-    v = validate_image_bytes(buf.getvalue())
+    assert _reason(buf.getvalue()) == "not_jpeg"  # thumbnails are JPEG; the decoder decides
+    v = validate_image_bytes(buf.getvalue(), formats=None)
     assert (v.width, v.height) == (640, 480)

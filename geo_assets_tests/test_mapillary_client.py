@@ -150,7 +150,7 @@ def test_download_checks_type_and_size(server, world):
     with pytest.raises(MapillaryDownloadError, match="HTTP 401"):
         c.download_image(f"{server.base_url}/images?bbox={BOX.to_query()}")  # no token is sent with downloads
     with LocalMapillaryServer(world) as open_server:
-        with pytest.raises(MapillaryDownloadError, match="expected an image, got Content-Type 'application/json"):
+        with pytest.raises(MapillaryDownloadError, match="expected a JPEG, got Content-Type 'application/json"):
             c.download_image(f"{open_server.base_url}/images?bbox={BOX.to_query()}&limit=1")  # JSON, not an image
     with pytest.raises(MapillaryDownloadError, match="HTTP 404"):
         c.download_image(f"{server.base_url}/thumbs/1024/1.jpg")

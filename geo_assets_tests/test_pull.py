@@ -19,7 +19,7 @@ from geo_assets.synthetic.world import SyntheticWorld
 
 TOKEN = "pull-test-token"
 SMALL = Tile(BBox(-1.20, 53.90, -0.90, 54.10))  # York: ~40 images
-ROW_KEYS = {"image_id", "lat", "lon", "captured_at", "source", "sha256", "path", "width", "height"}
+ROW_KEYS = {"image_id", "lat", "lon", "captured_at", "source", "sha256", "path", "width", "height", "sequence_id"}
 REJECT_KEYS = {"image_id", "reason", "detail", "captured_at"}
 
 

@@ -20,6 +20,7 @@ import numpy as np
 from PIL import Image
 
 from geo_assets.geo.bbox import BBox
+from geo_assets.mapillary.redact import url_problem
 
 # --- thresholds -----------------------------------------------------------------
 # Measured on the analysis image (long side scaled down to ANALYSIS_MAX_SIDE so the
@@ -48,10 +49,14 @@ MAX_PIXELS = 40_000_000
 # and the smallest useful download.
 URL_FIELDS = ("thumb_1024_url", "thumb_2048_url", "thumb_original_url")
 
+# Mapillary image ids are decimal digits (today 15-16 of them). Anything else from the
+# API is refused as `bad_id`: the id names a file under storage/.
+IMAGE_ID_RE = re.compile(r"[0-9]{1,32}")
+
 REASONS = (
-    "missing_id", "missing_coordinates", "bad_coordinates", "outside_tile", "missing_captured_at", "missing_url",
-    "download_failed", "undecodable", "too_small", "too_many_pixels", "low_colour_variance", "too_blurry",
-    "duplicate_id", "duplicate_sha256",
+    "missing_id", "bad_id", "missing_coordinates", "bad_coordinates", "outside_tile", "missing_captured_at", "missing_url", "bad_url",
+    "download_failed", "not_jpeg", "undecodable", "too_small", "too_many_pixels", "low_colour_variance", "too_blurry",
+    "duplicate_id", "duplicate_sha256", "duplicate_position",
 )
 
 
@@ -139,6 +144,8 @@ def validate_record(record: dict, tile_bbox: BBox) -> dict | RejectReason:
     if rid is None or isinstance(rid, bool) or str(rid).strip() == "":
         return RejectReason("missing_id", "record has no id")
     image_id = str(rid).strip()
+    if not IMAGE_ID_RE.fullmatch(image_id):
+        return RejectReason("bad_id", f"image id is not decimal digits: {image_id[:40]!r}")
     coords = record_coordinates(record)
     if isinstance(coords, RejectReason):
         return coords
@@ -151,6 +158,10 @@ def validate_record(record: dict, tile_bbox: BBox) -> dict | RejectReason:
     url = next((record[k] for k in URL_FIELDS if isinstance(record.get(k), str) and record[k].strip()), None)
     if url is None:
         return RejectReason("missing_url", f"record has none of {', '.join(URL_FIELDS)}")
+    url = url.strip()
+    problem = url_problem(url)
+    if problem:
+        return RejectReason("bad_url", problem)
     return {"image_id": image_id, "lat": lat, "lon": lon, "captured_at": captured_at, "url": url,
             "sequence_id": sequence_id_of(record)}
 
@@ -197,8 +208,11 @@ def image_quality(rgb: np.ndarray) -> tuple[float, float]:
 
 
 def validate_image_bytes(data: bytes, min_width: int = MIN_WIDTH, min_height: int = MIN_HEIGHT,
-                         max_pixels: int = MAX_PIXELS) -> ValidatedImage:
-    """Decode fully and check; raise ImageRejected(reason, detail) on failure."""
+                         max_pixels: int = MAX_PIXELS, formats: tuple[str, ...] | None = ("JPEG",)) -> ValidatedImage:
+    """Decode fully and check; raise ImageRejected(reason, detail) on failure.
+
+    Only JPEG by default (what the thumbnail URLs serve): the decoder's own verdict
+    on the bytes, whatever the Content-Type said. `formats=None` takes any format."""
     if not data:
         raise ImageRejected("undecodable", "empty body")
     try:
@@ -209,6 +223,8 @@ def validate_image_bytes(data: bytes, min_width: int = MIN_WIDTH, min_height: in
         raise ImageRejected("too_many_pixels", str(exc)) from None
     except Exception as exc:  # PIL raises several types for garbage
         raise ImageRejected("undecodable", f"not an image PIL can open ({type(exc).__name__}: {exc})") from None
+    if formats is not None and fmt not in formats:
+        raise ImageRejected("not_jpeg", f"the bytes are {fmt}, not {' or '.join(formats)}")
     if width * height > max_pixels:
         raise ImageRejected("too_many_pixels", f"{width}x{height} is over {max_pixels} pixels")
     if width < min_width or height < min_height:

@@ -19,6 +19,7 @@ Works against https://graph.mapillary.com and against the local server
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -28,11 +29,11 @@ from contextlib import contextmanager
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 from typing import Iterable, Sequence
-from urllib.parse import urlsplit
 
 import requests
 
 from geo_assets.geo.bbox import BBox
+from geo_assets.mapillary.redact import install_log_redaction, redact, strip_query, url_problem
 from geo_assets.mapillary.errors import (
     MapillaryAuthError,
     MapillaryDownloadError,
@@ -42,6 +43,7 @@ from geo_assets.mapillary.errors import (
 )
 
 log = logging.getLogger(__name__)
+install_log_redaction()  # urllib3 logs request lines (signed URL queries) at DEBUG
 
 DEFAULT_BASE_URL = "https://graph.mapillary.com"
 TOKEN_ENV = "MAPILLARY_ACCESS_TOKEN"
@@ -52,6 +54,10 @@ DEFAULT_FIELDS: tuple[str, ...] = (
     "width", "height", "thumb_1024_url", "thumb_2048_url", "thumb_original_url",
 )
 REDUCE_DATA_CODE = 1
+MAX_JSON_BYTES = 32_000_000  # a full page of 2,000 records with every field is ~2 MB
+MAX_IMAGE_BYTES = 25_000_000
+DOWNLOAD_DEADLINE_S = 60.0  # whole download, however slowly the bytes drip
+_CHUNK = 65536
 
 
 class _TooMuchData(Exception):
@@ -92,8 +98,36 @@ def _iso(ms: int, round_up: bool = False) -> str:
 
 def _short_url(url: str) -> str:
     """scheme://host/path without the query (signed URLs carry signatures)."""
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc}{parts.path}"
+    return strip_query(url)
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+class _DeadlinePassed(Exception):
+    pass
+
+
+def _read_body(resp: requests.Response, max_bytes: int, deadline: float) -> bytes:
+    """The body, read as it arrives (read1: one socket read per call, so a server that
+    drips bytes cannot outlast `deadline`), refused past `max_bytes`."""
+    length = resp.headers.get("Content-Length")
+    if length is not None and length.strip().isdigit() and int(length) > max_bytes:
+        raise _BodyTooLarge(f"{int(length)} bytes is over the {max_bytes} byte limit")
+    raw = resp.raw
+    chunks, total = [], 0
+    while True:
+        if time.monotonic() > deadline:
+            raise _DeadlinePassed()
+        chunk = raw.read1(_CHUNK, decode_content=True) if hasattr(raw, "read1") else raw.read(_CHUNK, decode_content=True)
+        if not chunk:
+            break
+        total += len(chunk)
+        if total > max_bytes:
+            raise _BodyTooLarge(f"body is over the {max_bytes} byte limit")
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 class MapillaryClient:
@@ -110,6 +144,8 @@ class MapillaryClient:
         max_backoff: float = 30.0,
         max_retry_after: float = 60.0,
         user_agent: str = "geo_assets/0.1 (+mapillary client)",
+        download_deadline: float = DOWNLOAD_DEADLINE_S,
+        max_json_bytes: int = MAX_JSON_BYTES,
     ) -> None:
         if max_retries < 0:
             raise ValueError("max_retries must be >= 0")
@@ -124,6 +160,8 @@ class MapillaryClient:
         self.max_retry_after = float(max_retry_after)
         self.max_bbox_area = max_bbox_area
         self.user_agent = user_agent
+        self.download_deadline = float(download_deadline)
+        self.max_json_bytes = int(max_json_bytes)
         self._session = session
         self._idle: list[requests.Session] = []
         self._own_sessions: list[requests.Session] = []
@@ -180,10 +218,8 @@ class MapillaryClient:
             self.stats[key] = self.stats.get(key, 0) + n
 
     def _scrub(self, text: str) -> str:
-        token = self.__token
-        if token and token in text:
-            text = text.replace(token, "***")
-        return text
+        """No token and no URL query string (signatures) in any text we log or raise."""
+        return redact(text, (self.__token,) if self.__token else ())
 
     def _auth_headers(self) -> dict[str, str]:
         return {"Authorization": f"OAuth {self.__token}"} if self.__token else {}
@@ -210,16 +246,18 @@ class MapillaryClient:
             return None
 
     @staticmethod
-    def _api_error(resp: requests.Response) -> tuple[str, int | None, str | None]:
+    def _api_error_body(resp: requests.Response, body: bytes | None) -> tuple[str, int | None, str | None]:
         """(message, code, type) from a Graph error body, or the HTTP reason."""
-        try:
-            body = resp.json()
-        except ValueError:
-            body = None
-        if isinstance(body, dict) and isinstance(body.get("error"), dict):
-            err = body["error"]
+        parsed = None
+        if body:
+            try:
+                parsed = json.loads(body)
+            except ValueError:
+                parsed = None
+        if isinstance(parsed, dict) and isinstance(parsed.get("error"), dict):
+            err = parsed["error"]
             code = err.get("code")
-            return str(err.get("message", "")), code if isinstance(code, int) else None, err.get("type")
+            return str(err.get("message", ""))[:500], code if isinstance(code, int) else None, err.get("type")
         return (resp.reason or f"HTTP {resp.status_code}"), None, None
 
     def _sleep(self, what: str, err: str, attempt: int, retry_after: float | None) -> None:
@@ -235,30 +273,43 @@ class MapillaryClient:
         for attempt in range(self.max_retries + 1):
             retry_after = None
             self._count("requests")
+            deadline = time.monotonic() + max(self.download_deadline, self.timeout)
             try:
-                with self._http() as http:
-                    resp = http.get(url, params=params, headers=self._auth_headers(), timeout=self.timeout)
-            except requests.Timeout:
+                with self._http() as http, http.get(url, params=params, headers=self._auth_headers(),
+                                                    timeout=self.timeout, stream=True) as resp:
+                    status = resp.status_code
+                    limit = self.max_json_bytes if status == 200 else 65536
+                    try:
+                        body = _read_body(resp, limit, deadline)
+                    except _BodyTooLarge as exc:
+                        if status == 200:
+                            raise MapillaryRequestError(f"Mapillary {what}: answer refused: {exc}", status=status) from None
+                        body = b""
+            except MapillaryError:
+                raise
+            except (requests.Timeout, _DeadlinePassed):
                 self._count("timeouts")
                 err = f"timed out after {self.timeout:g}s"
-            except requests.RequestException as exc:
+            except (requests.exceptions.InvalidURL, requests.exceptions.InvalidSchema,
+                    requests.exceptions.MissingSchema) as exc:
+                raise MapillaryRequestError(f"Mapillary {what}: bad URL ({type(exc).__name__})") from None
+            except (requests.RequestException, OSError) as exc:
                 self._count("connection_errors")
                 err = f"{type(exc).__name__}: {self._scrub(str(exc))}"
             else:
-                status = resp.status_code
                 if status == 200:
                     try:
-                        data = resp.json()
+                        data = json.loads(body)
                     except ValueError:
                         self._count("malformed")
                         err = "malformed JSON in a 200 answer"
                     else:
                         if isinstance(data, dict) and isinstance(data.get("error"), dict):
-                            message, code, _ = self._api_error(resp)
+                            message, code, _ = self._api_error_body(resp, body)
                             self._raise_for_api_error(what, status, message, code)
                         return data
                 else:
-                    message, code, _ = self._api_error(resp)
+                    message, code, _ = self._api_error_body(resp, body)
                     message = self._scrub(message)
                     if status == 429:
                         self._count("rate_limited")
@@ -414,40 +465,42 @@ class MapillaryClient:
 
     # -- downloads --
 
-    def download_image(self, url: str, max_bytes: int = 25_000_000) -> bytes:
-        """Bytes of an image URL (thumb_*_url). No token is sent: the URLs are pre-signed.
+    def download_image(self, url: str, max_bytes: int = MAX_IMAGE_BYTES) -> bytes:
+        """Bytes of a JPEG thumbnail URL (thumb_*_url). No token is sent: the URLs are pre-signed.
 
-        Raises MapillaryDownloadError for a non-image Content-Type, a body over
+        Raises MapillaryDownloadError (at once, never retried) for a URL that is not
+        absolute http(s), a Content-Type other than image/jpeg, a body over
         `max_bytes`, or a 4xx (403: expired URL, ask for the image again);
-        MapillaryUnavailableError when retries run out."""
+        MapillaryUnavailableError when transport failures (connection errors,
+        timeouts, the whole-download deadline, 429, 5xx) outlast the retries.
+        No message quotes the URL's query (signatures)."""
         short = _short_url(url)
         what = f"download {short}"
+        problem = url_problem(url) if isinstance(url, str) else "URL is not a string"
+        if problem:
+            raise MapillaryDownloadError(f"Mapillary download: {problem}")
         err = "no attempt made"
         for attempt in range(self.max_retries + 1):
             retry_after = None
             self._count("requests")
+            deadline = time.monotonic() + self.download_deadline
             try:
-                with self._http() as http, http.get(url, timeout=self.timeout, stream=True) as resp:
+                with self._http() as http, http.get(url, timeout=self.timeout, stream=True,
+                                                    allow_redirects=False) as resp:
                     status = resp.status_code
                     if status == 200:
                         ctype = resp.headers.get("Content-Type", "")
-                        if not ctype.lower().startswith("image/"):
+                        if ctype.split(";")[0].strip().lower() not in ("image/jpeg", "image/jpg", "image/pjpeg"):
                             raise MapillaryDownloadError(
-                                f"Mapillary {what}: expected an image, got Content-Type {ctype or 'none'!r}", status=status)
+                                f"Mapillary {what}: expected a JPEG, got Content-Type {ctype[:60] or 'none'!r}",
+                                status=status)
                         length = resp.headers.get("Content-Length")
-                        if length is not None and length.isdigit() and int(length) > max_bytes:
-                            raise MapillaryDownloadError(
-                                f"Mapillary {what}: {int(length)} bytes is over the {max_bytes} byte limit", status=status)
-                        chunks, total = [], 0
-                        for chunk in resp.iter_content(chunk_size=65536):
-                            total += len(chunk)
-                            if total > max_bytes:
-                                raise MapillaryDownloadError(
-                                    f"Mapillary {what}: body is over the {max_bytes} byte limit", status=status)
-                            chunks.append(chunk)
-                        data = b"".join(chunks)
-                        if length is not None and length.isdigit() and len(data) != int(length):
-                            err = f"incomplete body ({len(data)} of {length} bytes)"
+                        try:
+                            data = _read_body(resp, max_bytes, deadline)
+                        except _BodyTooLarge as exc:
+                            raise MapillaryDownloadError(f"Mapillary {what}: {exc}", status=status) from None
+                        if length is not None and length.strip().isdigit() and len(data) != int(length):
+                            err = f"incomplete body ({len(data)} of {length.strip()} bytes)"
                         else:
                             self._count("downloads")
                             self._count("download_bytes", len(data))
@@ -461,14 +514,23 @@ class MapillaryClient:
                         err = f"HTTP {status}"
                     else:
                         hint = " (signed URL expired? ask for the image again)" if status == 403 else ""
-                        raise MapillaryDownloadError(f"Mapillary {what}: HTTP {status} {resp.reason or ''}".rstrip() + hint,
+                        if 300 <= status < 400:
+                            hint = " (redirects are not followed)"
+                        reason = redact(resp.reason or "")[:80]
+                        raise MapillaryDownloadError(f"Mapillary {what}: HTTP {status} {reason}".rstrip() + hint,
                                                      status=status)
             except MapillaryError:
                 raise
+            except _DeadlinePassed:
+                self._count("timeouts")
+                err = f"download took longer than {self.download_deadline:g}s"
             except requests.Timeout:
                 self._count("timeouts")
                 err = f"timed out after {self.timeout:g}s"
-            except requests.RequestException as exc:
+            except (requests.exceptions.InvalidURL, requests.exceptions.InvalidSchema,
+                    requests.exceptions.MissingSchema, requests.exceptions.InvalidHeader) as exc:
+                raise MapillaryDownloadError(f"Mapillary {what}: bad URL ({type(exc).__name__})") from None
+            except (requests.RequestException, OSError) as exc:
                 self._count("connection_errors")
                 err = f"{type(exc).__name__}: {self._scrub(str(exc))}"
             if attempt < self.max_retries:

@@ -1,12 +1,44 @@
-"""One place that knows where every artifact lives under storage/ and models/."""
+"""One place that knows where every artifact lives under storage/ and models/.
+
+Every path is built from names that may come from outside (image ids from the
+API, partition keys, table variants), so each name must be one plain path
+component, and the finished path must resolve inside its root: anything else is
+a ValueError, never a file written elsewhere.
+"""
 
 from __future__ import annotations
 
+import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 # Tables stored as Hive-style folders so DuckDB globs see tile/variant columns.
 TABLES = ("raw_images", "raw_rejects", "ocr_text", "blur_regions", "captions", "embeddings")
+
+_COMPONENT_RE = re.compile(r"[A-Za-z0-9\-][A-Za-z0-9._=\-]{0,127}")
+
+
+class UnsafePathError(ValueError):
+    """A name would put a file outside storage (or is not one plain path component)."""
+
+
+def safe_component(name: str, what: str) -> str:
+    """`name` if it is one plain path component (letters, digits, '.', '_', '-', '=';
+    no separators, no '..', not hidden); else UnsafePathError."""
+    text = str(name)
+    if not _COMPONENT_RE.fullmatch(text) or ".." in text:
+        raise UnsafePathError(f"{what} {text[:60]!r} is not a safe file name")
+    return text
+
+
+def _inside(path: Path, root: Path) -> Path:
+    """`path` when it resolves under `root` (symlinks followed), else UnsafePathError."""
+    real_root = os.path.realpath(root)
+    real = os.path.realpath(path)
+    if os.path.commonpath([real_root, real]) != real_root:
+        raise UnsafePathError(f"path {path} resolves outside {root}")
+    return path
 
 
 @dataclass(frozen=True)
@@ -14,33 +46,51 @@ class StorageLayout:
     root: Path
     models_root: Path
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "root", Path(self.root))
+        object.__setattr__(self, "models_root", Path(self.models_root))
+
+    def _under_root(self, *parts: str) -> Path:
+        return _inside(self.root.joinpath(*parts), self.root)
+
     def raw_image_path(self, tile: str, image_id: str) -> Path:
-        return self.root / "images" / "raw" / tile / f"{image_id}.jpg"
+        return self._under_root("images", "raw", safe_component(tile, "tile key"),
+                                safe_component(image_id, "image id") + ".jpg")
 
     def blurred_image_path(self, tile: str, image_id: str) -> Path:
-        return self.root / "images" / "blurred" / tile / f"{image_id}.jpg"
+        return self._under_root("images", "blurred", safe_component(tile, "tile key"),
+                                safe_component(image_id, "image id") + ".jpg")
 
     def table_path(self, table: str, tile: str, variant: str | None = None) -> Path:
         if table not in TABLES:
             raise ValueError(f"unknown table {table!r}; known: {TABLES}")
-        base = self.root / "tables" / table / f"tile={tile}"
+        parts = ["tables", table, safe_component(f"tile={tile}", "tile key")]
         if variant is not None:
-            base = base / f"variant={variant}"
-        return base / "data.parquet"
+            parts.append(safe_component(f"variant={variant}", "variant"))
+        return self._under_root(*parts, "data.parquet")
 
     def table_glob(self, table: str) -> str:
+        if table not in TABLES:
+            raise ValueError(f"unknown table {table!r}; known: {TABLES}")
         return str(self.root / "tables" / table / "**" / "*.parquet")
 
     def cache_path(self, name: str, tile: str) -> Path:
         """Per-tile cache files: concurrent runs on different tiles never share a file."""
-        return self.root / "cache" / name / f"tile={tile}.parquet"
+        return self._under_root("cache", safe_component(name, "cache name"),
+                                safe_component(f"tile={tile}", "tile key") + ".parquet")
+
+    def state_path(self, name: str, tile: str) -> Path:
+        """Small per-tile JSON state (e.g. download strikes), next to the caches."""
+        return self._under_root("cache", safe_component(name, "state name"),
+                                safe_component(f"tile={tile}", "tile key") + ".json")
 
     @property
     def duckdb_path(self) -> Path:
         return self.root / "geo.duckdb"
 
     def model_dir(self, blur: str, geocell: str) -> Path:
-        return self.models_root / blur / geocell
+        return _inside(self.models_root / safe_component(blur, "blur variant") / safe_component(geocell, "geocell"),
+                       self.models_root)
 
     @property
     def reports_dir(self) -> Path:

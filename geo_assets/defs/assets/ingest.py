@@ -12,7 +12,8 @@ from geo_assets.defs.partitions import SETTINGS, tile_partitions
 from geo_assets.defs.resources import ImageSourceResource, StorageResource
 from geo_assets.geo.bbox import in_region
 from geo_assets.geo.tiles import Tile
-from geo_assets.ingest.pull import RAW_IMAGES_SCHEMA, RAW_REJECTS_SCHEMA, pull_tile
+from geo_assets.ingest.pull import DUPLICATE_DISTANCE_M, RAW_IMAGES_SCHEMA, RAW_REJECTS_SCHEMA, pull_tile
+from geo_assets.mapillary.errors import MapillaryUnavailableError
 from geo_assets.store.locks import partition_lock, remove_orphan_temp_files
 from geo_assets.store.parquet import read_table, write_table
 
@@ -22,6 +23,9 @@ class PullConfig(dg.Config):
     """Target number of stored images per tile: the data-set size setting."""
     max_new_per_run: int = 0
     """Cap on images added by one run (0: up to images_per_tile)."""
+    duplicate_distance_m: float = DUPLICATE_DISTANCE_M
+    """Seed 003's duplicate filter: reject an image this close (metres) to one already
+    kept in the same sequence (0: off). Sequence neighbours are 5-30 m apart."""
 
 
 def _cursor(images: pa.Table, rejects: pa.Table) -> int | None:
@@ -61,18 +65,31 @@ def raw_images(
         new_rows: list[dict] = []
         new_rejects: list[dict] = []
         stats: dict = {}
+        outage: MapillaryUnavailableError | None = None
         if wanted:
-            result = pull_tile(
-                image_source.client(),
-                tile,
-                layout,
-                known_ids=set(images["image_id"].to_pylist()) | set(rejects["image_id"].to_pylist()),
-                known_sha256=set(images["sha256"].to_pylist()),
-                start_captured_at=_cursor(images, rejects),
-                max_new=wanted,
-                source=image_source.source_name,
-                log=context.log,
-            )
+            known_positions: dict[str, list[tuple[float, float]]] = {}
+            for seq, la, lo in zip(images["sequence_id"].to_pylist(), images["lat"].to_pylist(), images["lon"].to_pylist()):
+                if seq:
+                    known_positions.setdefault(seq, []).append((la, lo))
+            try:
+                result = pull_tile(
+                    image_source.client(),
+                    tile,
+                    layout,
+                    known_ids=set(images["image_id"].to_pylist()) | set(rejects["image_id"].to_pylist()),
+                    known_sha256=set(images["sha256"].to_pylist()),
+                    start_captured_at=_cursor(images, rejects),
+                    max_new=wanted,
+                    source=image_source.source_name,
+                    log=context.log,
+                    known_positions=known_positions,
+                    duplicate_distance_m=config.duplicate_distance_m,
+                )
+            except MapillaryUnavailableError as exc:
+                result = getattr(exc, "partial", None)
+                if result is None:
+                    raise
+                outage = exc  # store what was walked before the outage, then fail the run
             new_rows, new_rejects, stats = result.rows, result.rejects, result.stats
         seconds = time.perf_counter() - started
 
@@ -86,6 +103,13 @@ def raw_images(
             write_table(rejects_path, rejects)
         elif not rejects_path.exists():
             write_table(rejects_path, rejects)
+
+        if outage is not None:
+            raise dg.Failure(
+                description=f"tile {tile.key}: image downloads look like an outage; stored {len(new_rows)} new images "
+                            f"and {len(new_rejects)} rejects walked before it; the next run resumes there. {outage}",
+                metadata={"new_images": len(new_rows), "new_rejects": len(new_rejects)},
+            )
 
         ids = images["image_id"].to_pylist()
         shas = images["sha256"].to_pylist()
