@@ -234,8 +234,9 @@ def bench_stages(workdir: Path, *, images: int = DEFAULT_IMAGES, easyocr_images:
     from geo_assets.ingest.pull import pull_tile
     from geo_assets.mapillary.client import MapillaryClient
     from geo_assets.model.artifacts import load_model, save_model
-    from geo_assets.model.evaluate import infer
-    from geo_assets.model.train import TrainConfig, train_geolocator, validation_mask
+    from geo_assets.model.refine import model_outputs
+    from geo_assets.model.splits import SplitConfig, assign_splits
+    from geo_assets.model.train import TrainConfig, train_geolocator
     from geo_assets.predict_images import predict_images
     from geo_assets.preprocess.ocr import make_ocr_engine
     from geo_assets.preprocess.variants import caption_text, make_blurred_variant
@@ -390,7 +391,8 @@ def bench_stages(workdir: Path, *, images: int = DEFAULT_IMAGES, easyocr_images:
                 x = np.tile(feats, (reps, 1))[:max(train_rows, n)]
                 x_ids = (ids * reps)[: len(x)]
                 x_lat, x_lon = np.tile(lat, reps)[: len(x)], np.tile(lon, reps)[: len(x)]
-                is_val = validation_mask(x_ids)
+                # The seed's per-image 80/20 (tiled rows repeat ids: the split only times training).
+                is_val = assign_splits(x_ids, [""] * len(x_ids), x_lat, x_lon, SplitConfig(protocol="seed_random")) == "validation"
                 config = TrainConfig(max_epochs=max(1, epochs), patience=max(1, epochs))
                 result = train_geolocator(x, x_lat, x_lon, is_val, grid, config)
                 save_model(layout.model_dir(variant, geocell), result.model, {
@@ -434,15 +436,15 @@ def bench_stages(workdir: Path, *, images: int = DEFAULT_IMAGES, easyocr_images:
         if lm.meta.get("blur") != "unblurred":
             continue
         for _ in range(3):
-            infer(lm.model, x1, lm.grid)
+            model_outputs(lm.model, x1, None, lm.grid)
         times = []
         with Meter() as m:
             for _ in range(max(1, inference_repeats)):
                 t0 = time.perf_counter()
-                infer(lm.model, x1, lm.grid)
+                model_outputs(lm.model, x1, None, lm.grid)
                 times.append(time.perf_counter() - t0)
             t0 = time.perf_counter()
-            infer(lm.model, fused[:n], lm.grid)
+            model_outputs(lm.model, fused[:n], None, lm.grid)
             batch_s = time.perf_counter() - t0
         med = statistics.median(times)
         done(_stage(f"model inference (geocell {lm.meta['geocell']})", 1, m, med,

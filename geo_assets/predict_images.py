@@ -65,8 +65,9 @@ def predict_images(paths: list[Path], models_dir: Path | str | None = None, *, o
     from geo_assets.defs.resources import CaptionerResource, EncoderResource, synthetic_world
     from geo_assets.embed.fusion import CrossAttentionFusion, concat_features
     from geo_assets.model.artifacts import load_model
-    from geo_assets.model.evaluate import infer
-    from geo_assets.model.predict import privacy_score
+    from geo_assets.attack.gazetteer import locate
+    from geo_assets.model.predict import predict_features
+    from geo_assets.model.refine import Gallery
     from geo_assets.preprocess.ocr import make_ocr_engine
     from geo_assets.preprocess.variants import caption_text, make_blurred_variant
 
@@ -74,7 +75,8 @@ def predict_images(paths: list[Path], models_dir: Path | str | None = None, *, o
     model_dirs = discover_models(models_dir)
     if not model_dirs:
         raise PredictionError(f"no trained models under {models_dir}: run `geo-assets run` first")
-    models = [load_model(d) for d in model_dirs]
+    models = [load_model(d, device="cpu") for d in model_dirs]
+    galleries = {d: Gallery.load(d / "gallery.npz") if (d / "gallery.npz").exists() else None for d in model_dirs}
     engine = make_ocr_engine(ocr_engine)
     captioner = CaptionerResource(kind=captioner_kind).captioner()
     encoders = EncoderResource()
@@ -99,20 +101,21 @@ def predict_images(paths: list[Path], models_dir: Path | str | None = None, *, o
             rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
             text = caption_text(captioner.caption_batch([rgb])[0], variant_words)
             text_cls = text_encoder.encode([text.caption])
+            ocr_cls = text_encoder.encode([text.cleaned]) if text.cleaned.strip() else np.zeros((1, text_encoder.dim), np.float32)
             enc = image_encoder.encode([rgb])
-            features[name] = {"fused": fusion.fuse(text_cls, enc.tokens), "concat": concat_features(text_cls, enc.cls),
-                              "caption": text.caption}
+            concat = concat_features(text_cls, enc.cls)
+            guess = locate(variant_words)
+            features[name] = {"fused": fusion.fuse(text_cls, enc.tokens), "concat": concat,
+                              "concat_ocr": np.concatenate([concat, ocr_cls], axis=1), "caption": text.caption,
+                              "gaz": np.array([[guess.lat, guess.lon]] if guess else [[np.nan, np.nan]])}
         truth = _truth(path, world)
         entry["truth"] = truth
         entry["captions"] = {k: v["caption"] for k, v in features.items()}
-        for loaded in models:
+        for model_dir, loaded in zip(model_dirs, models):
             blur, geocell = loaded.meta["blur"], loaded.meta["geocell"]
             x = np.asarray(features[blur][loaded.meta.get("feature", "fused")], dtype=np.float32)
-            pred = infer(loaded.model, x, loaded.grid)
-            probs_conf = float(pred["confidence"][0])
-            p = {"model": f"{blur} {geocell}", "lat": float(pred["lat"][0]), "lon": float(pred["lon"][0]),
-                 "cell": int(pred["cell"][0]), "confidence": probs_conf,
-                 "privacy_score": float(privacy_score(np.array([probs_conf])))}
+            pred = predict_features(loaded, x, features[blur]["gaz"], galleries[model_dir])[0]
+            p = {"model": f"{blur} {geocell}", **pred}
             if truth:
                 p["distance_km"] = float(haversine_km(p["lat"], p["lon"], truth["lat"], truth["lon"]))
             entry["predictions"].append(p)

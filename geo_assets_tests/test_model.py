@@ -16,7 +16,8 @@ from geo_assets.model.geolocator import GeolocatorMLP, predict_coords
 from geo_assets.model.losses import geolocation_loss
 from geo_assets.model.metrics import evaluate_predictions, region_centre_baseline
 from geo_assets.model.predict import predict_features, privacy_score
-from geo_assets.model.train import TrainConfig, TrainResult, train_geolocator, validation_mask
+from geo_assets.model.splits import SplitConfig, assign_splits
+from geo_assets.model.train import TrainConfig, TrainResult, train_geolocator
 
 ROOT = Path(__file__).resolve().parents[1]
 BOX = BBox(-2.0, 51.0, 0.0, 53.0)
@@ -86,18 +87,10 @@ def test_loss_on_a_hand_example():
 # --- the split ---------------------------------------------------------------------
 
 
-def test_validation_mask_is_a_stable_hash_split():
-    ids = [f"img-{i}" for i in range(5000)]
-    mask = validation_mask(ids)
-    assert mask.dtype == bool and 0.18 < mask.mean() < 0.22
-    assert np.array_equal(mask, validation_mask(list(ids)))
-    grown = validation_mask(ids + [f"new-{i}" for i in range(1000)])
-    assert np.array_equal(grown[:5000], mask)  # an image never changes side as data grows
-    assert np.array_equal(validation_mask(ids[::-1])[::-1], mask)  # order does not matter
-    assert not np.array_equal(validation_mask(ids, salt="other"), mask)
-    assert validation_mask(ids, fraction=0.0).sum() == 0 and validation_mask(ids, fraction=1.0).all()
-    with pytest.raises(ValueError):
-        validation_mask(ids, fraction=1.5)
+def validation_mask(ids):
+    """The seed's random per-image 80/20 (the tests' synthetic rows have no sequences)."""
+    return assign_splits(ids, [""] * len(ids), np.zeros(len(ids)), np.zeros(len(ids)),
+                         SplitConfig(protocol="seed_random")) == "validation"
 
 
 # --- training ------------------------------------------------------------------------
@@ -231,9 +224,10 @@ def test_artifacts_round_trip_gives_identical_predictions(trained, tmp_path):
     before = predict_features(type(loaded)(result.model, loaded.meta, grid), x[:20])
     after = predict_features(loaded, x[:20])
     assert before == after
-    assert set(after[0]) == {"lat", "lon", "cell", "confidence", "privacy_score"}
+    assert set(after[0]) == {"lat", "lon", "cell", "confidence", "source", "privacy_score", "city_confidence",
+                             "district_confidence"}
     for row in after:
-        assert row["privacy_score"] == pytest.approx(1 - row["confidence"])
+        assert 0 <= row["district_confidence"] <= row["city_confidence"] <= 1 + 1e-9
         assert grid.cell_of(np.clip(row["lat"], 51, 53), np.clip(row["lon"], -2, 0)) == row["cell"]
     # a GeocellGrid works as well, and a mismatched grid is refused
     save_model(tmp_path / "g", result.model, {"feature": "concat"}, grid=grid)
@@ -290,22 +284,66 @@ def test_missing_or_corrupted_artifacts_fail_clearly(trained, tmp_path):
         load_model(folder)
 
 
-def test_privacy_score():
-    assert privacy_score(np.array([0.7, 0.2, 0.1])) == pytest.approx(0.3)
-    assert privacy_score(np.array([0.7, 0.2, 0.1]), coarse_conf=0.1) == 1.0  # under the cutoff
-    assert privacy_score(np.array([0.7, 0.2, 0.1]), coarse_conf=0.5) == pytest.approx(0.3)
-    assert privacy_score(np.array([0.7, 0.3]), coarse_conf=0.25, cutoff=0.3) == 1.0
-    assert privacy_score(np.array([1.0])) == 0.0
-    assert privacy_score(np.full(100, 0.01)) == pytest.approx(0.99)
+def test_privacy_score_is_seed_002_at_fixed_radii():
+    # three class centres: at the prediction, 20 km north, 200 km north
+    centres = np.array([[52.0, -1.0], [52.0 + 20 / KM_PER_DEG, -1.0], [52.0 + 200 / KM_PER_DEG, -1.0]])
+    s = privacy_score(np.array([0.7, 0.2, 0.1]), centres, 52.0, -1.0)
+    assert s["district_confidence"] == pytest.approx(0.7) and s["city_confidence"] == pytest.approx(0.9)
+    assert s["privacy_score"] == pytest.approx(0.3)  # 1 - district confidence
+    # city confidence under the cutoff: the image gives away nothing, score 1
+    low = privacy_score(np.array([0.1, 0.05, 0.85]), centres, 52.0, -1.0)
+    assert low["city_confidence"] == pytest.approx(0.15) and low["privacy_score"] == 1.0
+    # the same belief spread over 4x the cells (a finer grid) gives the same score
+    fine = np.repeat(centres, 4, axis=0) + np.tile([[0.01, 0.0], [-0.01, 0.0], [0.0, 0.01], [0.0, -0.01]], (3, 1))
+    s4 = privacy_score(np.repeat([0.7, 0.2, 0.1], 4) / 4, fine, 52.0, -1.0)
+    assert s4["privacy_score"] == pytest.approx(s["privacy_score"])
     with pytest.raises(ValueError):
-        privacy_score(np.array([]))
+        privacy_score(np.array([]), np.zeros((0, 2)), 52.0, -1.0)
 
 
-def test_predict_features_checks_dims_and_coarse(trained, tmp_path):
+def test_predict_features_checks_dims(trained, tmp_path):
     result, grid, (x, *_), _ = trained
     loaded = load_model(save_model(tmp_path / "m", result.model, _meta(grid)), device="cpu")
     with pytest.raises(ValueError, match=r"\(N, 32\)"):
         predict_features(loaded, np.zeros((2, 31), np.float32))
-    rows = predict_features(loaded, x[:3], coarse_conf=[0.1, 0.9, 0.9])
-    assert rows[0]["privacy_score"] == 1.0 and rows[1]["privacy_score"] < 1.0
     assert len(predict_features(loaded, x[0])) == 1
+
+
+def test_model_options_train_save_and_reload(tmp_path):
+    """Classes limited to cells with data, label smoothing, the gazetteer prior and the
+    token fusion train, beat the baseline, and survive a save/load round trip."""
+    x, lat, lon, is_val = _clustered(n=400, dim=48)
+    grid = GeocellGrid(BOX, 0.05)
+    gaz = np.full((len(x), 2), np.nan)
+    gaz[::3] = np.stack([lat[::3], lon[::3]], axis=1)
+    cfg = _cfg(max_epochs=8, classes="with_data", smoothing_km=75.0, gazetteer_prior=True, token_fusion=True)
+    result = train_geolocator(x, lat, lon, is_val, grid, cfg, gaz=gaz, token_dims=(16, 32))
+    model = result.model
+    assert model.n_cells < 60 < grid.n_cells  # 8 places -> a few dozen cells, not the 1,600 of the grid
+    v = result.val_predictions
+    m = evaluate_predictions(v.lat, v.lon, v.true_lat, v.true_lon)
+    base = region_centre_baseline(lat[~is_val], lon[~is_val], v.true_lat, v.true_lon)
+    assert m["median_km"] < base["median_km"] / 3
+    assert torch.nn.functional.softplus(model.prior_weight_raw) > 0
+    folder = save_model(tmp_path / "opt", model, {"feature": "concat"}, grid=grid)
+    loaded = load_model(folder, device="cpu")
+    assert loaded.model.config() == model.config()
+    with torch.no_grad():
+        a = model(torch.as_tensor(x[:5]), torch.as_tensor(gaz[:5], dtype=torch.float32))[0]
+        b = loaded.model(torch.as_tensor(x[:5]), torch.as_tensor(gaz[:5], dtype=torch.float32))[0]
+    assert torch.allclose(a, b)
+    with pytest.raises(ValueError, match="gaz="):
+        train_geolocator(x, lat, lon, is_val, grid, _cfg(max_epochs=1, gazetteer_prior=True))
+    with pytest.raises(ValueError, match="classes"):
+        TrainConfig(classes="some")
+
+
+def test_haversine_label_smoothing_targets():
+    from geo_assets.model.losses import haversine_smoothed_targets
+
+    centres = torch.tensor([[52.0, -1.0], [52.0 + 50 / KM_PER_DEG, -1.0], [52.0 + 500 / KM_PER_DEG, -1.0]])
+    t = haversine_smoothed_targets(torch.tensor([[52.0, -1.0]]), centres, 75.0)
+    assert t.sum().item() == pytest.approx(1.0)
+    # weights fall as exp(-d / tau): 50 km away keeps exp(-2/3) of the true cell's weight
+    assert (t[0, 1] / t[0, 0]).item() == pytest.approx(math.exp(-50 / 75), rel=1e-3)
+    assert t[0, 2] < 1e-2

@@ -31,7 +31,7 @@ import torch
 
 from geo_assets.geo.bbox import BBox
 from geo_assets.geo.geocells import GeocellGrid
-from geo_assets.model.geolocator import GeolocatorMLP
+from geo_assets.model.geolocator import GeolocatorMLP, build_from_config
 from geo_assets.store.parquet import atomic_write_bytes
 
 FORMAT = "geo_assets.geolocator/1"
@@ -118,9 +118,9 @@ def save_model(directory: str | Path, model: GeolocatorMLP, meta: dict | None = 
     grid = grid_from_json(grid_src)
     if not isinstance(model, GeolocatorMLP):
         raise TypeError(f"save_model expects a GeolocatorMLP, got {type(model).__name__}")
-    if grid.n_cells != model.n_cells or not math.isclose(grid.size, model.geocell_size, rel_tol=1e-9):
+    if not _grid_matches(grid, model):
         raise ValueError(f"grid ({grid.n_cells} cells of {grid.size}) does not match the model "
-                         f"({model.n_cells} cells of {model.geocell_size})")
+                         f"({model.n_cells} classes of {model.geocell_size})")
 
     buf = io.BytesIO()
     torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, buf)
@@ -137,6 +137,14 @@ def save_model(directory: str | Path, model: GeolocatorMLP, meta: dict | None = 
     atomic_write_bytes(directory / WEIGHTS_FILE, weights)
     atomic_write_bytes(directory / META_FILE, text.encode())
     return directory
+
+
+def _grid_matches(grid: GeocellGrid, model: GeolocatorMLP) -> bool:
+    if not math.isclose(grid.size, model.geocell_size, rel_tol=1e-9):
+        return False
+    if model.class_cells is None:
+        return grid.n_cells == model.n_cells
+    return len(model.class_cells) == model.n_cells and 0 <= min(model.class_cells) and max(model.class_cells) < grid.n_cells
 
 
 def read_meta(directory: str | Path) -> dict:
@@ -174,13 +182,11 @@ def load_model(directory: str | Path, device: str | None = "auto") -> LoadedMode
                                  "the weights are corrupted or a save was interrupted; retrain this model")
     try:
         grid = grid_from_json(meta["grid"])
-        arch = meta["architecture"]
-        model = GeolocatorMLP(int(arch["in_dim"]), int(arch["n_cells"]), float(arch["geocell_size"]),
-                              tuple(arch.get("hidden", (1024, 512, 256))))
+        model = build_from_config(meta["architecture"], grid)
     except (KeyError, TypeError, ValueError) as exc:
         raise ModelArtifactError(f"{directory / META_FILE}: bad architecture or grid: {exc}") from exc
-    if grid.n_cells != model.n_cells:
-        raise ModelArtifactError(f"{directory}: grid has {grid.n_cells} cells but the model {model.n_cells}")
+    if not _grid_matches(grid, model):
+        raise ModelArtifactError(f"{directory}: grid has {grid.n_cells} cells but the model {model.n_cells} classes")
     try:
         state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
         model.load_state_dict(state, strict=True)

@@ -1,130 +1,104 @@
-"""Load a variant's embeddings as a training set, and evaluate a trained model on the
-validation split (Figure 18 metrics, region-centre baseline, text-reliant subset)."""
+"""Evaluate a trained model on its held-out split, with 95% bootstrap intervals.
+
+Every reported number comes from the evaluation split of the model's protocol:
+test for the grouped protocols, validation for the seed's random 80/20 (which
+has no test set, as in the seed). Intervals resample whole sequences (images of
+one drive are correlated), so they are honest about how few independent places
+the test set holds.
+"""
 
 from __future__ import annotations
 
-from collections import Counter
-from dataclasses import dataclass
-
 import numpy as np
 
-from geo_assets.store.catalog import query_connection
-from geo_assets.store.layout import StorageLayout
+from geo_assets.geo.geocells import GeocellGrid
+from geo_assets.geo.haversine import haversine_km
+from geo_assets.model.dataset import GeoDataset
+from geo_assets.model.geolocator import GeolocatorMLP, class_grid_cells
+from geo_assets.model.metrics import per_image_outcomes, region_centre_baseline
+from geo_assets.model.refine import Gallery, model_outputs, refine
+from geo_assets.model.spec import ModelSpec
+from geo_assets.model.uncertainty import bootstrap_metrics, json_safe
 
-FEATURES = ("fused", "concat")
-
-
-@dataclass
-class TrainingSet:
-    image_ids: list[str]
-    features: np.ndarray
-    lat: np.ndarray
-    lon: np.ndarray
-    row_keys: list[str]
-    encoder_key: str
+N_BOOT = 1000
 
 
-def _stack(column) -> np.ndarray:
-    return np.asarray(column.to_pylist(), dtype=np.float32)
+def class_of_point_fn(model: GeolocatorMLP, grid: GeocellGrid):
+    """(lat, lon) arrays -> class index (-1 outside the grid or not a class)."""
+    cells = class_grid_cells(model)
+    lookup = np.full(grid.n_cells, -1, dtype=np.int64)
+    lookup[cells] = np.arange(cells.size)
+    b = grid.bounds
+
+    def class_of(lat, lon):
+        lat, lon = np.asarray(lat, np.float64), np.asarray(lon, np.float64)
+        inside = (lat >= b.min_lat) & (lat <= b.max_lat) & (lon >= b.min_lon) & (lon <= b.max_lon)
+        out = np.full(lat.shape, -1, dtype=np.int64)
+        if inside.any():
+            out[inside] = lookup[np.asarray(grid.cell_of(lat[inside], lon[inside])).reshape(-1)]
+        return out
+
+    return class_of
 
 
-def load_training_set(layout: StorageLayout, variant: str, feature: str = "fused") -> TrainingSet:
-    """Every embedded image of one variant, across all tiles, in image-id order."""
-    if feature not in FEATURES:
-        raise ValueError(f"feature must be one of {FEATURES}, got {feature!r}")
-    with query_connection(layout) as con:
-        tables = {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
-        if "embeddings" not in tables:
-            return TrainingSet([], np.zeros((0, 0), np.float32), np.zeros(0), np.zeros(0), [], "")
-        table = con.sql(
-            "SELECT image_id, lat, lon, encoder_key, image_sha256, caption_sha256, text_emb, image_emb, fused "
-            "FROM embeddings WHERE variant = ? ORDER BY image_id",
-            params=[variant],
-        ).to_arrow_table()
-    keys = table["encoder_key"].to_pylist()
-    if not keys:
-        return TrainingSet([], np.zeros((0, 0), np.float32), np.zeros(0), np.zeros(0), [], "")
-    # Tiles embedded by different encoder versions cannot be mixed in one model.
-    encoder_key, _ = Counter(keys).most_common(1)[0]
-    mask = np.array([k == encoder_key for k in keys])
-    if not mask.all():
-        table = table.filter(mask)
-    if feature == "fused":
-        features = _stack(table["fused"])
+def predict_rows(model: GeolocatorMLP, gallery: Gallery | None, spec: ModelSpec, ds: GeoDataset,
+                 grid: GeocellGrid) -> dict:
+    """Final predictions for every row of `ds`: lat, lon, source, grid cell, top-10 grid cells, confidence."""
+    gaz = ds.gaz if spec.gazetteer_prior or spec.retrieval else None
+    out = model_outputs(model, ds.features(spec.feature), ds.gaz if spec.gazetteer_prior else None, grid, k=10)
+    cells = class_grid_cells(model)
+    if spec.retrieval:
+        lat, lon, source = refine(out, gallery, gaz, class_of_point_fn(model, grid))
     else:
-        from geo_assets.embed.fusion import concat_features
-
-        features = concat_features(_stack(table["text_emb"]), _stack(table["image_emb"]))
-    ids = table["image_id"].to_pylist()
-    row_keys = [f"{i}:{a}:{b}" for i, a, b in zip(ids, table["image_sha256"].to_pylist(), table["caption_sha256"].to_pylist())]
-    return TrainingSet(ids, features, np.asarray(table["lat"].to_pylist()), np.asarray(table["lon"].to_pylist()),
-                       row_keys, encoder_key)
+        lat, lon, source = out["lat"].astype(np.float64), out["lon"].astype(np.float64), np.full(len(ds), "offset", object)
+    return {"lat": lat, "lon": lon, "source": source, "cell": cells[out["cls"]] if len(ds) else np.zeros(0, np.int64),
+            "topk": cells[out["topk"]] if len(ds) else np.zeros((0, 10), np.int64),
+            "confidence": out["confidence"], "topk_p": out["topk_p"]}
 
 
-def text_reliant_ids(layout: StorageLayout) -> set[str]:
-    """Images whose unblurred OCR text names a place: where blurring should bite."""
-    with query_connection(layout) as con:
-        tables = {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
-        if "captions" not in tables:
-            return set()
-        rows = con.execute("SELECT image_id FROM captions WHERE variant = 'unblurred' AND has_place_text").fetchall()
-    return {r[0] for r in rows}
+def outcomes_for(pred: dict, ds: GeoDataset, grid: GeocellGrid) -> dict:
+    d = np.atleast_1d(haversine_km(pred["lat"], pred["lon"], ds.lat, ds.lon))
+    true_cell = np.asarray(grid.cell_of(ds.lat, ds.lon)).reshape(-1) if len(ds) else np.zeros(0, np.int64)
+    return per_image_outcomes(d, pred["cell"], true_cell, pred["topk"])
 
 
-def infer(model, features: np.ndarray, grid, batch_size: int = 1024) -> dict:
-    """Predicted coordinates (centre of the arg-max cell + offset), cells, top-5, confidence."""
-    import torch
+def evaluate(model: GeolocatorMLP, gallery: Gallery | None, spec: ModelSpec, ds: GeoDataset, grid: GeocellGrid,
+             splits: np.ndarray, evaluation_split: str, n_boot: int = N_BOOT) -> dict:
+    """Metrics with intervals on `evaluation_split` rows (all and text-reliant), the
+    region-centre baseline on the same rows, and the per-image rows for paired tests."""
+    ev = np.flatnonzero(splits == evaluation_split)
+    tr = np.flatnonzero(splits == "train")
+    if ev.size == 0:
+        raise ValueError(f"no {evaluation_split} rows to evaluate on")
+    test = ds.subset(ev)
+    pred = predict_rows(model, gallery, spec, test, grid)
+    outcomes = outcomes_for(pred, test, grid)
+    groups = [s or f"img:{i}" for s, i in zip(test.sequence_ids, test.image_ids)]
+    metrics = bootstrap_metrics(outcomes, groups=groups, n_boot=n_boot)
 
-    device = next(model.parameters()).device
-    centres = torch.as_tensor(grid.centres_table(), dtype=torch.float32, device=device)
-    out = {"lat": [], "lon": [], "cell": [], "top5": [], "confidence": []}
-    model.eval()
-    with torch.no_grad():
-        for start in range(0, len(features), batch_size):
-            x = torch.as_tensor(features[start : start + batch_size], dtype=torch.float32, device=device)
-            logits, offset = model(x)
-            probs = torch.softmax(logits, dim=1)
-            conf, cell = probs.max(dim=1)
-            top5 = probs.topk(min(5, probs.shape[1]), dim=1).indices
-            centre = centres[cell]
-            out["lat"].append((centre[:, 0] + offset[:, 0]).cpu().numpy())
-            out["lon"].append((centre[:, 1] + offset[:, 1]).cpu().numpy())
-            out["cell"].append(cell.cpu().numpy())
-            out["top5"].append(top5.cpu().numpy())
-            out["confidence"].append(conf.cpu().numpy())
-    return {k: np.concatenate(v) if v else np.zeros(0) for k, v in out.items()}
+    base = region_centre_baseline(ds.lat[tr], ds.lon[tr], test.lat, test.lon)
+    base_km = np.atleast_1d(haversine_km(np.full(len(test), base["centre_lat"]), np.full(len(test), base["centre_lon"]),
+                                         test.lat, test.lon))
+    baseline = bootstrap_metrics(per_image_outcomes(base_km), groups=groups, n_boot=n_boot)
+    baseline["centre"] = {"lat": base["centre_lat"], "lon": base["centre_lon"]}
 
-
-def evaluate_model_on(layout: StorageLayout, loaded, variant: str) -> dict:
-    from geo_assets.model.metrics import evaluate_predictions, region_centre_baseline
-    from geo_assets.model.train import validation_mask
-
-    data = load_training_set(layout, variant, loaded.meta.get("feature", "fused"))
-    if not data.image_ids:
-        raise ValueError(f"no embeddings for variant {variant!r}")
-    grid = loaded.grid
-    is_val = validation_mask(data.image_ids)
-    val = np.flatnonzero(is_val)
-    pred = infer(loaded.model, data.features[val], grid)
-    true_lat, true_lon = data.lat[val], data.lon[val]
-    true_cell = grid.cell_of(true_lat, true_lon)
-    metrics = evaluate_predictions(pred["lat"], pred["lon"], true_lat, true_lon, pred["cell"], true_cell, pred["top5"])
-    baseline = region_centre_baseline(data.lat[~is_val], data.lon[~is_val], true_lat, true_lon)
-
-    reliant = text_reliant_ids(layout)
-    sub = np.array([data.image_ids[i] in reliant for i in val], dtype=bool)
+    sub = test.text_reliant
     if sub.any():
-        sub_metrics = evaluate_predictions(pred["lat"][sub], pred["lon"][sub], true_lat[sub], true_lon[sub],
-                                           pred["cell"][sub], true_cell[sub], pred["top5"][sub])
+        sub_out = {k: v[sub] for k, v in outcomes.items()}
+        text_metrics = bootstrap_metrics(sub_out, groups=[g for g, s in zip(groups, sub) if s], n_boot=n_boot)
     else:
-        sub_metrics = {"n": 0}
-    from geo_assets.geo.haversine import haversine_km
-
-    distances = haversine_km(pred["lat"], pred["lon"], true_lat, true_lon)
-    return {
-        "metrics": metrics,
-        "baseline": baseline,
-        "text_reliant": {"metrics": sub_metrics, "n_ids": int(sub.sum())},
-        "distances_km": [round(float(d), 4) for d in np.atleast_1d(distances)],
-        "training_data_version": loaded.meta.get("training_data_version"),
+        text_metrics = {}
+    rows = {
+        "image_id": test.image_ids, "sequence_id": test.sequence_ids, "text_reliant": test.text_reliant.tolist(),
+        "true_lat": test.lat.tolist(), "true_lon": test.lon.tolist(), "pred_lat": pred["lat"].tolist(),
+        "pred_lon": pred["lon"].tolist(), "km": outcomes["km"].tolist(), "cell_hit": outcomes["cell_hit"].tolist(),
+        "top5_hit": outcomes["top5_hit"].tolist(), "top10_hit": outcomes["top10_hit"].tolist(),
+        "confidence": np.asarray(pred["confidence"], np.float64).tolist(), "source": [str(s) for s in pred["source"]],
     }
+    sources = {s: int(np.count_nonzero(pred["source"] == s)) for s in ("offset", "retrieval", "gazetteer")}
+    return json_safe({
+        "evaluation_split": evaluation_split, "n": int(ev.size), "n_sequences": len(set(groups)),
+        "n_train": int(tr.size), "metrics": metrics, "baseline": baseline,
+        "text_reliant": {"n": int(sub.sum()), "metrics": text_metrics},
+        "prediction_sources": sources,
+    }) | {"rows": rows}

@@ -1,5 +1,19 @@
-"""The privacy report: Figure 18 of the seed for every trained model, deltas against
-the baseline (unblurred, smallest geocell), the text-reliant subset, and a plot."""
+"""The privacy report: what blurring text and coarser geocells buy, with honest uncertainty.
+
+Sections (every number from held-out test images, with a 95% bootstrap interval
+that resamples whole sequences):
+
+1. the seed's Figure 18 for every trained model, plus top-5/10 and GeoScore, and
+   the region-centre baseline;
+2. the same models under the seed's random 80/20 per-image protocol (its
+   validation split), side by side: how much a leaky split flatters the numbers;
+3. the text-reliant subset (images whose unblurred OCR names a place);
+4. blurred minus unblurred, per geocell size, as paired intervals on the same
+   test images, with a sentence saying which differences are significant;
+5. the gazetteer attacker (OCR -> gazetteer -> location, no training) on
+   unblurred vs blurred test images, per OCR engine;
+6. the seed's own Figure 18 for reference.
+"""
 
 from __future__ import annotations
 
@@ -8,17 +22,24 @@ from pathlib import Path
 
 import numpy as np
 
-FIG18_COLUMNS = [
-    ("median_km", "Median distance (km)", "{:.1f}"),
-    ("geocell_accuracy_pct", "Geocell accuracy (%)", "{:.1f}"),
-    ("within_100km_pct", "Within 100 km (%)", "{:.1f}"),
-    ("within_10km_pct", "Within 10 km (%)", "{:.1f}"),
-    ("within_1km_pct", "Within 1 km (%)", "{:.1f}"),
-    ("within_100m_pct", "Within 100 m (%)", "{:.1f}"),
-]
-EXTRA_COLUMNS = [("top5_accuracy_pct", "Top-5 (%)", "{:.1f}"), ("mean_km", "Mean km", "{:.1f}"), ("n", "n (val)", "{:d}")]
+from geo_assets.model.uncertainty import bootstrap_metrics, describe_difference, json_safe, paired_difference
 
-# The seed's own numbers (40k Mapillary images), for side-by-side reading.
+FIG18_COLUMNS = [
+    ("median_km", "Median km", "{:.1f}"),
+    ("geocell_accuracy_pct", "Geocell acc. %", "{:.1f}"),
+    ("within_100km_pct", "<=100 km %", "{:.1f}"),
+    ("within_10km_pct", "<=10 km %", "{:.1f}"),
+    ("within_1km_pct", "<=1 km %", "{:.1f}"),
+    ("within_100m_pct", "<=100 m %", "{:.1f}"),
+]
+EXTRA_COLUMNS = [("top5_accuracy_pct", "Top-5 %", "{:.1f}"), ("top10_accuracy_pct", "Top-10 %", "{:.1f}"),
+                 ("geoscore", "GeoScore", "{:.0f}")]
+PAIRED_METRICS = [("within_1km_pct", "within 1 km", "%"), ("within_10km_pct", "within 10 km", "%"),
+                  ("median_km", "the median error", "km"), ("geocell_accuracy_pct", "geocell accuracy", "%")]
+ATTACK_COLUMNS = [("within_1km_pct", "<=1 km %"), ("within_10km_pct", "<=10 km %"), ("within_25km_pct", "<=25 km %"),
+                  ("within_100km_pct", "<=100 km %")]
+
+# The seed's own numbers (40k Mapillary images, its validation split), for side-by-side reading.
 SEED_FIGURE_18 = {
     ("unblurred", "0.05"): [39.241, 36.7, 57.7, 41.9, 31.3, 23.0],
     ("blurred", "0.05"): [41.896, 35.6, 58.3, 41.6, 30.7, 22.1],
@@ -42,51 +63,191 @@ def _label(e: dict) -> str:
     return f"{e['blur'].capitalize()} {e['geocell']}"
 
 
-def _fmt(fmt: str, value) -> str:
-    if value is None or (isinstance(value, float) and np.isnan(value)):
+def _ci(m: dict | None, fmt: str) -> str:
+    """'12.3 [10.1, 14.0]' from {'value', 'low', 'high'}; '-' when missing."""
+    if not m or m.get("value") is None:
         return "-"
-    return fmt.format(int(value) if fmt == "{:d}" else value)
+    v, lo, hi = m["value"], m.get("low"), m.get("high")
+    if lo is None or hi is None:
+        return fmt.format(v)
+    return f"{fmt.format(v)} [{fmt.format(lo)}, {fmt.format(hi)}]"
 
 
-def _table(evaluations: list[dict], key: str) -> list[str]:
-    cols = FIG18_COLUMNS + EXTRA_COLUMNS
-    lines = ["| Model | " + " | ".join(c[1] for c in cols) + " |", "|---" * (len(cols) + 1) + "|"]
-    for e in evaluations:
-        m = e[key]["metrics"] if key != "metrics" else e["metrics"]
-        lines.append(f"| {_label(e)} | " + " | ".join(_fmt(f, m.get(k)) for k, _, f in cols) + " |")
+def _metrics_table(rows: list[tuple[str, dict, int]], columns) -> list[str]:
+    lines = ["| Model | " + " | ".join(c[1] for c in columns) + " | n |", "|---" * (len(columns) + 2) + "|"]
+    for label, metrics, n in rows:
+        lines.append(f"| {label} | " + " | ".join(_ci(metrics.get(k), f) for k, _, f in columns) + f" | {n} |")
     return lines
 
 
-def build_privacy_report(evaluations: list[dict]) -> dict:
-    base = next((e for e in evaluations if e["blur"] == "unblurred"), evaluations[0])
-    smallest = min(float(e["geocell"]) for e in evaluations)
-    base = next((e for e in evaluations if e["blur"] == "unblurred" and float(e["geocell"]) == smallest), base)
-    lines = ["## Figure 18 (validation split)", ""] + _table(evaluations, "metrics")
-    lines += ["", f"## Change versus the baseline ({_label(base)}), percentage points / km", "",
-              "| Model | " + " | ".join(c[1] for c in FIG18_COLUMNS) + " |", "|---" * (len(FIG18_COLUMNS) + 1) + "|"]
-    deltas = {}
+def _outcomes(rows: dict, idx=None) -> dict:
+    keys = ("km", "cell_hit", "top5_hit", "top10_hit")
+    out = {}
+    for k in keys:
+        if k in rows:
+            a = np.asarray(rows[k], dtype=np.float64 if k == "km" else bool)
+            out[k] = a if idx is None else a[idx]
+    return out
+
+
+def paired_blur_effects(unblurred_rows: dict, blurred_rows: dict, n_boot: int = 1000) -> dict:
+    """Blurred minus unblurred on the test images both models saw: whole set and text-reliant subset."""
+    a_ids = {i: k for k, i in enumerate(unblurred_rows["image_id"])}
+    pairs = [(a_ids[i], k) for k, i in enumerate(blurred_rows["image_id"]) if i in a_ids]
+    if not pairs:
+        return {}
+    ia, ib = np.array([p[0] for p in pairs]), np.array([p[1] for p in pairs])
+    groups = [unblurred_rows["sequence_id"][i] or unblurred_rows["image_id"][i] for i in ia]
+    reliant = np.asarray(unblurred_rows["text_reliant"], dtype=bool)[ia]
+    out = {"n": len(pairs), "n_text_reliant": int(reliant.sum())}
+    out["all"] = paired_difference(_outcomes(unblurred_rows, ia), _outcomes(blurred_rows, ib), groups=groups, n_boot=n_boot)
+    if reliant.any():
+        g2 = [g for g, r in zip(groups, reliant) if r]
+        out["text_reliant"] = paired_difference(_outcomes(unblurred_rows, ia[reliant]), _outcomes(blurred_rows, ib[reliant]),
+                                                groups=g2, n_boot=n_boot)
+    return out
+
+
+def attack_results(attack_rows: list[dict], split: str = "test", n_boot: int = 1000) -> dict:
+    """The attacker per (engine, variant) on `split` images: coverage and within-distance shares
+    (abstaining counts as a miss), whole set and text-reliant subset, plus the paired
+    blurred-minus-unblurred difference per engine."""
+    rows = [r for r in attack_rows if r.get("split") == split]
+    out: dict = {}
+    by_key: dict = {}
+    for r in rows:
+        by_key.setdefault((r["engine"], r["variant"]), []).append(r)
+    for (engine, variant), rs in sorted(by_key.items()):
+        rs = sorted(rs, key=lambda r: r["image_id"])
+        km = np.array([np.inf if r["error_km"] is None else float(r["error_km"]) for r in rs])
+        groups = [r.get("sequence_id") or r["image_id"] for r in rs]
+        reliant = np.array([bool(r.get("text_reliant")) for r in rs])
+        entry = {"n": len(rs), "coverage_pct": 100.0 * float(np.mean(np.isfinite(km))) if len(rs) else None,
+                 "all": bootstrap_metrics({"km": km}, groups=groups, n_boot=n_boot),
+                 "n_text_reliant": int(reliant.sum())}
+        if reliant.any():
+            entry["text_reliant"] = bootstrap_metrics({"km": km[reliant]}, groups=[g for g, s in zip(groups, reliant) if s],
+                                                      n_boot=n_boot)
+        out.setdefault(engine, {})[variant] = entry
+        out[engine].setdefault("_rows", {})[variant] = {r["image_id"]: (km[k], groups[k], reliant[k]) for k, r in enumerate(rs)}
+    for engine, per in out.items():
+        rows_by = per.pop("_rows")
+        if {"unblurred", "blurred"} <= set(rows_by):
+            common = sorted(set(rows_by["unblurred"]) & set(rows_by["blurred"]))
+            if common:
+                a = np.array([rows_by["unblurred"][i][0] for i in common])
+                b = np.array([rows_by["blurred"][i][0] for i in common])
+                g = [rows_by["unblurred"][i][1] for i in common]
+                per["paired"] = paired_difference({"km": a}, {"km": b}, groups=g, n_boot=n_boot)
+                per["paired"]["n"] = len(common)
+    return out
+
+
+def build_privacy_report(evaluations: list[dict], predictions: dict | None = None, attack_rows: list[dict] | None = None,
+                         n_boot: int = 1000) -> dict:
+    """Markdown and JSON. `predictions`: {(blur, geocell): rows dict} from predictions.parquet;
+    `attack_rows`: the attack_guesses table as dicts."""
+    predictions = predictions or {}
+    lines: list[str] = []
+    summary: dict = {"models": [], "paired_blur_effects": {}, "attacker": {}}
+    if evaluations:
+        e0 = evaluations[0]
+        lines += ["# Privacy report", "",
+                  f"Every number below is on held-out **{e0.get('evaluation_split', 'test')}** images "
+                  f"(split protocol `{e0.get('protocol', '?')}`: no sequence spans two splits), {e0.get('n', '?')} images "
+                  f"in {e0.get('n_sequences', '?')} sequences, with a 95% bootstrap interval [low, high] that resamples "
+                  "whole sequences.", ""]
+    cols = FIG18_COLUMNS + EXTRA_COLUMNS
+    lines += ["## Figure 18 on the test split", ""]
+    rows = [(_label(e), e["metrics"], e["n"]) for e in evaluations]
+    rows += [(f"Region centre (baseline, {e['blur']} {e['geocell']} test rows)", e["baseline"], e["n"])
+             for e in evaluations[:1]]
+    lines += _metrics_table(rows, cols)
+
+    lines += ["", "## Split protocols side by side", "",
+              "The same model and data trained under the seed's random 80/20 per-image split and scored on its "
+              "validation split (as the seed did) versus the grouped split scored on test. Neighbouring images of "
+              "one sequence on both sides of a random split flatter the first column.", "",
+              "| Model | Seed protocol: median km | Grouped test: median km | Seed protocol: <=1 km % | "
+              "Grouped test: <=1 km % | Seed protocol: <=10 km % | Grouped test: <=10 km % |",
+              "|---|---|---|---|---|---|---|"]
     for e in evaluations:
-        d = {k: e["metrics"][k] - base["metrics"][k] for k, _, _ in FIG18_COLUMNS}
-        deltas[_label(e)] = d
-        lines.append(f"| {_label(e)} | " + " | ".join(f"{d[k]:+.1f}" for k, _, _ in FIG18_COLUMNS) + " |")
-    lines += ["", "## Text-reliant subset (unblurred OCR found place text)", ""] + _table(evaluations, "text_reliant")
-    lines += ["", "## Region-centre baseline (always predict the training mean)", "",
-              f"median {base['baseline']['median_km']:.1f} km, within 1 km {base['baseline'].get('within_1km_pct', 0):.1f}%"]
-    lines += ["", "## The seed's Figure 18 (40k real Mapillary images), for reference", "",
+        s = e.get("seed_protocol", {}).get("metrics", {})
+        m = e["metrics"]
+        lines.append(f"| {_label(e)} | {_ci(s.get('median_km'), '{:.1f}')} | {_ci(m.get('median_km'), '{:.1f}')} | "
+                     f"{_ci(s.get('within_1km_pct'), '{:.1f}')} | {_ci(m.get('within_1km_pct'), '{:.1f}')} | "
+                     f"{_ci(s.get('within_10km_pct'), '{:.1f}')} | {_ci(m.get('within_10km_pct'), '{:.1f}')} |")
+
+    lines += ["", "## Text-reliant subset (the unblurred OCR text names a place)", ""]
+    lines += _metrics_table([(_label(e), e["text_reliant"]["metrics"], e["text_reliant"]["n"]) for e in evaluations], cols)
+
+    lines += ["", "## What blurring buys: blurred minus unblurred, paired on the same test images", ""]
+    geocells = sorted({e["geocell"] for e in evaluations}, key=float)
+    for geocell in geocells:
+        a, b = predictions.get(("unblurred", geocell)), predictions.get(("blurred", geocell))
+        if a is None or b is None:
+            continue
+        effects = paired_blur_effects(a, b, n_boot=n_boot)
+        if not effects:
+            continue
+        summary["paired_blur_effects"][geocell] = effects
+        lines += [f"### Geocell {geocell} ({effects['n']} test images, {effects['n_text_reliant']} text-reliant)", "",
+                  "| Subset | Metric | Unblurred | Blurred | Difference [95% CI] | Significant |", "|---|---|---|---|---|---|"]
+        sentences = []
+        for subset in ("all", "text_reliant"):
+            if subset not in effects:
+                continue
+            for key, words, unit in PAIRED_METRICS:
+                d = effects[subset].get(key)
+                if not d or d.get("diff") is None:
+                    continue
+                lines.append(f"| {subset.replace('_', '-')} | {words} | {d['a']:.1f} | {d['b']:.1f} | "
+                             f"{d['diff']:+.1f} [{d['low']:+.1f}, {d['high']:+.1f}] | {'yes' if d['significant'] else 'no'} |")
+                if key in ("within_1km_pct", "within_10km_pct"):
+                    who = "On all test images" if subset == "all" else "On the text-reliant images"
+                    sentences.append(describe_difference(f"{who}, blurring", words, d, unit))
+        lines += [""] + [f"- {s}" for s in sentences] + [""]
+
+    if attack_rows:
+        attack = attack_results(attack_rows, n_boot=n_boot)
+        summary["attacker"] = attack
+        lines += ["## The gazetteer attacker (OCR -> place names and printed coordinates -> location; no training)", "",
+                  "Abstaining counts as a miss. Coverage: share of images where it named a location.", "",
+                  "| Engine | Images | Subset | n | Coverage % | " + " | ".join(c[1] for c in ATTACK_COLUMNS) + " |",
+                  "|---" * (5 + len(ATTACK_COLUMNS)) + "|"]
+        for engine, per in attack.items():
+            for variant in ("unblurred", "blurred"):
+                entry = per.get(variant)
+                if not entry:
+                    continue
+                cov = entry["coverage_pct"]
+                lines.append(f"| {engine} | {variant} | all | {entry['n']} | {cov:.1f} | "
+                             + " | ".join(_ci(entry["all"].get(k), "{:.1f}") for k, _ in ATTACK_COLUMNS) + " |")
+                if "text_reliant" in entry:
+                    lines.append(f"| {engine} | {variant} | text-reliant | {entry['n_text_reliant']} | - | "
+                                 + " | ".join(_ci(entry["text_reliant"].get(k), "{:.1f}") for k, _ in ATTACK_COLUMNS) + " |")
+        lines.append("")
+        for engine, per in attack.items():
+            d = per.get("paired", {}).get("within_10km_pct")
+            if d and d.get("diff") is not None:
+                lines.append("- " + describe_difference(f"For the attacker reading with {engine}, blurring",
+                                                        "within 10 km", d, "%"))
+        lines.append("")
+
+    lines += ["## The seed's Figure 18 (40k real Mapillary images, its validation split), for reference", "",
               "| Model | " + " | ".join(c[1] for c in FIG18_COLUMNS) + " |", "|---" * (len(FIG18_COLUMNS) + 1) + "|"]
     for (blur, cell), values in SEED_FIGURE_18.items():
         lines.append(f"| {blur.capitalize()} {cell} | " + " | ".join(f"{v:.1f}" for v in values) + " |")
-    summary = {
-        "models": [{"model": _label(e), "metrics": e["metrics"], "text_reliant": e["text_reliant"]["metrics"]} for e in evaluations],
-        "baseline_model": _label(base),
-        "deltas_vs_baseline": deltas,
-        "region_centre_baseline": base["baseline"],
-    }
-    return {"markdown": "\n".join(lines) + "\n", "json": summary}
+
+    for e in evaluations:
+        summary["models"].append({"model": _label(e), "metrics": e["metrics"], "baseline": e["baseline"],
+                                  "text_reliant": e["text_reliant"], "seed_protocol": e.get("seed_protocol", {}).get("metrics"),
+                                  "spec": e.get("spec"), "n": e.get("n")})
+    return {"markdown": "\n".join(lines) + "\n", "json": json_safe(summary)}
 
 
-def plot_within_distance(evaluations: list[dict], out_path: Path) -> Path:
-    """% of validation images within d km, for every model, on a log distance axis."""
+def plot_within_distance(predictions: dict, out_path: Path) -> Path:
+    """% of test images within d km, for every model, on a log distance axis."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -94,13 +255,13 @@ def plot_within_distance(evaluations: list[dict], out_path: Path) -> Path:
 
     thresholds = np.logspace(-2, np.log10(2500), 200)
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
-    for e in evaluations:
-        d = np.asarray(e["distances_km"], dtype=float)
+    for (blur, geocell), rows in sorted(predictions.items(), key=lambda kv: (float(kv[0][1]), kv[0][0] != "unblurred")):
+        d = np.asarray(rows["km"], dtype=float)
         if d.size:
-            ax.plot(thresholds, [(d <= t).mean() * 100 for t in thresholds], label=_label(e))
+            ax.plot(thresholds, [(d <= t).mean() * 100 for t in thresholds], label=f"{blur.capitalize()} {geocell}")
     ax.set_xscale("log")
     ax.set_xlabel("distance from the true location (km)")
-    ax.set_ylabel("% of validation images within distance")
+    ax.set_ylabel("% of test images within distance")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
     fig.tight_layout()

@@ -9,12 +9,14 @@
   best is the same when training ends on a plateau, and never worse).
 - CUDA when present, CPU otherwise (`TrainConfig.device`).
 
-Split: the seed used `random_split` with a fixed seed, so runs were reproducible.
-Here the split is decided by the caller with `validation_mask(image_ids)`: a salted
-hash of each image id. It is reproducible for the same reason, and more: every
-partition (blur x geocell) sees the same split, and an image never changes side
-when the data set grows, so validation images are never trained on by a later
-model and metrics stay comparable across materializations.
+Split: decided by the caller (`geo_assets.model.splits`): `is_val` marks the
+validation rows, which only steer training (LR schedule, early stopping, best
+epoch). Test rows must not be passed in at all.
+
+Options beyond the seed (TrainConfig; all off for the seed's exact model):
+`classes="with_data"` (one class per cell that holds training rows),
+`smoothing_km` (haversine label smoothing), `gazetteer_prior` (needs `gaz`),
+`token_fusion` (needs `token_dims`). See geolocator.py and losses.py.
 
 Epochs are numbered from 0: `history[i]["epoch"] == i` and `best_epoch` indexes
 `history`.
@@ -22,7 +24,6 @@ Epochs are numbered from 0: `history[i]["epoch"] == i` and `best_epoch` indexes
 
 from __future__ import annotations
 
-import hashlib
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -49,6 +50,20 @@ class TrainConfig:
     device: str = "auto"
     eval_batch_size: int = 512
     cpu_threads: int = 0  # >0: torch intra-op threads while training on CPU (restored after); 0: leave as is
+    classes: str = "all"  # "all" cells of the grid (seed) or "with_data": cells holding training rows
+    smoothing_km: float = 0.0  # haversine label smoothing tau (PIGEON ~75 km); 0 = one-hot (seed)
+    gazetteer_prior: bool = False  # add the gazetteer guess as a per-class logit bonus
+    token_fusion: bool = False  # trainable self-attention over the encoder blocks
+
+    def __post_init__(self) -> None:
+        if self.classes not in ("all", "with_data"):
+            raise ValueError(f"classes must be 'all' or 'with_data', got {self.classes!r}")
+        if not (0 <= float(self.smoothing_km) <= 5000):
+            raise ValueError(f"smoothing_km must be in [0, 5000], got {self.smoothing_km}")
+        if not (0 < float(self.lr) < 1) and self.lr != 0:
+            raise ValueError(f"lr must be in [0, 1), got {self.lr}")
+        if int(self.batch_size) < 1 or int(self.max_epochs) < 0 or int(self.patience) < 1:
+            raise ValueError("batch_size and patience must be >= 1 and max_epochs >= 0")
 
 
 @dataclass
@@ -77,21 +92,6 @@ class TrainResult:
     notes: list[str] = field(default_factory=list)
 
 
-def validation_mask(image_ids, fraction: float = 0.2, salt: str = "geo_assets-v1") -> np.ndarray:
-    """Deterministic ~`fraction` validation split by a salted SHA-256 of each image id.
-
-    Replaces the seed's random_split(seed): the same image is on the same side in every
-    process, partition and data version."""
-    if not 0.0 <= fraction <= 1.0:
-        raise ValueError(f"fraction must be in [0, 1], got {fraction}")
-    threshold = int(fraction * 2**64)
-    out = np.empty(len(image_ids), dtype=bool)
-    for i, image_id in enumerate(image_ids):
-        digest = hashlib.sha256(f"{salt}\x00{image_id}".encode()).digest()
-        out[i] = int.from_bytes(digest[:8], "big") < threshold
-    return out
-
-
 def _device(name: str | None) -> torch.device:
     if name in (None, "", "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -99,35 +99,40 @@ def _device(name: str | None) -> torch.device:
 
 
 @torch.no_grad()
-def _predict(model, x: torch.Tensor, centres: torch.Tensor, batch_size: int, k: int = 0, y_cell=None):
-    """Batched inference -> lat, lon, cell, confidence, top-k (or None), summed NLL of y_cell (or None)."""
+def _predict(model, x: torch.Tensor, centres: torch.Tensor, batch_size: int, k: int = 0, y_cell=None, gaz=None):
+    """Batched inference -> lat, lon, class, confidence, top-k (or None), summed NLL of y_cell (or
+    None; rows whose true cell is no class (-1) add nothing)."""
     lats, lons, cells, confs, tops = [], [], [], [], []
     nll = torch.zeros((), dtype=torch.float64, device=x.device)
     for start in range(0, x.shape[0], batch_size):
-        logits, offset = model(x[start : start + batch_size])
+        g = gaz[start : start + batch_size] if gaz is not None else None
+        logits, offset = model(x[start : start + batch_size], g)
         lat, lon = predict_coords(logits, offset, centres)
         logp = torch.log_softmax(logits, dim=1)
         conf, cell = logp.max(dim=1)
         lats.append(lat), lons.append(lon), cells.append(cell), confs.append(conf.exp())
         if y_cell is not None:
-            nll -= logp.gather(1, y_cell[start : start + batch_size, None]).double().sum()
+            yc = y_cell[start : start + batch_size]
+            ok = yc >= 0
+            if ok.any():
+                nll -= logp[ok].gather(1, yc[ok, None]).double().sum()
         if k:
             tops.append(logp.topk(min(k, logp.shape[1]), dim=1).indices)
     cat = lambda v: torch.cat(v) if v else torch.zeros(0, device=x.device)  # noqa: E731
     return cat(lats), cat(lons), cat(cells), cat(confs), (cat(tops) if k else None), (nll if y_cell is not None else None)
 
 
-def _validate(model, x, y_cell, y_ll, centres, batch_size) -> dict:
+def _validate(model, x, y_cell, y_ll, centres, batch_size, gaz=None) -> dict:
     from geo_assets.geo.haversine import haversine_km_torch
 
     model.eval()
-    lat, lon, cell, _, _, nll = _predict(model, x, centres, batch_size, y_cell=y_cell)
+    lat, lon, cell, _, _, nll = _predict(model, x, centres, batch_size, y_cell=y_cell, gaz=gaz)
     d = haversine_km_torch(lat.double(), lon.double(), y_ll[:, 0].double(), y_ll[:, 1].double())
     return {
         "val_mean_km": float(d.mean()),
         "val_median_km": float(np.median(d.cpu().numpy())),  # numpy: mean of the middle two, like metrics.py
         "val_geocell_accuracy": float((cell == y_cell).float().mean()),
-        "val_ce": float(nll / max(1, len(y_cell))),
+        "val_ce": float(nll / max(1, int((y_cell >= 0).sum()))),
     }
 
 
@@ -142,9 +147,12 @@ def _adam(model, lr: float) -> torch.optim.Adam:
 
 def train_geolocator(features: np.ndarray, lat: np.ndarray, lon: np.ndarray, is_val: np.ndarray, grid: GeocellGrid,
                      config: TrainConfig | None = None,
-                     progress: Callable[[int, dict], None] | None = None) -> TrainResult:
+                     progress: Callable[[int, dict], None] | None = None, *,
+                     gaz: np.ndarray | None = None, token_dims: tuple[int, ...] | None = None) -> TrainResult:
     """Train one GeolocatorMLP on (N, D) features; `is_val` marks the validation rows.
 
+    `gaz` (N, 2): the gazetteer guess per row (NaN = none), used when config.gazetteer_prior.
+    `token_dims`: widths of the encoder blocks in `features`, used when config.token_fusion.
     `progress(epoch, metrics)` is called after every epoch with that epoch's history row."""
     config = config or TrainConfig()
     threads_before = torch.get_num_threads()
@@ -153,13 +161,23 @@ def train_geolocator(features: np.ndarray, lat: np.ndarray, lon: np.ndarray, is_
         # running) one thread was ~2-4x faster than two in our measurements.
         torch.set_num_threads(config.cpu_threads)
     try:
-        return _train(features, lat, lon, is_val, grid, config, progress)
+        return _train(features, lat, lon, is_val, grid, config, progress, gaz, token_dims)
     finally:
         if torch.get_num_threads() != threads_before:
             torch.set_num_threads(threads_before)
 
 
-def _train(features, lat, lon, is_val, grid: GeocellGrid, config: TrainConfig, progress) -> TrainResult:
+def class_mapping(grid: GeocellGrid, train_cells: np.ndarray, classes: str) -> tuple[list[int] | None, np.ndarray]:
+    """(class cells or None for the whole grid, lookup grid cell -> class index or -1)."""
+    if classes == "all":
+        return None, np.arange(grid.n_cells, dtype=np.int64)
+    cells = np.unique(np.asarray(train_cells, dtype=np.int64))
+    lookup = np.full(grid.n_cells, -1, dtype=np.int64)
+    lookup[cells] = np.arange(cells.size)
+    return cells.tolist(), lookup
+
+
+def _train(features, lat, lon, is_val, grid: GeocellGrid, config: TrainConfig, progress, gaz_in, token_dims) -> TrainResult:
     started = time.perf_counter()
     x_np = np.asarray(features, dtype=np.float32)
     lat_np = np.asarray(lat, dtype=np.float64).reshape(-1)
@@ -176,6 +194,14 @@ def _train(features, lat, lon, is_val, grid: GeocellGrid, config: TrainConfig, p
     outside = (lat_np < b.min_lat) | (lat_np > b.max_lat) | (lon_np < b.min_lon) | (lon_np > b.max_lon) | ~np.isfinite(lat_np) | ~np.isfinite(lon_np)
     if outside.any():
         raise ValueError(f"{int(outside.sum())} of {n} rows lie outside the geocell grid {b}; filter them first")
+    if config.gazetteer_prior:
+        if gaz_in is None:
+            raise ValueError("config.gazetteer_prior needs gaz= (N, 2) gazetteer guesses, NaN where none")
+        gaz_np = np.asarray(gaz_in, dtype=np.float32).reshape(n, 2)
+    else:
+        gaz_np = None
+    if config.token_fusion and not token_dims:
+        raise ValueError("config.token_fusion needs token_dims= (the widths of the encoder blocks)")
     train_idx, val_idx = np.flatnonzero(~val_np), np.flatnonzero(val_np)
     if len(train_idx) == 0:
         raise ValueError("no training rows (is_val is all True)")
@@ -186,18 +212,29 @@ def _train(features, lat, lon, is_val, grid: GeocellGrid, config: TrainConfig, p
         notes.append("no validation rows: the scheduler, early stopping and val_* metrics use the training rows")
 
     device = _device(config.device)
-    cells_np = grid.cell_of(lat_np, lon_np)
+    cells_np = np.asarray(grid.cell_of(lat_np, lon_np), dtype=np.int64).reshape(-1)
+    class_cells, lookup = class_mapping(grid, cells_np[train_idx], config.classes)
+    classes_np = lookup[cells_np]
     x = torch.from_numpy(x_np).to(device)
-    y_cell = torch.as_tensor(np.asarray(cells_np, dtype=np.int64), device=device)
+    y_cell = torch.as_tensor(classes_np, device=device)
     y_ll = torch.as_tensor(np.stack([lat_np, lon_np], axis=1), dtype=torch.float32, device=device)
-    centres = torch.as_tensor(grid.centres_table(), dtype=torch.float32, device=device)
+    gaz = torch.from_numpy(gaz_np).to(device) if gaz_np is not None else None
+    if class_cells is not None:
+        c_lat, c_lon = grid.centre_of(np.asarray(class_cells))
+        centres_np = np.stack([np.atleast_1d(c_lat), np.atleast_1d(c_lon)], axis=1)
+    else:
+        centres_np = grid.centres_table()
+    centres = torch.as_tensor(centres_np, dtype=torch.float32, device=device)
     tr = torch.as_tensor(train_idx, device=device)
     va = torch.as_tensor(val_idx, device=device)
 
     # Initialise and shuffle from `seed` without touching the caller's global RNG.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
-        model = GeolocatorMLP(x_np.shape[1], grid.n_cells, grid.size, HIDDEN)
+        model = GeolocatorMLP(
+            x_np.shape[1], len(centres_np), grid.size, HIDDEN, class_cells=class_cells,
+            centres=centres_np if (class_cells is not None or config.gazetteer_prior) else None,
+            gazetteer_prior=config.gazetteer_prior, token_dims=token_dims if config.token_fusion else None)
     model.to(device)
     shuffle = torch.Generator(device="cpu")
     shuffle.manual_seed(config.seed)
@@ -215,8 +252,9 @@ def _train(features, lat, lon, is_val, grid: GeocellGrid, config: TrainConfig, p
         sums = torch.zeros(3, dtype=torch.float64, device=device)
         for start in range(0, len(order), bs):
             idx = order[start : start + bs]
-            logits, offset = model(x[idx])
-            total, ce, hav = geolocation_loss(logits, offset, y_cell[idx], y_ll[idx], centres, config.haversine_weight)
+            logits, offset = model(x[idx], gaz[idx] if gaz is not None else None)
+            total, ce, hav = geolocation_loss(logits, offset, y_cell[idx], y_ll[idx], centres, config.haversine_weight,
+                                              smoothing_km=config.smoothing_km)
             optimizer.zero_grad(set_to_none=True)
             total.backward()
             if config.clip and config.clip > 0:
@@ -226,7 +264,8 @@ def _train(features, lat, lon, is_val, grid: GeocellGrid, config: TrainConfig, p
         train_loss, train_ce, train_hav = (sums / len(order)).tolist()
         if not np.isfinite(train_loss):
             raise FloatingPointError(f"training loss became {train_loss} at epoch {epoch}; lower the learning rate")
-        val = _validate(model, x[va], y_cell[va], y_ll[va], centres, config.eval_batch_size)
+        val = _validate(model, x[va], y_cell[va], y_ll[va], centres, config.eval_batch_size,
+                        gaz[va] if gaz is not None else None)
         lr = optimizer.param_groups[0]["lr"]
         scheduler.step(val["val_mean_km"])
         row = {"epoch": epoch, "lr": lr, "train_loss": train_loss, "train_ce": train_ce, "train_hav_km": train_hav,
@@ -250,12 +289,12 @@ def _train(features, lat, lon, is_val, grid: GeocellGrid, config: TrainConfig, p
         h["best"] = h["epoch"] == best_epoch
 
     cpu_centres = centres.cpu()
-    lat_p, lon_p, cell_p, conf_p, top_p, _ = _predict(model, x[va].cpu(), cpu_centres, config.eval_batch_size, k=5)
+    lat_p, lon_p, cell_p, conf_p, top_p, _ = _predict(model, x[va].cpu(), cpu_centres, config.eval_batch_size, k=5,
+                                                      gaz=gaz[va].cpu() if gaz is not None else None)
     val_pred = ValPredictions(
         index=val_idx.copy(), lat=lat_p.numpy().astype(np.float64), lon=lon_p.numpy().astype(np.float64),
         cell=cell_p.numpy(), confidence=conf_p.numpy(), topk=top_p.numpy(),
-        true_lat=lat_np[val_idx], true_lon=lon_np[val_idx], true_cell=np.asarray(cells_np)[val_idx],
+        true_lat=lat_np[val_idx], true_lon=lon_np[val_idx], true_cell=classes_np[val_idx],
     )
     return TrainResult(model=model, history=history, best_epoch=best_epoch, val_predictions=val_pred,
                        device=str(device), seconds=time.perf_counter() - started, notes=notes)
-

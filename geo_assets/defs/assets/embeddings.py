@@ -27,9 +27,12 @@ from geo_assets.store.parquet import read_table, write_table
 def embedding_schema(text_dim: int, image_dim: int, fused_dim: int) -> pa.Schema:
     return pa.schema([
         ("image_id", pa.string()), ("variant", pa.string()), ("lat", pa.float64()), ("lon", pa.float64()),
-        ("image_sha256", pa.string()), ("caption_sha256", pa.string()), ("encoder_key", pa.string()),
+        ("sequence_id", pa.string()), ("image_sha256", pa.string()), ("caption_sha256", pa.string()), ("encoder_key", pa.string()),
         ("text_emb", pa.list_(pa.float32(), text_dim)), ("image_emb", pa.list_(pa.float32(), image_dim)),
         ("fused", pa.list_(pa.float32(), fused_dim)),
+        # The cleaned OCR text encoded on its own (zeros when there is none): in the
+        # caption vector a place name is buried under the generated words.
+        ("ocr_emb", pa.list_(pa.float32(), text_dim)),
     ])
 
 
@@ -44,8 +47,8 @@ def _sha(text: str) -> str:
 @dg.asset(
     partitions_def=tile_partitions,
     automation_condition=TILE_AUTOMATION,
-    deps=["captions"],
-    code_version="embeddings-v1",
+    deps=["raw_images", "blurred_images", "captions"],
+    code_version="embeddings-v2",
     group_name="embeddings",
     kinds={"python", "pytorch", "parquet", "duckdb"},
     pool=GPU_POOL,
@@ -79,7 +82,7 @@ def embeddings(context: dg.AssetExecutionContext, config: EmbeddingConfig, stora
                 img = images.get(cap["image_id"])
                 if img is None:
                     continue
-                key = (cap["image_sha256"], _sha(cap["caption"]), encoder_key)
+                key = (cap["image_sha256"], _sha(cap["caption"] + "\x00" + cap["ocr_clean"]), encoder_key)
                 prev = old_rows.get(cap["image_id"])
                 if prev is not None and (prev["image_sha256"], prev["caption_sha256"], prev["encoder_key"]) == key:
                     rows.append(prev)
@@ -97,6 +100,7 @@ def embeddings(context: dg.AssetExecutionContext, config: EmbeddingConfig, stora
                 rgb = [cv2.cvtColor(load_bgr(layout.root / p), cv2.COLOR_BGR2RGB) for p in paths]
                 t0 = time.perf_counter()
                 text_cls = text_encoder.encode([cap["caption"] for cap, _, _ in batch])
+                ocr_cls = _encode_ocr_text(text_encoder, [cap["ocr_clean"] for cap, _, _ in batch])
                 t1 = time.perf_counter()
                 encoded = image_encoder.encode(rgb)
                 t2 = time.perf_counter()
@@ -108,9 +112,10 @@ def embeddings(context: dg.AssetExecutionContext, config: EmbeddingConfig, stora
                 for i, (cap, img, key) in enumerate(batch):
                     rows.append({
                         "image_id": cap["image_id"], "variant": variant, "lat": img["lat"], "lon": img["lon"],
+                        "sequence_id": img.get("sequence_id") or "",
                         "image_sha256": key[0], "caption_sha256": key[1], "encoder_key": key[2],
                         "text_emb": text_cls[i].astype(np.float32), "image_emb": encoded.cls[i].astype(np.float32),
-                        "fused": fused[i].astype(np.float32),
+                        "fused": fused[i].astype(np.float32), "ocr_emb": ocr_cls[i].astype(np.float32),
                     })
                 stats["encoded"] += len(batch)
                 context.log.info(f"{variant}: encoded {min(start + config.batch_size, len(todo))}/{len(todo)}")
@@ -122,7 +127,7 @@ def embeddings(context: dg.AssetExecutionContext, config: EmbeddingConfig, stora
 
         bad = 0
         for r in all_rows:
-            for col in ("text_emb", "image_emb", "fused"):
+            for col in ("text_emb", "image_emb", "fused", "ocr_emb"):
                 if not np.all(np.isfinite(np.asarray(r[col], dtype=np.float32))):
                     bad += 1
         yield dg.AssetCheckResult(
@@ -149,6 +154,15 @@ def embeddings(context: dg.AssetExecutionContext, config: EmbeddingConfig, stora
             },
             data_version=data_version_of(f"{r['image_id']}:{r['variant']}:{r['image_sha256']}:{r['caption_sha256']}:{r['encoder_key']}" for r in all_rows),
         )
+
+
+def _encode_ocr_text(text_encoder, texts: list[str]) -> np.ndarray:
+    """CLS of each non-empty cleaned OCR text; zeros where the image has none."""
+    out = np.zeros((len(texts), text_encoder.dim), dtype=np.float32)
+    idx = [i for i, t in enumerate(texts) if t and t.strip()]
+    if idx:
+        out[idx] = text_encoder.encode([texts[i] for i in idx])
+    return out
 
 
 def _neighbour_sanity(rows: list[dict], queries: int = 3, k: int = 3) -> dict:

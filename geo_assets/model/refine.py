@@ -1,0 +1,147 @@
+"""Retrieval refinement (PIGEON's within-cell refinement, GeoCLIP's GPS gallery), and
+turning a trained model's outputs into final coordinates.
+
+The classifier says which cells are likely; it cannot say where in a cell.
+Retrieval does: every training image is a gallery entry (its last hidden layer
+h, its true location, its class). For a query, the candidates are the gallery
+entries in the top-k predicted classes, plus the gazetteer's guess when the
+OCR text named a place; each candidate scores
+
+    log p(class of candidate) + cosine(h_query, h_candidate) / temperature
+
+(the gazetteer candidate gets cosine 1: a named place is as good as an exact
+match if its class is likely), and the best candidate's location is the
+prediction. Without a gallery the prediction is the seed's centre + offset.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from geo_assets.model.geolocator import GeolocatorMLP, class_centres, predict_coords
+
+DEFAULT_TOP_K = 5
+DEFAULT_TEMPERATURE = 0.1
+
+
+@dataclass
+class Gallery:
+    """Training images as retrieval candidates."""
+
+    h: np.ndarray  # (G, 256) float32, L2-normalised last hidden layer
+    lat: np.ndarray
+    lon: np.ndarray
+    cls: np.ndarray  # (G,) class index
+
+    def save(self, path) -> None:
+        import io
+
+        from geo_assets.store.parquet import atomic_write_bytes
+
+        buf = io.BytesIO()
+        np.savez_compressed(buf, h=self.h.astype(np.float16), lat=self.lat, lon=self.lon, cls=self.cls)
+        atomic_write_bytes(path, buf.getvalue())
+
+    @classmethod
+    def load(cls, path) -> "Gallery":
+        with np.load(path) as z:
+            return cls(h=z["h"].astype(np.float32), lat=z["lat"], lon=z["lon"], cls=z["cls"])
+
+
+def _normalise(h: np.ndarray) -> np.ndarray:
+    return h / np.maximum(np.linalg.norm(h, axis=1, keepdims=True), 1e-8)
+
+
+@torch.no_grad()
+def model_outputs(model: GeolocatorMLP, features: np.ndarray, gaz: np.ndarray | None, grid,
+                  batch_size: int = 1024, k: int = 10) -> dict:
+    """Class probabilities' top-k, the seed's point (centre + offset), confidence and h."""
+    centres = class_centres(model, grid)
+    out = {"lat": [], "lon": [], "cls": [], "confidence": [], "topk": [], "topk_p": [], "h": []}
+    model.eval()
+    x_all = torch.as_tensor(np.asarray(features, dtype=np.float32))
+    g_all = torch.as_tensor(np.asarray(gaz, dtype=np.float32)) if gaz is not None else None
+    for start in range(0, len(x_all), batch_size):
+        x = x_all[start : start + batch_size]
+        g = g_all[start : start + batch_size] if g_all is not None else None
+        h = model.embed(x)
+        logits = model.classifier(h)
+        if model.gazetteer_prior and g is not None:
+            logits = logits + model.prior(g)
+        offset = (torch.sigmoid(model.regressor(h)) - 0.5) * model.geocell_size
+        lat, lon = predict_coords(logits, offset, centres)
+        probs = torch.softmax(logits, dim=1)
+        top_p, top = probs.topk(min(k, probs.shape[1]), dim=1)
+        out["lat"].append(lat.numpy()), out["lon"].append(lon.numpy())
+        out["cls"].append(top[:, 0].numpy()), out["confidence"].append(top_p[:, 0].numpy())
+        out["topk"].append(top.numpy()), out["topk_p"].append(top_p.numpy()), out["h"].append(h.numpy())
+    if not out["lat"]:
+        return {"lat": np.zeros(0), "lon": np.zeros(0), "cls": np.zeros(0, np.int64), "confidence": np.zeros(0),
+                "topk": np.zeros((0, k), np.int64), "topk_p": np.zeros((0, k)), "h": np.zeros((0, 0), np.float32)}
+    return {key: np.concatenate(v) for key, v in out.items()}
+
+
+def build_gallery(model: GeolocatorMLP, features: np.ndarray, lat: np.ndarray, lon: np.ndarray, grid) -> Gallery:
+    """Training rows -> gallery (their h, true location and class)."""
+    from geo_assets.model.geolocator import class_grid_cells
+
+    with torch.no_grad():
+        h = model.embed(torch.as_tensor(np.asarray(features, dtype=np.float32))).numpy()
+    cells = np.asarray(grid.cell_of(np.asarray(lat), np.asarray(lon)), dtype=np.int64).reshape(-1)
+    lookup = {int(c): i for i, c in enumerate(class_grid_cells(model).tolist())}
+    cls = np.array([lookup.get(int(c), -1) for c in cells], dtype=np.int64)
+    return Gallery(h=_normalise(h).astype(np.float32), lat=np.asarray(lat, np.float64), lon=np.asarray(lon, np.float64),
+                   cls=cls)
+
+
+def refine(outputs: dict, gallery: Gallery | None, gaz: np.ndarray | None, class_of_point,
+           top_k: int = DEFAULT_TOP_K, temperature: float = DEFAULT_TEMPERATURE) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """-> (lat, lon, source) per query; source is 'retrieval', 'gazetteer' or 'offset' (the seed's point).
+
+    `class_of_point(lat, lon)` maps points to class indices (-1 when not a class)."""
+    n = len(outputs["lat"])
+    lat, lon = outputs["lat"].astype(np.float64).copy(), outputs["lon"].astype(np.float64).copy()
+    source = np.full(n, "offset", dtype=object)
+    if n == 0 or (gallery is None and gaz is None):
+        return lat, lon, source
+    topk = outputs["topk"][:, :top_k]
+    logp = np.log(np.maximum(outputs["topk_p"][:, :top_k], 1e-12))
+    hq = _normalise(outputs["h"]) if gallery is not None else None
+    gaz_cls = None
+    if gaz is not None:
+        gaz = np.asarray(gaz, dtype=np.float64).reshape(n, 2)
+        have = np.isfinite(gaz).all(axis=1)
+        gaz_cls = np.full(n, -1, dtype=np.int64)
+        if have.any():
+            gaz_cls[have] = class_of_point(gaz[have, 0], gaz[have, 1])
+    by_class: dict[int, np.ndarray] = {}
+    if gallery is not None:
+        order = np.argsort(gallery.cls, kind="stable")
+        cls_sorted = gallery.cls[order]
+        for c in np.unique(topk):
+            lo, hi = np.searchsorted(cls_sorted, c, "left"), np.searchsorted(cls_sorted, c, "right")
+            by_class[int(c)] = order[lo:hi]
+    for i in range(n):
+        best_score, best = -np.inf, None
+        if gallery is not None:
+            for c, lp in zip(topk[i].tolist(), logp[i].tolist()):
+                members = by_class.get(c)
+                if members is None or members.size == 0:
+                    continue
+                sims = gallery.h[members] @ hq[i]
+                j = int(np.argmax(sims))
+                score = lp + float(sims[j]) / temperature
+                if score > best_score:
+                    best_score, best = score, ("retrieval", gallery.lat[members[j]], gallery.lon[members[j]])
+        if gaz_cls is not None and gaz_cls[i] >= 0:
+            hit = np.flatnonzero(topk[i] == gaz_cls[i])
+            if hit.size:
+                score = float(logp[i, hit[0]]) + 1.0 / temperature
+                if score >= best_score:
+                    best_score, best = score, ("gazetteer", gaz[i, 0], gaz[i, 1])
+        if best is not None:
+            source[i], lat[i], lon[i] = best
+    return lat, lon, source
