@@ -129,10 +129,30 @@ def _cmd_query(args) -> int:
     from geo_assets.store.catalog import query_connection
     from geo_assets.store.layout import StorageLayout
 
+    import duckdb
+
     s = GeoSettings.from_env()
-    with query_connection(StorageLayout(s.storage_dir, s.models_dir)) as con:
-        print(con.sql(args.sql))
+    try:
+        with query_connection(StorageLayout(s.storage_dir, s.models_dir)) as con:
+            tables = [r[0] for r in con.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()]
+            try:
+                print(con.sql(args.sql))
+            except duckdb.CatalogException as exc:
+                hint = f" (tables: {', '.join(tables)})" if tables else " (no tables yet: run `geo-assets run` first)"
+                return _fail(f"query failed: {_first_line(exc)}{hint}")
+    except (duckdb.Error, OSError) as exc:
+        return _fail(f"query failed: {_first_line(exc)}")
     return 0
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return (text.splitlines()[0] if text else type(exc).__name__)[:300]
+
+
+def _fail(message: str, code: int = 2) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return code
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -4,13 +4,18 @@ The file is what users (and `geo-assets geocell add/remove`) edit; the geocell
 sensor turns differences between it and Dagster's dynamic partitions into
 partition adds/removes and training runs. Without the file, the list comes from
 GEO_ASSETS_GEOCELLS or the defaults ("0.05", "0.1").
+
+Every size read or added is checked against the region: a size whose grid has
+more than MAX_GEOCELLS cells (geo/geocells.py) is refused with the count and
+the cap, so no tiny size reaches a partition, a model or memory.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from geo_assets.geo.geocells import geocell_key
+from geo_assets.geo.bbox import region_bounds
+from geo_assets.geo.geocells import check_geocell_count, geocell_key
 from geo_assets.settings import GeoSettings
 from geo_assets.store.parquet import atomic_write_bytes
 
@@ -21,19 +26,35 @@ def config_path(storage_dir: Path) -> Path:
     return Path(storage_dir) / FILE_NAME
 
 
-def read_geocells(storage_dir: Path, settings: GeoSettings | None = None) -> list[str]:
+def checked_key(size: str | float, settings: GeoSettings | None = None) -> str:
+    """The partition key of `size`, refused (ValueError) past the cell cap for the region."""
+    key = geocell_key(size)
+    settings = settings or GeoSettings.from_env()
+    check_geocell_count(region_bounds(settings.region), float(key))
+    return key
+
+
+def read_geocells(storage_dir: Path, settings: GeoSettings | None = None, *, check_cap: bool = True) -> list[str]:
+    settings = settings or GeoSettings.from_env()
     path = config_path(storage_dir)
     if not path.exists():
-        return list((settings or GeoSettings.from_env()).geocell_sizes)
+        sizes = list(settings.geocell_sizes)
+        if check_cap:
+            for s in sizes:
+                try:
+                    checked_key(s, settings)
+                except ValueError as exc:
+                    raise ValueError(f"GEO_ASSETS_GEOCELLS: {exc}") from None
+        return sizes
     sizes = []
     for n, line in enumerate(path.read_text().splitlines(), start=1):
         line = line.split("#", 1)[0].strip()
         if not line:
             continue
         try:
-            key = geocell_key(line)
+            key = checked_key(line, settings) if check_cap else geocell_key(line)
         except ValueError as exc:
-            raise ValueError(f"{path}:{n}: {exc}") from exc
+            raise ValueError(f"{path}:{n}: {exc}") from None
         if key not in sizes:
             sizes.append(key)
     return sorted(sizes, key=float)
@@ -47,7 +68,7 @@ def write_geocells(storage_dir: Path, sizes: list[str]) -> list[str]:
 
 
 def add_geocell(storage_dir: Path, size: str | float) -> tuple[list[str], bool]:
-    key = geocell_key(size)
+    key = checked_key(size)
     current = read_geocells(storage_dir)
     if key in current:
         return current, False
@@ -56,7 +77,7 @@ def add_geocell(storage_dir: Path, size: str | float) -> tuple[list[str], bool]:
 
 def remove_geocell(storage_dir: Path, size: str | float) -> tuple[list[str], bool]:
     key = geocell_key(size)
-    current = read_geocells(storage_dir)
+    current = read_geocells(storage_dir, check_cap=False)  # a refused size can always be removed
     if key not in current:
         return current, False
     return write_geocells(storage_dir, [s for s in current if s != key]), True

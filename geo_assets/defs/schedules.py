@@ -51,7 +51,11 @@ def geocell_requests(configured: list[str], existing: list[str]) -> tuple[list[s
 def geocell_sizes_sensor(context: dg.SensorEvaluationContext, storage: StorageResource):
     """Reads the configured geocell sizes (storage/geocells.txt); a new size becomes a
     dynamic partition plus two runs (blurred, unblurred); a removed size is dropped."""
-    configured = read_geocells(Path(storage.storage_dir))
+    try:
+        configured = read_geocells(Path(storage.storage_dir))
+    except ValueError as exc:  # a garbled line or a size past the cell cap: add nothing, say why
+        context.log.error(f"geocell sizes refused: {exc}")
+        return dg.SkipReason(f"geocell sizes refused, nothing added: {exc}")
     existing = context.instance.get_dynamic_partitions(GEOCELL_PARTITIONS_NAME)
     added, removed, runs = geocell_requests(configured, existing)
     if not added and not removed:

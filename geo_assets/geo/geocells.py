@@ -1,4 +1,12 @@
-"""Square geocells over the region (seed 3.3): row-major ids, centres, offsets."""
+"""Square geocells over the region (seed 3.3): row-major ids, centres, offsets.
+
+The cell count grows with 1/size^2, and the model's classification head has one
+output (257 parameters) per cell: over the UK region 0.05 degrees gives 44,000
+cells, 0.01 gives 1.1 million (a 283M-parameter head), 0.0001 eleven billion.
+A grid above MAX_GEOCELLS cells (200,000: about 0.023 degrees over the UK
+region; 51M head parameters) is refused wherever a size is added or a grid is
+built: the CLI, the geocell sensor, storage/geocells.txt and GeocellGrid itself.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +16,42 @@ from dataclasses import dataclass
 import numpy as np
 
 from geo_assets.geo.bbox import BBox
+
+
+MAX_GEOCELLS = 200_000
+HEAD_PARAMS_PER_CELL = 257  # Linear(256, n_cells): 256 weights + 1 bias per cell
+
+
+def grid_shape(bounds: BBox, size: float) -> tuple[int, int]:
+    """(rows, cols) of `size`-degree cells covering `bounds` (Python ints: no overflow)."""
+    return math.ceil(round(bounds.height / size, 9)), math.ceil(round(bounds.width / size, 9))
+
+
+def smallest_size_within_cap(bounds: BBox, cap: int = MAX_GEOCELLS) -> float:
+    """The smallest size (3 significant digits) whose grid over `bounds` has at most `cap` cells."""
+    size = math.sqrt(bounds.height * bounds.width / cap)
+    step = 10.0 ** (math.floor(math.log10(size)) - 2)
+    k = math.ceil(size / step)
+    while True:
+        candidate = float(f"{k * step:.3g}")
+        rows, cols = grid_shape(bounds, candidate)
+        if rows * cols <= cap:
+            return candidate
+        k += 1
+
+
+def check_geocell_count(bounds: BBox, size: float, cap: int = MAX_GEOCELLS) -> int:
+    """The number of cells of a `size` grid over `bounds`; ValueError past `cap`,
+    with the count, the head size and the cap in the message."""
+    rows, cols = grid_shape(bounds, size)
+    n = rows * cols
+    if n > cap:
+        raise ValueError(
+            f"geocell size {size:g} gives {n:,} cells over the region ({rows:,} x {cols:,}; a "
+            f"{n * HEAD_PARAMS_PER_CELL:,}-parameter classification head); the cap is {cap:,} cells: "
+            f"use a size of at least {smallest_size_within_cap(bounds, cap):g} degrees"
+        )
+    return n
 
 
 def parse_geocell_size(text: str | float) -> float:
@@ -33,13 +77,18 @@ class GeocellGrid:
     bounds: BBox
     size: float
 
+    def __post_init__(self) -> None:
+        if not (isinstance(self.size, (int, float)) and math.isfinite(self.size) and self.size > 0):
+            raise ValueError(f"geocell size must be a positive number of degrees, got {self.size!r}")
+        check_geocell_count(self.bounds, float(self.size))
+
     @property
     def n_rows(self) -> int:
-        return math.ceil(round(self.bounds.height / self.size, 9))
+        return grid_shape(self.bounds, self.size)[0]
 
     @property
     def n_cols(self) -> int:
-        return math.ceil(round(self.bounds.width / self.size, 9))
+        return grid_shape(self.bounds, self.size)[1]
 
     @property
     def n_cells(self) -> int:

@@ -5,11 +5,18 @@ data into DuckDB: they write Parquet files (atomically), and the catalog only
 holds views over Parquet globs. Creating a view takes the write lock for a
 moment, so it goes through an OS file lock and retries; readers open the file
 read-only, or query the Parquet files directly when the file is busy.
+
+`refresh_views` never fails the step that calls it: the step's data has
+already landed in Parquet by then, and the views are a convenience. When the
+file stays locked (another process holds geo.duckdb open for writing, e.g. a
+DuckDB shell) it logs a warning, remembers the tables in `geo.duckdb.pending`,
+and the next refresh (any step, any process) creates them too.
 """
 
 from __future__ import annotations
 
 import fcntl
+import logging
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,29 +25,68 @@ import duckdb
 
 from geo_assets.store.layout import TABLES, StorageLayout
 
+log = logging.getLogger(__name__)
+
+REFRESH_WAIT_S = 10.0  # how long a step waits for the catalog before it gives up (and warns)
+
+
+class CatalogBusy(RuntimeError):
+    pass
+
 
 @contextmanager
-def _file_lock(path: Path):
+def _file_lock(path: Path, deadline: float):
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path.with_suffix(".lock"), "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
+        while True:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise CatalogBusy(f"{path.with_suffix('.lock')} stayed locked") from None
+                time.sleep(0.05)
         try:
             yield
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def _connect_with_retry(path: Path, read_only: bool, attempts: int = 40) -> duckdb.DuckDBPyConnection:
+def _connect_with_retry(path: Path, read_only: bool, deadline: float) -> duckdb.DuckDBPyConnection:
     delay = 0.05
-    for attempt in range(attempts):
+    while True:
         try:
             return duckdb.connect(str(path), read_only=read_only)
         except duckdb.IOException as exc:  # lock held by another process
-            if attempt == attempts - 1:
-                raise RuntimeError(f"DuckDB file {path} stayed locked: {exc}") from exc
+            if time.monotonic() + delay > deadline:
+                raise CatalogBusy(f"DuckDB file {path} stayed locked: {str(exc).splitlines()[0][:200]}") from None
             time.sleep(delay)
             delay = min(delay * 2, 1.0)
-    raise AssertionError("unreachable")
+
+
+def _pending_path(layout: StorageLayout) -> Path:
+    return layout.duckdb_path.with_name(layout.duckdb_path.name + ".pending")
+
+
+def _read_pending(layout: StorageLayout) -> set[str]:
+    try:
+        names = _pending_path(layout).read_text().split()
+    except OSError:
+        return set()
+    return {n for n in names if n in TABLES}
+
+
+def _write_pending(layout: StorageLayout, tables: set[str]) -> None:
+    from geo_assets.store.parquet import atomic_write_bytes
+
+    path = _pending_path(layout)
+    try:
+        if tables:
+            atomic_write_bytes(path, ("\n".join(sorted(tables)) + "\n").encode())
+        else:
+            path.unlink(missing_ok=True)
+    except OSError as exc:
+        log.warning("DuckDB catalog: cannot record pending views in %s: %s", path, exc)
 
 
 def _view_sql(layout: StorageLayout, table: str) -> str:
@@ -51,18 +97,37 @@ def _view_sql(layout: StorageLayout, table: str) -> str:
     )
 
 
-def refresh_views(layout: StorageLayout, tables: tuple[str, ...] = TABLES) -> list[str]:
-    """(Re)create a view for every table that has at least one Parquet file."""
-    present = [t for t in tables if any((layout.root / "tables" / t).glob("**/*.parquet"))]
+def refresh_views(layout: StorageLayout, tables: tuple[str, ...] = TABLES, *, wait_s: float = REFRESH_WAIT_S,
+                  logger=None) -> list[str]:
+    """(Re)create a view for every table that has at least one Parquet file, plus
+    any left pending by an earlier refresh that could not get the file.
+
+    Never raises: on a busy or broken catalog file it warns (through `logger`, or
+    this module's log), records the tables as pending and returns []."""
+    logger = logger or log
+    wanted = set(tables) | _read_pending(layout)
+    present = [t for t in TABLES if t in wanted and any((layout.root / "tables" / t).glob("**/*.parquet"))]
     if not present:
         return []
-    with _file_lock(layout.duckdb_path):
-        con = _connect_with_retry(layout.duckdb_path, read_only=False)
-        try:
-            for table in present:
-                con.execute(_view_sql(layout, table))
-        finally:
-            con.close()
+    deadline = time.monotonic() + max(0.0, wait_s)
+    try:
+        with _file_lock(layout.duckdb_path, deadline):
+            con = _connect_with_retry(layout.duckdb_path, read_only=False, deadline=deadline)
+            try:
+                for table in present:
+                    con.execute(_view_sql(layout, table))
+            finally:
+                con.close()
+    except (CatalogBusy, duckdb.Error, OSError) as exc:
+        _write_pending(layout, set(present))
+        logger.warning(
+            f"DuckDB catalog {layout.duckdb_path}: views not refreshed ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0][:200] if str(exc) else ''}); the data is saved in Parquet, and the next refresh "
+            f"creates views for {', '.join(present)}"
+        )
+        return []
+    if _pending_path(layout).exists():
+        _write_pending(layout, set())
     return present
 
 
