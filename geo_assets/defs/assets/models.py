@@ -181,6 +181,11 @@ def evaluate_model_dir(layout, model_dir, blur: str) -> dict:
     return report
 
 
+def _num(v) -> float:
+    """JSON None (an undefined metric, e.g. no test rows) -> NaN for Dagster metadata."""
+    return float("nan") if v is None else float(v)
+
+
 @dg.asset(
     partitions_def=model_partitions,
     deps=["geolocator_model"],
@@ -212,13 +217,13 @@ def model_evaluation(context: dg.AssetExecutionContext, storage: StorageResource
         check_name="beats_region_centre_baseline",
         passed=bool(median["high"] is not None and base_median["low"] is not None and median["high"] < base_median["low"]),
         severity=dg.AssetCheckSeverity.WARN,
-        metadata={"median_km": median["value"], "median_km_95ci": f"{median['low']:.1f}-{median['high']:.1f}",
-                  "baseline_median_km": base_median["value"]},
+        metadata={"median_km": _num(median["value"]), "median_km_low": _num(median["low"]),
+                  "median_km_high": _num(median["high"]), "baseline_median_km": _num(base_median["value"]),
+                  "baseline_median_km_low": _num(base_median["low"])},
     )
 
     def num(d: dict, key: str) -> float:
-        v = d.get(key, {}).get("value")
-        return float("nan") if v is None else float(v)
+        return _num(d.get(key, {}).get("value"))
 
     yield dg.MaterializeResult(
         metadata={
