@@ -109,7 +109,7 @@ def _cmd_predict(args) -> int:
         return 2
     if args.json:
         print(json.dumps(results, indent=2))
-        return 0
+        return 0 if all(not r.get("error") for r in results) else 1
     for r in results:
         print(f"{r['image']}")
         if r.get("error"):
@@ -118,6 +118,8 @@ def _cmd_predict(args) -> int:
         truth = r.get("truth")
         if truth:
             print(f"  true location: {truth['lat']:.5f}, {truth['lon']:.5f} ({truth['source']})")
+        if r.get("warning"):
+            print(f"  warning: {r['warning']}")
         for p in r["predictions"]:
             dist = f", {p['distance_km']:.2f} km off" if p.get("distance_km") is not None else ""
             print(f"  {p['model']:<16} {p['lat']:.5f}, {p['lon']:.5f}  conf {p['confidence']:.3f}  privacy {p['privacy_score']:.3f}{dist}")

@@ -3,6 +3,14 @@
 The image goes through the same preprocessing as training: one OCR pass, the
 blurred variant, captions for both variants, encoders, fusion. Each model sees
 the variant it was trained on (blurred models see the blurred image).
+
+Inputs are checked before any model loads: each must be a readable file of at
+most MAX_FILE_BYTES, an image the decoder knows, with at most the ingest's
+pixel cap (validate.MAX_PIXELS; read from the header, before decoding). A bad
+input is an error on its own entry; the others still get their predictions, and
+no model loads when no input is usable. When an image's EXIF GPS, or a sidecar
+`<image>.json` / `<stem>.json` with "lat" and "lon", puts it outside the region
+the models cover, the entry says so (`warning`) next to the predictions.
 """
 
 from __future__ import annotations
@@ -12,12 +20,79 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from geo_assets.geo.bbox import in_region
 from geo_assets.geo.haversine import haversine_km
+from geo_assets.ingest.validate import MAX_PIXELS
 from geo_assets.settings import GeoSettings
+
+MAX_FILE_BYTES = 100_000_000
 
 
 class PredictionError(RuntimeError):
     pass
+
+
+def load_input(path: Path, max_pixels: int = MAX_PIXELS) -> tuple[np.ndarray | None, str | None]:
+    """(BGR image, None) or (None, a one-line reason); never decodes past the pixel cap."""
+    import io
+    import warnings
+
+    from PIL import Image
+
+    path = Path(path)
+    if not path.exists():
+        return None, f"{path}: no such file"
+    if not path.is_file():
+        return None, f"{path}: not a file"
+    try:
+        size = path.stat().st_size
+        if size > MAX_FILE_BYTES:
+            return None, f"{path}: {size:,} bytes is over the {MAX_FILE_BYTES:,} byte limit"
+        data = path.read_bytes()
+    except OSError as exc:
+        return None, f"{path}: cannot read ({exc.strerror or exc})"
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data))
+            width, height = img.size
+            if width * height > max_pixels:
+                return None, f"{path}: {width}x{height} is over the {max_pixels:,} pixel limit"
+            img.load()
+            rgb = np.asarray(img.convert("RGB"))
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        return None, f"{path}: image is over the {max_pixels:,} pixel limit (refused before decoding)"
+    except Exception as exc:  # PIL raises many types for garbage
+        return None, f"{path}: not a readable image ({type(exc).__name__})"
+    return np.ascontiguousarray(rgb[:, :, ::-1]), None
+
+
+def sidecar_location(path: Path) -> tuple[float, float] | None:
+    """(lat, lon) from `<image>.json` or `<stem>.json` next to the image, or None."""
+    import json
+    import math
+
+    for side in (path.with_name(path.name + ".json"), path.with_suffix(".json")):
+        try:
+            if not side.is_file() or side.stat().st_size > 100_000:
+                continue
+            data = json.loads(side.read_text())
+            lat, lon = float(data["lat"]), float(data["lon"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if math.isfinite(lat) and math.isfinite(lon) and -90 <= lat <= 90 and -180 <= lon <= 180:
+            return lat, lon
+    return None
+
+
+def region_warning(truth: dict | None, region) -> str | None:
+    """A sentence when the true location lies outside the models' region."""
+    if not truth or truth.get("source") not in ("exif", "sidecar"):
+        return None
+    if in_region(truth["lat"], truth["lon"], region):
+        return None
+    return (f"the true location ({truth['lat']:.5f}, {truth['lon']:.5f}, from {truth['source']}) is outside the "
+            f"region the models cover: their guesses can only be inside it")
 
 
 def exif_gps(path: Path) -> tuple[float, float] | None:
@@ -47,6 +122,9 @@ def _truth(path: Path, world) -> dict | None:
     gps = exif_gps(path)
     if gps:
         return {"lat": gps[0], "lon": gps[1], "source": "exif"}
+    side = sidecar_location(path)
+    if side:
+        return {"lat": side[0], "lon": side[1], "source": "sidecar"}
     if world is not None:
         try:
             meta = world.meta(path.stem)
@@ -63,15 +141,24 @@ def discover_models(models_dir: Path) -> list[Path]:
 def predict_images(paths: list[Path], models_dir: Path | str | None = None, *, ocr_engine: str = "rapidocr",
                    captioner_kind: str = "imagenet-labels", world_seed: int | None = 0) -> list[dict]:
     from geo_assets.defs.resources import CaptionerResource, EncoderResource, synthetic_world
-    from geo_assets.embed.fusion import CrossAttentionFusion, concat_features
+    from geo_assets.embed.fusion import CrossAttentionFusion
     from geo_assets.model.artifacts import load_model
-    from geo_assets.attack.gazetteer import locate
-    from geo_assets.model.predict import predict_features
     from geo_assets.model.refine import Gallery
     from geo_assets.preprocess.ocr import make_ocr_engine
-    from geo_assets.preprocess.variants import caption_text, make_blurred_variant
 
-    models_dir = Path(models_dir) if models_dir else GeoSettings.from_env().models_dir
+    settings = GeoSettings.from_env()
+    inputs = []  # (entry, BGR image or None): every input checked before any model loads
+    for path in paths:
+        path = Path(path)
+        image, error = load_input(path)
+        entry: dict = {"image": str(path), "predictions": []}
+        if error:
+            entry["error"] = error
+        inputs.append((entry, image))
+    if all(image is None for _, image in inputs):
+        return [entry for entry, _ in inputs]
+
+    models_dir = Path(models_dir) if models_dir else settings.models_dir
     model_dirs = discover_models(models_dir)
     if not model_dirs:
         raise PredictionError(f"no trained models under {models_dir}: run `geo-assets run` first")
@@ -85,39 +172,52 @@ def predict_images(paths: list[Path], models_dir: Path | str | None = None, *, o
     world = synthetic_world(world_seed) if world_seed is not None else None
 
     results = []
-    for path in paths:
-        path = Path(path)
-        entry: dict = {"image": str(path), "predictions": []}
-        image = cv2.imread(str(path)) if path.is_file() else None
-        if image is None:
-            entry["error"] = f"cannot read {path}: missing, not a file, or not a decodable image"
-            results.append(entry)
-            continue
-        words = engine.read(image)
-        blurred = make_blurred_variant(image, engine, words)
-        variants = {"unblurred": (image, words), "blurred": (blurred.image_bgr, blurred.words_after)}
-        features = {}
-        for name, (bgr, variant_words) in variants.items():
-            rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-            text = caption_text(captioner.caption_batch([rgb])[0], variant_words)
-            text_cls = text_encoder.encode([text.caption])
-            ocr_cls = text_encoder.encode([text.cleaned]) if text.cleaned.strip() else np.zeros((1, text_encoder.dim), np.float32)
-            enc = image_encoder.encode([rgb])
-            concat = concat_features(text_cls, enc.cls)
-            guess = locate(variant_words)
-            features[name] = {"fused": fusion.fuse(text_cls, enc.tokens), "concat": concat,
-                              "concat_ocr": np.concatenate([concat, ocr_cls], axis=1), "caption": text.caption,
-                              "gaz": np.array([[guess.lat, guess.lon]] if guess else [[np.nan, np.nan]])}
-        truth = _truth(path, world)
-        entry["truth"] = truth
-        entry["captions"] = {k: v["caption"] for k, v in features.items()}
-        for model_dir, loaded in zip(model_dirs, models):
-            blur, geocell = loaded.meta["blur"], loaded.meta["geocell"]
-            x = np.asarray(features[blur][loaded.meta.get("feature", "fused")], dtype=np.float32)
-            pred = predict_features(loaded, x, features[blur]["gaz"], galleries[model_dir])[0]
-            p = {"model": f"{blur} {geocell}", **pred}
-            if truth:
-                p["distance_km"] = float(haversine_km(p["lat"], p["lon"], truth["lat"], truth["lon"]))
-            entry["predictions"].append(p)
+    for entry, image in inputs:
         results.append(entry)
+        if image is None:
+            continue
+        try:
+            _predict_one(entry, Path(entry["image"]), image, engine, captioner, text_encoder, image_encoder, fusion,
+                         world, model_dirs, models, galleries, settings.region)
+        except Exception as exc:  # one image failing never loses the others' results
+            entry["predictions"] = []
+            entry["error"] = f"{entry['image']}: prediction failed ({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''})"
     return results
+
+
+def _predict_one(entry: dict, path: Path, image, engine, captioner, text_encoder, image_encoder, fusion, world,
+                 model_dirs, models, galleries, region) -> None:
+    from geo_assets.attack.gazetteer import locate
+    from geo_assets.embed.fusion import concat_features
+    from geo_assets.model.predict import predict_features
+    from geo_assets.preprocess.variants import caption_text, make_blurred_variant
+
+    words = engine.read(image)
+    blurred = make_blurred_variant(image, engine, words)
+    variants = {"unblurred": (image, words), "blurred": (blurred.image_bgr, blurred.words_after)}
+    features = {}
+    for name, (bgr, variant_words) in variants.items():
+        rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+        text = caption_text(captioner.caption_batch([rgb])[0], variant_words)
+        text_cls = text_encoder.encode([text.caption])
+        ocr_cls = text_encoder.encode([text.cleaned]) if text.cleaned.strip() else np.zeros((1, text_encoder.dim), np.float32)
+        enc = image_encoder.encode([rgb])
+        concat = concat_features(text_cls, enc.cls)
+        guess = locate(variant_words)
+        features[name] = {"fused": fusion.fuse(text_cls, enc.tokens), "concat": concat,
+                          "concat_ocr": np.concatenate([concat, ocr_cls], axis=1), "caption": text.caption,
+                          "gaz": np.array([[guess.lat, guess.lon]] if guess else [[np.nan, np.nan]])}
+    truth = _truth(path, world)
+    entry["truth"] = truth
+    warning = region_warning(truth, region)
+    if warning:
+        entry["warning"] = warning
+    entry["captions"] = {k: v["caption"] for k, v in features.items()}
+    for model_dir, loaded in zip(model_dirs, models):
+        blur, geocell = loaded.meta["blur"], loaded.meta["geocell"]
+        x = np.asarray(features[blur][loaded.meta.get("feature", "fused")], dtype=np.float32)
+        pred = predict_features(loaded, x, features[blur]["gaz"], galleries[model_dir])[0]
+        p = {"model": f"{blur} {geocell}", **pred}
+        if truth:
+            p["distance_km"] = float(haversine_km(p["lat"], p["lon"], truth["lat"], truth["lon"]))
+        entry["predictions"].append(p)

@@ -144,3 +144,78 @@ def test_query_errors_are_one_clear_line(tmp_path):
         assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
     ok = _cli(tmp_path, "query", "SELECT 42 AS answer")
     assert ok.returncode == 0 and "42" in ok.stdout
+
+
+# -- item 5: predict checks inputs first ---------------------------------------------
+
+
+def _png_header(width: int, height: int) -> bytes:
+    """A 68-byte PNG (signature, IHDR, empty IDAT, IEND) that claims width x height."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", b"") + chunk(b"IEND", b"")
+
+
+def _bad_inputs(tmp_path: Path) -> list[Path]:
+    from PIL import Image
+
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(_png_header(50_000, 50_000))
+    big = tmp_path / "big.png"  # 49 M pixels: over the ingest cap, small on disk
+    Image.new("L", (7000, 7000)).save(big)
+    text = tmp_path / "notes.jpg"
+    text.write_text("not an image")
+    folder = tmp_path / "folder.jpg"
+    folder.mkdir()
+    return [bomb, big, text, folder, tmp_path / "missing.jpg"]
+
+
+def test_predict_reports_every_bad_input_without_loading_models(tmp_path):
+    bad = _bad_inputs(tmp_path)
+    (tmp_path / "models").mkdir()
+    started = time.perf_counter()
+    proc = _cli(tmp_path, "predict", *map(str, bad), "--models-dir", str(tmp_path / "models"))
+    seconds = time.perf_counter() - started
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr and "no trained models" not in proc.stderr + proc.stdout
+    out = proc.stdout
+    assert "bomb.png: image is over the 40,000,000 pixel limit" in out and "7000x7000 is over the 40,000,000" in out
+    assert "notes.jpg: not a readable image" in out and "folder.jpg: not a file" in out
+    assert "missing.jpg: no such file" in out
+    assert out.count("  error: ") == len(bad)
+    assert seconds < 30  # loading the models alone took 12 s
+
+
+def test_predict_input_check_and_region_warning(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from geo_assets.predict_images import _truth, load_input, region_warning
+    from geo_assets.settings import GeoSettings
+
+    region = GeoSettings.from_env().region
+    rng = np.random.default_rng(0)
+    img = Image.fromarray(rng.integers(0, 256, (240, 320, 3), dtype=np.uint8))
+    paris = tmp_path / "paris.jpg"
+    exif = Image.Exif()
+    exif.get_ifd(0x8825).update({1: "N", 2: (48.0, 51.0, 24.0), 3: "E", 4: (2.0, 21.0, 0.0)})
+    img.save(paris, exif=exif)
+    image, error = load_input(paris)
+    assert error is None and image.shape == (240, 320, 3)
+    truth = _truth(paris, None)
+    assert truth["source"] == "exif" and abs(truth["lat"] - 48.8567) < 1e-3
+    assert "outside the region" in region_warning(truth, region)
+    # a sidecar inside the region: no warning
+    inside = tmp_path / "inside.jpg"
+    img.save(inside)
+    (tmp_path / "inside.jpg.json").write_text('{"lat": 52.0, "lon": -1.0}')
+    truth = _truth(inside, None)
+    assert truth == {"lat": 52.0, "lon": -1.0, "source": "sidecar"} and region_warning(truth, region) is None
+    for path in _bad_inputs(tmp_path):
+        image, error = load_input(path)
+        assert image is None and error.startswith(str(path)) and "\n" not in error
