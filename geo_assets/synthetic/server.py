@@ -11,6 +11,12 @@ Routes (shapes as in docs/MAPILLARY.md):
 - `GET /thumbs/{256|1024|2048|original}/{id}.jpg` -> JPEG bytes (image/jpeg);
   no token needed (like Mapillary's pre-signed CDN URLs).
 
+Hardening: each connection times out after `connection_timeout` seconds of
+silence, at most `max_connections` are served at once (more wait in the listen
+backlog), a Host header other than a loopback name is refused (421: DNS
+rebinding), tokens are compared in constant time, and neither the debug log nor
+`request_log` ever holds a token.
+
 Auth: with a token configured, Graph routes need `Authorization: OAuth <token>`
 or `access_token=<token>`; else 401 code 190. Errors use the Graph shape
 {"error": {"message", "type", "code", "fbtrace_id"}}.
@@ -24,6 +30,7 @@ repeated across pages, "reduce the amount of data" errors and 403s on images.
 from __future__ import annotations
 
 import argparse
+import hmac
 import itertools
 import json
 import logging
@@ -48,6 +55,9 @@ MAX_LIMIT = 2000
 MAX_IDS = 50
 REDUCE_DATA_MESSAGE = "Please reduce the amount of data you are asking for, then retry your request"
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost")
+HOST_HEADER_NAMES = ("127.0.0.1", "localhost", "[::1]")
+CONNECTION_TIMEOUT_S = 30.0
+MAX_CONNECTIONS = 64
 REQUEST_LOG_MAX = 100_000
 THUMB_SIZES = {"256": 256, "1024": 1024, "2048": 2048, "original": None}
 
@@ -136,11 +146,25 @@ class _Handler(BaseHTTPRequestHandler):
             self.app._track(self.connection, False)
 
     def log_message(self, format: str, *args) -> None:  # quiet; request_log keeps the record
-        log.debug("local mapillary: " + format, *args)
+        from geo_assets.mapillary.redact import redact
+
+        if log.isEnabledFor(logging.DEBUG):  # the request line carries access_token=... in its query
+            log.debug("local mapillary: %s", redact(format % args))
+
+    def _host_allowed(self) -> bool:
+        host = (self.headers.get("Host") or "").strip().lower()
+        if host.startswith("["):
+            name = host.split("]", 1)[0] + "]"
+        else:
+            name = host.rsplit(":", 1)[0] if ":" in host else host
+        return name in HOST_HEADER_NAMES
 
     def do_GET(self) -> None:  # noqa: N802
         started = time.perf_counter()
-        status, headers, body = self.app._dispatch(self.path, self.headers)
+        if not self._host_allowed():
+            status, headers, body = self.app._error(_ApiError(421, "Misdirected request: Host must be a loopback name", 1))
+        else:
+            status, headers, body = self.app._dispatch(self.path, self.headers)
         # Logged before the answer is sent: a client that has its answer can rely on the log.
         self.app._log_request("GET", self.path, status, time.perf_counter() - started, "Authorization" in self.headers)
         try:
@@ -157,6 +181,26 @@ class _Handler(BaseHTTPRequestHandler):
 class _QuietHTTPServer(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False
+    slots: threading.BoundedSemaphore  # set per server: at most this many handler threads
+    stopping: threading.Event
+
+    def process_request(self, request, client_address) -> None:
+        # Called from the accept loop: waiting here leaves further clients in the backlog.
+        while not self.slots.acquire(timeout=0.1):
+            if self.stopping.is_set():
+                self.shutdown_request(request)
+                return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self.slots.release()
+            raise
+
+    def process_request_thread(self, request, client_address) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.slots.release()
 
     def handle_error(self, request, client_address) -> None:
         exc = sys.exc_info()[1]
@@ -171,7 +215,8 @@ class LocalMapillaryServer:
 
     def __init__(self, world, host: str = "127.0.0.1", port: int = 0, token: str | None = None,
                  faults: FaultConfig | None = None, max_bbox_area: float | None = None,
-                 image_cache_size: int = 256) -> None:
+                 image_cache_size: int = 256, connection_timeout: float = CONNECTION_TIMEOUT_S,
+                 max_connections: int = MAX_CONNECTIONS) -> None:
         if host not in LOOPBACK_HOSTS:
             raise ValueError(f"the local server binds loopback only (127.0.0.1), not {host!r}")
         self.world = world
@@ -193,14 +238,18 @@ class LocalMapillaryServer:
         self._cache: OrderedDict = OrderedDict()
         self._cache_size = int(image_cache_size)
         self._trace = itertools.count(1)
+        self.connection_timeout = float(connection_timeout)
+        self.max_connections = max(1, int(max_connections))
 
     # -- lifecycle --
 
     def start(self) -> "LocalMapillaryServer":
         if self._httpd is not None:
             return self
-        handler = type("BoundHandler", (_Handler,), {"app": self})
+        handler = type("BoundHandler", (_Handler,), {"app": self, "timeout": self.connection_timeout})
         httpd = _QuietHTTPServer((self.host, self._port), handler)
+        httpd.slots = threading.BoundedSemaphore(self.max_connections)
+        httpd.stopping = self._stopping
         self._httpd = httpd
         self._port = httpd.server_address[1]
         self._stopping.clear()
@@ -371,7 +420,7 @@ class LocalMapillaryServer:
             given = query.get("access_token")
         if given is None:
             raise _ApiError(401, "An active access token must be used to query information about the current user.", 190)
-        if given != token:
+        if not hmac.compare_digest(given.encode("utf-8", "surrogatepass"), token.encode("utf-8", "surrogatepass")):
             raise _ApiError(401, "Invalid OAuth access token - Cannot parse access token", 190)
 
     def _transient_faults(self) -> bool:
