@@ -69,15 +69,23 @@ def write_geocells(storage_dir: Path, sizes: list[str]) -> list[str]:
 
 def add_geocell(storage_dir: Path, size: str | float) -> tuple[list[str], bool]:
     key = checked_key(size)
-    current = read_geocells(storage_dir)
-    if key in current:
-        return current, False
-    return write_geocells(storage_dir, current + [key]), True
+    with _list_lock(storage_dir):  # read-modify-write: two CLIs at once must not lose a size
+        current = read_geocells(storage_dir)
+        if key in current:
+            return current, False
+        return write_geocells(storage_dir, current + [key]), True
 
 
 def remove_geocell(storage_dir: Path, size: str | float) -> tuple[list[str], bool]:
     key = geocell_key(size)
-    current = read_geocells(storage_dir, check_cap=False)  # a refused size can always be removed
-    if key not in current:
-        return current, False
-    return write_geocells(storage_dir, [s for s in current if s != key]), True
+    with _list_lock(storage_dir):
+        current = read_geocells(storage_dir, check_cap=False)  # a refused size can always be removed
+        if key not in current:
+            return current, False
+        return write_geocells(storage_dir, [s for s in current if s != key]), True
+
+
+def _list_lock(storage_dir: Path):
+    from geo_assets.store.locks import partition_lock
+
+    return partition_lock(Path(storage_dir), "geocells", "list", timeout_s=60.0)

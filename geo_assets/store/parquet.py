@@ -1,19 +1,89 @@
-"""Atomic Parquet writes: a crash leaves the old file or the new one, never half of one."""
+"""Atomic Parquet writes: a crash leaves the old file or the new one, never half of one.
+
+Every write goes to a temp file in the target's folder (`.<name>.<random>.tmp`),
+is fsynced, given the mode the umask allows (mkstemp alone makes 0600), and
+renamed over the target; the folder is fsynced so the rename survives a power
+cut. Temp files of the same target left by a killed writer (older than
+ORPHAN_AGE_S) are removed by the next write of that target, in every folder.
+"""
 
 from __future__ import annotations
 
 import os
 import tempfile
+import time
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 
+ORPHAN_AGE_S = 600.0
+
+
+def _current_umask() -> int:
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)  # no /proc: read it the old way (briefly set, then restored)
+    os.umask(mask)
+    return mask
+
+
+def _file_mode() -> int:
+    return 0o666 & ~_current_umask()
+
+
+def _new_temp(path: Path) -> tuple[int, str]:
+    _ensure_dir(path.parent)
+    remove_orphans_of(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        os.fchmod(fd, _file_mode())
+    except OSError:
+        pass
+    return fd, tmp
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def remove_orphans_of(path: Path, min_age_s: float = ORPHAN_AGE_S) -> int:
+    """Remove `.<name>.*.tmp` files of `path` older than `min_age_s` (a killed writer's)."""
+    path = Path(path)
+    removed = 0
+    now = time.time()
+    try:
+        candidates = list(path.parent.glob(f".{path.name}.*.tmp"))
+    except OSError:
+        return 0
+    for p in candidates:
+        try:
+            if now - p.stat().st_mtime >= min_age_s:
+                p.unlink()
+                removed += 1
+        except OSError:
+            pass
+    return removed
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     path = Path(path)
-    _ensure_dir(path.parent)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = _new_temp(path)
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
@@ -23,20 +93,23 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     except BaseException:
         _unlink_quiet(tmp)
         raise
+    _fsync_dir(path.parent)
 
 
 def write_table(path: Path, table: pa.Table) -> None:
     """Write `table` to `path` via a temp file in the same folder and an atomic rename."""
     path = Path(path)
-    _ensure_dir(path.parent)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = _new_temp(path)
     os.close(fd)
     try:
         pq.write_table(table, tmp, compression="zstd")
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
         _unlink_quiet(tmp)
         raise
+    _fsync_dir(path.parent)
 
 
 def read_table(path: Path, schema: pa.Schema | None = None) -> pa.Table:
