@@ -45,6 +45,7 @@ class HostileApi:
     def __init__(self) -> None:
         self.records: list[dict] = []
         self.search_body: bytes | None = None
+        self.honour_search = False  # True: filter by bbox and start, sort, apply limit
         self.files: dict[str, object] = {}
         self.paths: list[str] = []
         api = self
@@ -60,8 +61,22 @@ class HostileApi:
                 parts = urlsplit(self.path)
                 query = dict(parse_qsl(parts.query))
                 if parts.path == "/images":
-                    body = api.search_body if api.search_body is not None else json.dumps({"data": api.records}).encode()
-                    return self._send(200, "application/json", body)
+                    if api.search_body is not None:
+                        return self._send(200, "application/json", api.search_body)
+                    recs = api.records
+                    if api.honour_search:  # like the real API: records in the box, oldest first, `limit` of them
+                        x0, y0, x1, y1 = (float(v) for v in query["bbox"].split(","))
+                        start = query.get("start_captured_at")
+                        start_ms = None
+                        if start:
+                            from datetime import datetime
+
+                            start_ms = int(datetime.fromisoformat(start.replace("Z", "+00:00")).timestamp() * 1000)
+                        recs = [r for r in recs if x0 <= r["computed_geometry"]["coordinates"][0] < x1
+                                and y0 <= r["computed_geometry"]["coordinates"][1] < y1
+                                and (start_ms is None or r["captured_at"] >= start_ms)]
+                        recs = sorted(recs, key=lambda r: (r["captured_at"], str(r["id"])))[: int(query.get("limit", 2000))]
+                    return self._send(200, "application/json", json.dumps({"data": recs}).encode())
                 if parts.path == "/" and "ids" in query:
                     wanted = set(query["ids"].split(","))
                     found = {str(r["id"]): r for r in api.records if str(r.get("id")) in wanted}

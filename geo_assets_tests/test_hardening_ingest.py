@@ -302,3 +302,30 @@ def test_duplicate_positions_in_a_sequence_are_rejected_but_sequence_neighbours_
     assert [r["reason"] for r in again.rejects] == ["duplicate_position"]
     off = _pull(_client(api), layout, known_positions=known, duplicate_distance_m=0)
     assert [r["image_id"] for r in off.rows] == ["708"]
+
+
+# -- low: the cursor never passes a box truncated at the deepest split ----------------
+
+
+def test_cursor_never_moves_past_a_box_truncated_at_max_depth(api, layout):
+    api.honour_search = True
+    west = [record(str(800 + i), api.image(f"w{i}.jpg", 100 + i), lon=-1.15, lat=_lat(i),
+                   captured_at=1_600_000_000_000 + 1000 * i) for i in range(10)]
+    east = [record(str(900 + i), api.image(f"e{i}.jpg", 200 + i), lon=-0.95, lat=_lat(i),
+                   captured_at=1_600_000_100_000 + 1000 * i) for i in range(2)]
+    api.records = west + east
+    # two initial boxes (west, east); a page holds 4 records; no splitting allowed
+    client = _client(api, search_limit=4, max_split_depth=0, max_bbox_area=TILE.bbox.area / 2 + 1e-9)
+    rows, rejects = [], []
+    for _ in range(10):
+        known = {r["image_id"] for r in rows + rejects}
+        times = [r["captured_at"] for r in rows + rejects]
+        res = pull_tile(client, TILE, layout, known_ids=known, known_sha256={r["sha256"] for r in rows},
+                        start_captured_at=max(times) if times else None, max_new=100, source="hostile",
+                        download_workers=1)
+        rows += res.rows
+        rejects += res.rejects
+        if not res.rows and not res.rejects:
+            break
+    assert client.stats["truncated_boxes"] >= 1
+    assert sorted(r["image_id"] for r in rows) == sorted(str(r["id"]) for r in west + east)

@@ -215,6 +215,14 @@ def pull_tile(
 
     records = client.search_images(tile.bbox, fields=PULL_FIELDS, start_captured_at=start_captured_at)
     stats["searched"] = len(records)
+    horizon = getattr(client, "last_search_horizon", None)
+    if horizon is not None:
+        # A box came back full at the deepest split: past its newest record it is
+        # incomplete, so nothing newer is walked now (the cursor stays before the gap;
+        # the next pull searches from there).
+        kept = [r for r in records if not (isinstance(r, dict) and (_captured(r) or 0) > horizon)]
+        stats["beyond_truncation"] = len(records) - len(kept)
+        records = kept
 
     seen_ids: set[str] = set()
     seen_sha: set[str] = set(known_sha256)
@@ -387,6 +395,7 @@ def _stats(stats: Counter, result: PullResult, pos: int, client, before: dict, s
         "searched": stats["searched"],
         "known_skipped": stats["known_skipped"],
         "outside_tile": stats["outside_tile"],
+        "beyond_truncation": stats["beyond_truncation"],
         "candidates": pos,
         "accepted": len(result.rows),
         "rejected": len(result.rejects),

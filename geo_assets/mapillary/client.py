@@ -146,6 +146,8 @@ class MapillaryClient:
         user_agent: str = "geo_assets/0.1 (+mapillary client)",
         download_deadline: float = DOWNLOAD_DEADLINE_S,
         max_json_bytes: int = MAX_JSON_BYTES,
+        search_limit: int = MAX_LIMIT,
+        max_split_depth: int = 8,
     ) -> None:
         if max_retries < 0:
             raise ValueError("max_retries must be >= 0")
@@ -161,6 +163,9 @@ class MapillaryClient:
         self.max_bbox_area = max_bbox_area
         self.user_agent = user_agent
         self.download_deadline = float(download_deadline)
+        self.search_limit = int(search_limit)
+        self.max_split_depth = int(max_split_depth)
+        self.last_search_horizon: int | None = None
         self.max_json_bytes = int(max_json_bytes)
         self._session = session
         self._idle: list[requests.Session] = []
@@ -380,14 +385,16 @@ class MapillaryClient:
         fields: Sequence[str] = DEFAULT_FIELDS,
         start_captured_at: int | str | None = None,
         end_captured_at: int | str | None = None,
-        limit: int = MAX_LIMIT,
-        max_depth: int = 8,
+        limit: int | None = None,
+        max_depth: int | None = None,
     ) -> list[dict]:
         """Every image in `bbox`, deduplicated by id, sorted by (captured_at, id).
 
         `id` and `captured_at` are always requested. Times are epoch ms or ISO 8601;
         start is inclusive.
         """
+        limit = self.search_limit if limit is None else limit
+        max_depth = self.max_split_depth if max_depth is None else int(max_depth)
         if not 1 <= int(limit) <= MAX_LIMIT:
             raise ValueError(f"limit must be 1..{MAX_LIMIT}, got {limit}")
         limit = int(limit)
@@ -395,6 +402,7 @@ class MapillaryClient:
         start = to_epoch_ms(start_captured_at)
         end = to_epoch_ms(end_captured_at)
         seen: dict[str, dict] = {}
+        horizon: int | None = None
         stack = [(b, 0) for b in reversed(self._initial_boxes(bbox))]
         while stack:
             box, depth = stack.pop()
@@ -424,9 +432,17 @@ class MapillaryClient:
                     stack.extend((q, depth + 1) for q in reversed(box.quadrants()))
                 else:
                     self._count("truncated_boxes")
+                    # The page holds the box's first `limit` records in captured_at order:
+                    # past its newest, this box is incomplete.
+                    times = [r.get("captured_at") for r in page]
+                    times = [t for t in times if isinstance(t, int) and not isinstance(t, bool)]
+                    if times:
+                        horizon = max(times) if horizon is None else min(horizon, max(times))
                     log.warning("Mapillary image search bbox=%s: page still full at split depth %d; "
                                 "some images there may be missing", box.to_query(), depth)
         self._count("records", len(seen))
+        # Callers that keep a cursor must not move it past this (None: nothing truncated).
+        self.last_search_horizon = horizon
 
         def key(rec: dict):
             t = rec.get("captured_at")
