@@ -29,6 +29,7 @@ from geo_assets.model.refine import Gallery
 from geo_assets.model.spec import ModelSpec, spec_for
 from geo_assets.model.splits import PROTOCOLS, SplitConfig
 from geo_assets.model.train import TrainConfig
+from geo_assets.store.locks import partition_lock
 from geo_assets.store.parquet import atomic_write_bytes, write_table
 
 _TRAIN_DEFAULTS = TrainConfig()
@@ -128,14 +129,17 @@ def geolocator_model(context: dg.AssetExecutionContext, config: TrainingConfig, 
         protocols.append((SplitConfig(protocol="seed_random"), model_dir / SEED_PROTOCOL_DIR))
     summary = {}
     started = time.perf_counter()
-    for split_config, out_dir in protocols:
-        context.log.info(f"training under split protocol {split_config.protocol}")
-        fit = fit_model(ds, grid, spec, split_config, progress=progress, **config.train_kwargs())
-        _save(out_dir, fit, spec, meta, grid)
-        best = fit.result.history[fit.result.best_epoch] if fit.result.history else {}
-        summary[split_config.protocol] = {**fit.n, "epochs": len(fit.result.history), "best_epoch": fit.result.best_epoch,
-                                          "best_val_median_km": best.get("val_median_km"),
-                                          "seconds": round(fit.result.seconds, 2), "classes": fit.model.n_cells}
+    # Two runs of one partition take turns: the model folder is written in place.
+    with partition_lock(layout.root, "geolocator_model", f"{blur}_{geocell}"):
+        for split_config, out_dir in protocols:
+            context.log.info(f"training under split protocol {split_config.protocol}")
+            fit = fit_model(ds, grid, spec, split_config, progress=progress, **config.train_kwargs())
+            _save(out_dir, fit, spec, meta, grid)
+            best = fit.result.history[fit.result.best_epoch] if fit.result.history else {}
+            summary[split_config.protocol] = {**fit.n, "epochs": len(fit.result.history),
+                                              "best_epoch": fit.result.best_epoch,
+                                              "best_val_median_km": best.get("val_median_km"),
+                                              "seconds": round(fit.result.seconds, 2), "classes": fit.model.n_cells}
     main = summary[config.split_config().protocol]
     return dg.MaterializeResult(
         metadata={
@@ -206,11 +210,12 @@ def model_evaluation(context: dg.AssetExecutionContext, storage: StorageResource
     layout = storage.layout()
     model_dir = layout.model_dir(blur, geocell)
     report = {"blur": blur, "geocell": geocell, "model_dir": str(model_dir)}
-    report.update(evaluate_model_dir(layout, model_dir, blur))
-    twin_dir = model_dir / SEED_PROTOCOL_DIR
-    if (twin_dir / "model.json").exists():
-        report["seed_protocol"] = evaluate_model_dir(layout, twin_dir, blur)
-    atomic_write_bytes(model_dir / "evaluation.json", json.dumps(report, indent=2, allow_nan=False).encode())
+    with partition_lock(layout.root, "geolocator_model", f"{blur}_{geocell}"):
+        report.update(evaluate_model_dir(layout, model_dir, blur))
+        twin_dir = model_dir / SEED_PROTOCOL_DIR
+        if (twin_dir / "model.json").exists():
+            report["seed_protocol"] = evaluate_model_dir(layout, twin_dir, blur)
+        atomic_write_bytes(model_dir / "evaluation.json", json.dumps(report, indent=2, allow_nan=False).encode())
     m, base = report["metrics"], report["baseline"]
     median, base_median = m["median_km"], base["median_km"]
     yield dg.AssetCheckResult(
