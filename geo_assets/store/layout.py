@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 # Tables stored as Hive-style folders so DuckDB globs see tile/variant columns.
-TABLES = ("raw_images", "raw_rejects", "ocr_text", "blur_regions", "captions", "embeddings")
+TABLES = ("raw_images", "raw_rejects", "ocr_text", "blur_regions", "captions", "embeddings", "attack_guesses")
 
 _COMPONENT_RE = re.compile(r"[A-Za-z0-9\-][A-Za-z0-9._=\-]{0,127}")
 

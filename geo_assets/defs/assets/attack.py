@@ -31,8 +31,9 @@ from geo_assets.defs.tables import BLUR_CHECK_CACHE_SCHEMA, BLUR_SCHEMA, CAPTION
 from geo_assets.geo.haversine import haversine_km
 from geo_assets.ingest.pull import RAW_IMAGES_SCHEMA
 from geo_assets.model.splits import SplitConfig, assign_splits
-from geo_assets.store.layout import TABLES, StorageLayout
+from geo_assets.store.layout import StorageLayout
 from geo_assets.store.locks import partition_lock
+from geo_assets.store.catalog import refresh_views
 from geo_assets.store.parquet import read_table, write_table
 
 ATTACK_TABLE = "attack_guesses"
@@ -63,7 +64,7 @@ ATTACK_SCHEMA = pa.schema([
 
 
 class AttackConfig(dg.Config):
-    easyocr_max_test_images: int = 6
+    easyocr_max_test_images: int = 4
     """Test-split images per tile read by EasyOCR (both variants): the ones with the
     smallest sha256(image id), so the choice is a pure function of the tile's images."""
     rule: str = DEFAULT_RULE
@@ -71,11 +72,8 @@ class AttackConfig(dg.Config):
 
 
 def attack_table_path(layout: StorageLayout, tile: str) -> Path:
-    """``tables/attack_guesses/tile=<tile>/data.parquet`` (``layout.table_path`` once the
-    table is in ``store.layout.TABLES``, which also gives it a DuckDB view)."""
-    if ATTACK_TABLE in TABLES:
-        return layout.table_path(ATTACK_TABLE, tile)
-    return layout.root / "tables" / ATTACK_TABLE / f"tile={tile}" / "data.parquet"
+    """``tables/attack_guesses/tile=<tile>/data.parquet``."""
+    return layout.table_path(ATTACK_TABLE, tile)
 
 
 def _texts(words_json: str | None) -> list[str]:
@@ -215,6 +213,7 @@ def gazetteer_attack(context: dg.AssetExecutionContext, config: AttackConfig, st
 
         table = pa.Table.from_pylist(rows, schema=ATTACK_SCHEMA)
         write_table(out_path, table)
+        refresh_views(layout, (ATTACK_TABLE,))
         seconds = time.perf_counter() - started
         summary, table_md = _summary(rows, set(chosen))
         sources = Counter(f"{r['engine']}/{r['variant']}:{r['source']}" for r in rows if r["source"])
