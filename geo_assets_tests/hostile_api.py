@@ -2,7 +2,9 @@
 records and bodies a test hands it (hostile ids, URLs, sizes, slow drips).
 
 - `GET /images?...` -> {"data": api.records} (every record, whatever the box), or
-  `api.search_body` verbatim when set (e.g. a huge JSON body).
+  `api.search_body` verbatim when set (e.g. a huge JSON body). With
+  `api.honour_search`: the records in the bbox and the start/end_captured_at
+  window, in (captured_at, id) order, `limit` of them.
 - `GET /?ids=a,b` -> {id: record} for the records with those ids.
 - `GET /img/<name>` -> `api.files[name]`: (status, content_type, body) or a
   callable(handler) that writes the answer itself.
@@ -45,7 +47,7 @@ class HostileApi:
     def __init__(self) -> None:
         self.records: list[dict] = []
         self.search_body: bytes | None = None
-        self.honour_search = False  # True: filter by bbox and start, sort, apply limit
+        self.honour_search = False  # True: filter by bbox, start and end, sort, apply limit
         self.files: dict[str, object] = {}
         self.paths: list[str] = []
         api = self
@@ -64,17 +66,17 @@ class HostileApi:
                     if api.search_body is not None:
                         return self._send(200, "application/json", api.search_body)
                     recs = api.records
-                    if api.honour_search:  # like the real API: records in the box, oldest first, `limit` of them
-                        x0, y0, x1, y1 = (float(v) for v in query["bbox"].split(","))
-                        start = query.get("start_captured_at")
-                        start_ms = None
-                        if start:
-                            from datetime import datetime
+                    if api.honour_search:  # like the real API: records in the box and time window, oldest first, `limit` of them
+                        from datetime import datetime
 
-                            start_ms = int(datetime.fromisoformat(start.replace("Z", "+00:00")).timestamp() * 1000)
+                        x0, y0, x1, y1 = (float(v) for v in query["bbox"].split(","))
+                        start_ms, end_ms = (
+                            int(datetime.fromisoformat(query[k].replace("Z", "+00:00")).timestamp() * 1000) if query.get(k) else None
+                            for k in ("start_captured_at", "end_captured_at"))
                         recs = [r for r in recs if x0 <= r["computed_geometry"]["coordinates"][0] < x1
                                 and y0 <= r["computed_geometry"]["coordinates"][1] < y1
-                                and (start_ms is None or r["captured_at"] >= start_ms)]
+                                and (start_ms is None or r["captured_at"] >= start_ms)
+                                and (end_ms is None or r["captured_at"] <= end_ms)]
                         recs = sorted(recs, key=lambda r: (r["captured_at"], str(r["id"])))[: int(query.get("limit", 2000))]
                     return self._send(200, "application/json", json.dumps({"data": recs}).encode())
                 if parts.path == "/" and "ids" in query:

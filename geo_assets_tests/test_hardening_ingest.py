@@ -307,25 +307,93 @@ def test_duplicate_positions_in_a_sequence_are_rejected_but_sequence_neighbours_
 # -- low: the cursor never passes a box truncated at the deepest split ----------------
 
 
+def _pull_until_done(client, layout, max_new, pulls=20, check=None):
+    rows, rejects = [], []
+    for _ in range(pulls):
+        known = {r["image_id"] for r in rows + rejects}
+        times = [r["captured_at"] for r in rows + rejects]
+        res = pull_tile(client, TILE, layout, known_ids=known, known_sha256={r["sha256"] for r in rows},
+                        start_captured_at=max(times) if times else None, max_new=max_new, source="hostile",
+                        download_workers=1)
+        rows += res.rows
+        rejects += res.rejects
+        if check is not None:
+            check(res, rows + rejects)
+        if not res.rows and not res.rejects:
+            break
+    return rows, rejects
+
+
 def test_cursor_never_moves_past_a_box_truncated_at_max_depth(api, layout):
+    api.honour_search = True
+    second = 1_600_000_000_000
+    # the west box holds 6 images in one second: more than a page (4), and neither a
+    # shorter time window nor a split (max depth 0) can list them all
+    west = [record(str(800 + i), api.image(f"w{i}.jpg", 100 + i), lon=-1.15, lat=_lat(i),
+                   captured_at=second + 100 * i) for i in range(6)]
+    east_before = [record("901", api.image("e1.jpg", 201), lon=-0.95, lat=_lat(1), captured_at=second - 5_000)]
+    east_after = [record("902", api.image("e2.jpg", 202), lon=-0.95, lat=_lat(2), captured_at=second + 100_000)]
+    api.records = west + east_before + east_after
+    client = _client(api, search_limit=4, max_split_depth=0, max_bbox_area=TILE.bbox.area / 2 + 1e-9)
+    res = _pull(client, layout)
+    assert client.stats["truncated_boxes"] >= 1 and client.last_search_horizon == second + 300
+    # everything up to the truncated box's newest listed record, nothing after it
+    assert [r["image_id"] for r in res.rows] == ["901", "800", "801", "802", "803"]
+    assert res.stats["beyond_truncation"] == 1  # 902: listed, withheld
+    cursor = max(r["captured_at"] for r in res.rows)
+    assert cursor < min(r["captured_at"] for r in west[4:] + east_after)  # unseen images stay after the cursor
+    # the next pull from that cursor still walks nothing past the gap
+    known = {r["image_id"] for r in res.rows}
+    again = pull_tile(client, TILE, layout, known_ids=known, known_sha256={r["sha256"] for r in res.rows},
+                      start_captured_at=cursor, max_new=100, source="hostile", download_workers=1)
+    assert again.rows == [] and again.rejects == []
+
+
+def test_time_windows_list_a_dense_box_without_truncation_and_never_pass_an_unseen_image(api, layout):
+    """A box over a page (10 images, pages of 4, no split allowed) used to be cut at its
+    4th image per pull; time windows list it in full, and each pull's cursor leaves
+    no unseen image before it."""
     api.honour_search = True
     west = [record(str(800 + i), api.image(f"w{i}.jpg", 100 + i), lon=-1.15, lat=_lat(i),
                    captured_at=1_600_000_000_000 + 1000 * i) for i in range(10)]
     east = [record(str(900 + i), api.image(f"e{i}.jpg", 200 + i), lon=-0.95, lat=_lat(i),
-                   captured_at=1_600_000_100_000 + 1000 * i) for i in range(2)]
+                    captured_at=1_600_000_004_500 + 1000 * i) for i in range(3)]
     api.records = west + east
-    # two initial boxes (west, east); a page holds 4 records; no splitting allowed
+    everything = sorted(west + east, key=lambda r: r["captured_at"])
+
+    def check(res, walked):
+        seen = {r["image_id"] for r in walked}
+        cursor = max(r["captured_at"] for r in walked)
+        assert all(str(r["id"]) in seen for r in everything if r["captured_at"] < cursor)
+
     client = _client(api, search_limit=4, max_split_depth=0, max_bbox_area=TILE.bbox.area / 2 + 1e-9)
-    rows, rejects = [], []
-    for _ in range(10):
-        known = {r["image_id"] for r in rows + rejects}
-        times = [r["captured_at"] for r in rows + rejects]
-        res = pull_tile(client, TILE, layout, known_ids=known, known_sha256={r["sha256"] for r in rows},
-                        start_captured_at=max(times) if times else None, max_new=100, source="hostile",
-                        download_workers=1)
-        rows += res.rows
-        rejects += res.rejects
-        if not res.rows and not res.rejects:
-            break
-    assert client.stats["truncated_boxes"] >= 1
-    assert sorted(r["image_id"] for r in rows) == sorted(str(r["id"]) for r in west + east)
+    rows, rejects = _pull_until_done(client, layout, max_new=3, check=check)
+    assert rejects == [] and client.stats["truncated_boxes"] == 0
+    assert [r["image_id"] for r in rows] == [str(r["id"]) for r in everything]
+
+
+def test_a_search_window_failing_mid_walk_keeps_what_was_walked(api, layout):
+    """The next window is asked for mid-walk: if that search fails, the rows and
+    rejects walked so far come back on the error (`.partial`) for the caller to store."""
+    api.honour_search = True
+    api.records = [record(str(800 + i), f"{api.base_url}/img/w{i}.jpg", lon=-1.15, lat=_lat(i),
+                          captured_at=1_600_000_000_000 + 1000 * i) for i in range(10)]
+    for i in (0, 3, 4, 5):
+        api.image(f"w{i}.jpg", 100 + i)  # w1: 404 (a reject)
+    good = noise_jpeg(102)
+
+    def break_search_then_serve(h):  # the API goes down while the first window is walked
+        api.search_body = b'{"data": ['
+        h.send_response(200)
+        h.send_header("Content-Type", "image/jpeg")
+        h.send_header("Content-Length", str(len(good)))
+        h.end_headers()
+        h.wfile.write(good)
+
+    api.files["w2.jpg"] = break_search_then_serve
+    client = _client(api, search_limit=4, max_split_depth=0)
+    with pytest.raises(MapillaryUnavailableError) as info:
+        _pull(client, layout, max_new=3)
+    partial = info.value.partial
+    assert [r["image_id"] for r in partial.rows] == ["800", "802"]
+    assert [(r["image_id"], r["reason"]) for r in partial.rejects] == [("801", "download_failed")]

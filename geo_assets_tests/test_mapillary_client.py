@@ -272,3 +272,78 @@ def test_token_from_environment(server, monkeypatch):
     c = MapillaryClient(server.base_url, backoff=0.001)
     assert c.has_token
     assert len(c.search_images(BOX, fields=("id",), limit=100)) > 100  # splits on full pages
+
+
+# -- bounded search: captured_at windows (issue 13) ---------------------------------
+
+
+def _windowed(c: MapillaryClient, bbox: BBox, **kw) -> tuple[list[dict], list]:
+    records, ends = [], []
+    for w in c.search_windows(bbox, **kw):
+        assert ends == [] or ends[-1] is not None
+        assert all(ends[-1] < r["captured_at"] for r in w.records) if ends else True  # nothing at or before an earlier end
+        assert w.end is None or all(r["captured_at"] <= w.end for r in w.records)
+        records += w.records
+        ends.append(w.end)
+    return records, ends
+
+
+@pytest.mark.parametrize("kw", [
+    {"limit": 60},
+    {"limit": 60, "max_bbox_area": 0.04},  # several initial boxes merged by time
+    {"limit": 200, "start": 100},  # from a cursor
+    {"limit": 2000},  # the default: one page, one window
+])
+def test_windows_hold_what_search_images_lists_in_the_same_order(server, world, kw):
+    kw = dict(kw)
+    start_at = kw.pop("start", None)
+    limit = kw.pop("limit")
+    c = client_for(server, search_limit=limit, **kw)
+    full = c.search_images(DENSE, fields=("id", "captured_at"))
+    start = full[start_at]["captured_at"] if start_at is not None else None
+    if start is not None:
+        full = c.search_images(DENSE, fields=("id", "captured_at"), start_captured_at=start)
+    recs, ends = _windowed(c, DENSE, fields=("id", "captured_at"), start_captured_at=start)
+    assert _ids(recs) == _ids(full)
+    assert ends[-1] is None and c.last_search_horizon is None
+    assert (len(ends) == 1) == (limit == 2000)
+
+
+def test_windows_stop_early_with_few_requests(server, world):
+    c = client_for(server, search_limit=60)
+    c.search_images(DENSE, fields=("id",))
+    full_requests = c.stats["requests"]
+    c = client_for(server, search_limit=60)
+    got = []
+    for w in c.search_windows(DENSE, fields=("id", "captured_at")):
+        got += w.records
+        if len(got) >= 40:
+            break
+    assert _ids(got[:40]) == [m.id for m in world.search(DENSE)][:40]
+    assert c.stats["requests"] <= 3 < full_requests / 5
+
+
+def test_windows_survive_duplicate_ids_and_reduce_data_errors(world):
+    with LocalMapillaryServer(world, faults=FaultConfig(duplicate_ids=True, duplicate_count=5)) as srv:
+        c = MapillaryClient(srv.base_url, backoff=0.001, search_limit=60)
+        recs, _ = _windowed(c, BOX, fields=("id", "captured_at"))
+        assert _ids(recs) == [m.id for m in world.search(BOX)]  # repeats dropped, order kept
+    with LocalMapillaryServer(world, faults=FaultConfig(too_much_data_above=120)) as srv:
+        c = MapillaryClient(srv.base_url, backoff=0.001)
+        recs, _ = _windowed(c, BOX, fields=("id", "captured_at"))
+        assert _ids(recs) == [m.id for m in world.search(BOX)]
+        assert c.stats["splits"] >= 1 and c.stats["retries"] == 0  # code 1 splits the box, as search_images does
+
+
+def test_windows_split_a_box_the_server_finds_too_big(world):
+    with LocalMapillaryServer(world, max_bbox_area=0.1) as srv:  # BOX is 0.35 square degrees
+        c = MapillaryClient(srv.base_url, backoff=0.001, search_limit=60)
+        recs, _ = _windowed(c, BOX, fields=("id", "captured_at"))
+        assert _ids(recs) == [m.id for m in world.search(BOX)]
+        assert c.stats["splits"] >= 1 and c.stats["retries"] == 0
+        whole = c.stats["requests"]
+        c = MapillaryClient(srv.base_url, backoff=0.001, search_limit=60)
+        c.search_images(BOX, fields=("id",))
+        assert whole <= c.stats["requests"] * 1.5  # never far above listing the box outright
+        with pytest.raises(MapillaryRequestError, match="reduce the amount of data"):
+            next(c.search_windows(BOX, fields=("id",), max_depth=0))

@@ -80,6 +80,32 @@ def test_pull_90_images_of_a_tile(client, layout, world, server):
     print(f"pull throughput: {90 / seconds:.1f} images/s ({seconds:.2f} s for 90)")
 
 
+def test_bounded_search_pulls_the_same_first_images_with_far_fewer_requests(layout, world, server):
+    """Issue 13: a pull that wants a few images of a tile with many pages lists a
+    captured_at window or two, not the whole tile, and walks the same images."""
+    tile = next(t for t in tiles_for_region(UK_REGION, 2.0) if t.key == "51.90_-2.40_53.90_-0.40")
+    inside = [m.id for m in world.search(tile.bbox) if tile.bbox.contains(m.lat, m.lon)]
+    assert len(inside) > 1000  # 11+ pages of 100
+    lister = MapillaryClient(server.base_url, token=TOKEN, backoff=0.001, timeout=5.0, search_limit=100)
+    n0 = len(server.request_log)
+    lister.search_images(tile.bbox, fields=("id",))
+    whole_tile = len(server.request_log) - n0  # what a pull cost before: the tile listed in full
+
+    client = MapillaryClient(server.base_url, token=TOKEN, backoff=0.001, timeout=5.0, search_limit=100)
+    rows: list[dict] = []
+    for _ in range(2):
+        n0 = len(server.request_log)
+        res = _pull(client, layout, tile=tile, known_ids={r["image_id"] for r in rows},
+                    known_sha256={r["sha256"] for r in rows},
+                    cursor=max(r["captured_at"] for r in rows) if rows else None, max_new=30)
+        searches = sum(1 for r in list(server.request_log)[n0:] if r.path.startswith("/images"))
+        assert len(res.rows) == 30 and res.rejects == []
+        assert searches <= 3 and searches * 5 < whole_tile, (searches, whole_tile)
+        assert res.stats["searched"] < len(inside) / 5
+        rows += res.rows
+    assert [r["image_id"] for r in rows] == inside[:60]
+
+
 def test_second_pull_with_stored_ids_and_cursor_adds_nothing(client, layout, world):
     first = _pull(client, layout)
     n = len([m for m in world.search(SMALL.bbox) if SMALL.bbox.contains(m.lat, m.lon)])

@@ -5,7 +5,12 @@ already stored; the API's start is inclusive, so records equal to the cursor com
 back and are skipped by id), walk the unknown records in (captured_at, id) order,
 validate, download, validate the bytes, dedupe by id and sha256, and write each
 accepted image atomically. It stops once `max_new` images are accepted; rejects
-do not count toward `max_new`. Every candidate walked is either a row or a reject,
+do not count toward `max_new`. The search is bounded: the client lists the tile
+in captured_at windows (`MapillaryClient.search_windows`) and the next window is
+asked for only when the walk (or a download batch) runs out of candidates, so a
+pull of 90 images from a tile with 100,000s lists a window or two, not the tile.
+Every window is complete up to its end, so the walk never passes an image the
+search did not list. Every candidate walked is either a row or a reject,
 so with the caller storing both (and passing their ids back as `known_ids`) the
 cursor never skips an image and a rejected id is never retried. Records outside
 the tile (validate_record's `outside_tile`) are skipped, not returned: they belong
@@ -199,9 +204,10 @@ def pull_tile(
 
     `known_positions`: sequence id -> (lat, lon) of images already stored, for the
     duplicate-position filter (0 m turns it off). Raises the client's
-    MapillaryError when the search itself fails (API outage, bad token), and
-    MapillaryUnavailableError with `.partial` (a PullResult to store) when
-    downloads fail as an outage.
+    MapillaryError when the search itself fails (API outage, bad token): with
+    `.partial` (a PullResult to store) when a later search window fails after the
+    walk began; and MapillaryUnavailableError with `.partial` when downloads fail
+    as an outage.
     """
     logger = log or _log
     started = time.perf_counter()
@@ -209,53 +215,69 @@ def pull_tile(
     result = PullResult()
     stats = Counter()
     if max_new <= 0:
-        result.stats = {"searched": 0, "candidates": 0, "accepted": 0, "rejected": 0, "requests": 0, "retries": 0,
+        result.stats = {"searched": 0, "windows": 0, "candidates": 0, "accepted": 0, "rejected": 0, "requests": 0, "retries": 0,
                         "seconds": 0.0, "images_per_second": 0.0, "bytes": 0}
         return result
 
-    records = client.search_images(tile.bbox, fields=PULL_FIELDS, start_captured_at=start_captured_at)
-    stats["searched"] = len(records)
-    horizon = getattr(client, "last_search_horizon", None)
-    if horizon is not None:
-        # A box came back full at the deepest split: past its newest record it is
-        # incomplete, so nothing newer is walked now (the cursor stays before the gap;
-        # the next pull searches from there).
-        kept = [r for r in records if not (isinstance(r, dict) and (_captured(r) or 0) > horizon)]
-        stats["beyond_truncation"] = len(records) - len(kept)
-        records = kept
-
+    # The tile's images from the cursor, oldest first, one captured_at window at a
+    # time: asked for only when the walk needs more candidates. A box still full at
+    # the deepest split ends the windows at its newest record (the horizon): nothing
+    # newer is walked now, so the cursor stays before the gap and the next pull
+    # searches from there.
+    windows = client.search_windows(tile.bbox, fields=PULL_FIELDS, start_captured_at=start_captured_at)
+    exhausted = False
     seen_ids: set[str] = set()
     seen_sha: set[str] = set(known_sha256)
     candidates: list[dict] = []  # metadata-valid, in (captured_at, id) order
     ordered: list[tuple[str, object]] = []  # ("reject", dict) or ("cand", index)
-    for rec in records:
-        rid = rec.get("id") if isinstance(rec, dict) else None
-        if rid is None or isinstance(rid, bool) or str(rid).strip() == "":
-            stats["missing_id"] += 1  # nothing to store it under, or to skip it by next time
-            continue
-        rid = str(rid).strip()
-        if rid in known_ids:
-            stats["known_skipped"] += 1
-            continue
-        checked = validate_record(rec, tile.bbox)
-        if isinstance(checked, RejectReason) and checked.reason == "outside_tile":
-            # Another tile's image (edge points, or ids repeated from another answer):
-            # not stored here, or its captured_at would move this tile's cursor.
-            stats["outside_tile"] += 1
-            continue
-        if isinstance(checked, RejectReason):
-            if rid[:64] in seen_ids:
-                continue  # the same bad record twice: one reject row is enough
-            seen_ids.add(rid[:64])
-            ordered.append(("reject", _reject(rid, checked.reason, checked.detail, _captured(rec))))
-            continue
-        if checked["image_id"] in seen_ids:
-            ordered.append(("reject", _reject(checked["image_id"], "duplicate_id", "id listed twice in the search answer",
-                                              checked["captured_at"])))
-            continue
-        seen_ids.add(checked["image_id"])
-        ordered.append(("cand", len(candidates)))
-        candidates.append(checked)
+
+    def more() -> bool:
+        """Classify the next search window into `ordered`; False when none is left."""
+        nonlocal exhausted
+        if exhausted:
+            return False
+        try:
+            window = next(windows, None)
+        except MapillaryError as exc:
+            if ordered:  # the walk began: what it stored so far stays valid
+                result.stats = _stats(stats, result, pos, client, before, started)
+                exc.partial = result
+            raise
+        if window is None:
+            exhausted = True
+            return False
+        stats["windows"] += 1
+        stats["searched"] += len(window.records)
+        stats["beyond_truncation"] += window.beyond_horizon
+        for rec in window.records:
+            rid = rec.get("id") if isinstance(rec, dict) else None
+            if rid is None or isinstance(rid, bool) or str(rid).strip() == "":
+                stats["missing_id"] += 1  # nothing to store it under, or to skip it by next time
+                continue
+            rid = str(rid).strip()
+            if rid in known_ids:
+                stats["known_skipped"] += 1
+                continue
+            checked = validate_record(rec, tile.bbox)
+            if isinstance(checked, RejectReason) and checked.reason == "outside_tile":
+                # Another tile's image (edge points, or ids repeated from another answer):
+                # not stored here, or its captured_at would move this tile's cursor.
+                stats["outside_tile"] += 1
+                continue
+            if isinstance(checked, RejectReason):
+                if rid[:64] in seen_ids:
+                    continue  # the same bad record twice: one reject row is enough
+                seen_ids.add(rid[:64])
+                ordered.append(("reject", _reject(rid, checked.reason, checked.detail, _captured(rec))))
+                continue
+            if checked["image_id"] in seen_ids:
+                ordered.append(("reject", _reject(checked["image_id"], "duplicate_id",
+                                                  "id listed twice in the search answer", checked["captured_at"])))
+                continue
+            seen_ids.add(checked["image_id"])
+            ordered.append(("cand", len(candidates)))
+            candidates.append(checked)
+        return True
 
     positions = _Positions(duplicate_distance_m, known_positions)
     strikes = _load_strikes(layout, tile.key)
@@ -280,7 +302,11 @@ def pull_tile(
     fetched: dict[int, tuple] = {}
     pos = 0
     with ThreadPoolExecutor(max_workers=max(1, download_workers)) as pool:
-        while pos < len(ordered) and len(result.rows) < max_new:
+        while len(result.rows) < max_new:
+            if pos >= len(ordered):
+                if more():
+                    continue
+                break
             kind, item = ordered[pos]
             if kind == "reject":
                 emit(item)
@@ -301,9 +327,14 @@ def pull_tile(
                 # batch): fetched on demand only if the earlier one is rejected after all.
                 tentative = _Positions(positions.threshold_m, positions.by_seq)
                 batch = []
-                for k, i in ordered[pos:]:
-                    if len(batch) >= max(need, 1):
+                j = pos
+                while len(batch) < max(need, 1):
+                    if j >= len(ordered):
+                        if more():
+                            continue
                         break
+                    k, i = ordered[j]
+                    j += 1
                     if k != "cand" or (i != item and tentative.near(candidates[i]) is not None):
                         continue
                     batch.append(i)
@@ -372,6 +403,7 @@ def pull_tile(
                 "height": int(valid.height),
                 "sequence_id": cand.get("sequence_id", ""),
             })
+    windows.close()
     if pending:  # fewer than the outage count, and the walk ended: per-record failures
         flush_pending(f"fewer than {OUTAGE_AFTER_CONSECUTIVE_FAILURES} in a row")
     done = {r["image_id"] for r in result.rows} | {r["image_id"] for r in result.rejects}
@@ -381,7 +413,7 @@ def pull_tile(
     result.stats = _stats(stats, result, pos, client, before, started)
     reasons = result.stats["rejected_by_reason"]
     logger.info(  # one preformatted string: Dagster's context.log works like a logger too
-        f"tile {tile.key}: {stats['searched']} searched, {stats['known_skipped']} known, {len(result.rows)} new images, "
+        f"tile {tile.key}: {stats['searched']} searched in {stats['windows']} windows, {stats['known_skipped']} known, {len(result.rows)} new images, "
         f"{len(result.rejects)} rejected{' ' + str(dict(reasons)) if reasons else ''} in {result.stats['seconds']:.2f}s"
     )
     return result
@@ -392,7 +424,8 @@ def _stats(stats: Counter, result: PullResult, pos: int, client, before: dict, s
     after = dict(getattr(client, "stats", {}) or {})
     reasons = Counter(r["reason"] for r in result.rejects)
     return {
-        "searched": stats["searched"],
+        "searched": stats["searched"],  # records listed (the windows asked for, not the whole tile)
+        "windows": stats["windows"],
         "known_skipped": stats["known_skipped"],
         "outside_tile": stats["outside_tile"],
         "beyond_truncation": stats["beyond_truncation"],

@@ -11,6 +11,9 @@ Works against https://graph.mapillary.com and against the local server
   returns one page of at most `limit` records per box), when the box is larger
   than `max_bbox_area`, or on the API's HTTP 500 code 1 "Please reduce the
   amount of data you are asking for".
+- `search_windows` lists a box lazily, oldest first, in captured_at windows:
+  a caller that needs only the first few images stops after a window or two
+  instead of listing the whole box (see its docstring).
 - 429 (honouring Retry-After, capped), 5xx, connection errors, timeouts and
   malformed JSON are retried with exponential backoff; then
   MapillaryUnavailableError. 401/code 190 -> MapillaryAuthError; other 4xx ->
@@ -28,7 +31,8 @@ import time
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
-from typing import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Iterable, Iterator, Sequence
 
 import requests
 
@@ -62,6 +66,59 @@ _CHUNK = 65536
 
 class _TooMuchData(Exception):
     """HTTP 500 code 1: split the box and ask again."""
+
+
+@dataclass
+class SearchWindow:
+    """One step of `MapillaryClient.search_windows`.
+
+    `records`: images with captured_at in (previous window's end, `end`], sorted by
+    (captured_at, id), none repeated from an earlier window. Everything captured at
+    or before `end` has now been listed (`end` None: everything). `beyond_horizon`:
+    records listed past a box truncated at the deepest split (on the last window
+    only), withheld because the listing past that box's newest record is incomplete.
+    """
+
+    records: list[dict]
+    end: int | None
+    beyond_horizon: int = 0
+
+
+def _sec_floor(ms: int) -> int:
+    return ms - ms % 1000
+
+
+def _rec_time(rec: dict) -> int | None:
+    t = rec.get("captured_at")
+    return t if isinstance(t, int) and not isinstance(t, bool) else None
+
+
+def _rec_key(rec: dict):
+    t = _rec_time(rec)
+    return (t if t is not None else -1, str(rec.get("id")))
+
+
+class _BoxStream:
+    """Where one search box's time-window listing stands."""
+
+    __slots__ = ("box", "depth", "to", "span", "count", "done", "truncated")
+
+    def __init__(self, box: BBox, depth: int = 0) -> None:
+        self.box = box
+        self.depth = depth  # quadrant splits from an initial box
+        self.to: int | None = None  # listed completely up to here (inclusive ms); None: not asked yet
+        self.span = 0  # length of its last complete finite window (ms)
+        self.count = 0  # records in that window
+        self.done = False  # listed completely to the end of time
+        self.truncated = False  # full at the deepest split: cannot be listed past `to`
+
+    def quadrants(self) -> list["_BoxStream"]:
+        out = []
+        for q in self.box.quadrants():
+            child = _BoxStream(q, self.depth + 1)
+            child.to, child.span, child.count = self.to, self.span, self.count
+            out.append(child)
+        return out
 
 
 def to_epoch_ms(value: int | float | str | datetime | None) -> int | None:
@@ -174,7 +231,8 @@ class MapillaryClient:
         self.stats: dict[str, int] = {
             "requests": 0, "retries": 0, "rate_limited": 0, "server_errors": 0, "timeouts": 0,
             "connection_errors": 0, "malformed": 0, "pages": 0, "full_pages": 0, "splits": 0,
-            "records": 0, "duplicates_dropped": 0, "truncated_boxes": 0, "downloads": 0, "download_bytes": 0,
+            "records": 0, "duplicates_dropped": 0, "truncated_boxes": 0, "window_shrinks": 0, "outside_window": 0,
+            "downloads": 0, "download_bytes": 0,
         }
 
     # -- plumbing --
@@ -443,12 +501,154 @@ class MapillaryClient:
         self._count("records", len(seen))
         # Callers that keep a cursor must not move it past this (None: nothing truncated).
         self.last_search_horizon = horizon
+        return sorted(seen.values(), key=_rec_key)
 
-        def key(rec: dict):
-            t = rec.get("captured_at")
-            return (t if isinstance(t, int) and not isinstance(t, bool) else -1, str(rec.get("id")))
+    def search_windows(
+        self,
+        bbox: BBox,
+        fields: Sequence[str] = DEFAULT_FIELDS,
+        start_captured_at: int | str | None = None,
+        limit: int | None = None,
+        max_depth: int | None = None,
+    ) -> Iterator[SearchWindow]:
+        """The images of `bbox` from `start_captured_at` (inclusive), oldest first, in
+        windows of captured_at: stop iterating once you have enough.
 
-        return sorted(seen.values(), key=key)
+        Together the windows hold what `search_images(bbox, start_captured_at=...)`
+        returns, in the same (captured_at, id) order, but each is listed only when
+        asked for, so a caller wanting the first 90 images of a tile with 100,000s
+        does not list them all. Each initial box (see `max_bbox_area`) is first asked
+        for everything from the start; a box that answers a page that is not full is
+        listed to the end of time and never asked again. A full page shrinks that
+        box's window (to before the newest second on the page, or by half, whichever
+        ends earlier) until it is not full; a box still full over one second is split
+        in space as `search_images` does (and past its deepest split sets the
+        horizon, as there). Code 1 splits the box into quadrants, each going on from
+        where the box stood. A window is yielded once every box is listed up to its
+        end: nothing captured at or before `end` is missing, so a cursor never passes
+        an image it did not see. The next window of a box starts at that end
+        (inclusive; repeats dropped by id) and is sized to hold about half a page at
+        the rate its last window showed (at least twice as long), or open-ended when
+        that window was empty or once past now. No ordering of a page is relied on
+        for completeness: a window is complete only when its page was not full.
+        After the last window, `last_search_horizon` is set as by `search_images`.
+        """
+        limit = self.search_limit if limit is None else limit
+        max_depth = self.max_split_depth if max_depth is None else int(max_depth)
+        if not 1 <= int(limit) <= MAX_LIMIT:
+            raise ValueError(f"limit must be 1..{MAX_LIMIT}, got {limit}")
+        limit = int(limit)
+        fields = list(dict.fromkeys(["id", "captured_at", *fields]))
+        start = to_epoch_ms(start_captured_at)
+        first = None if start is None else _sec_floor(start)  # what the API's whole-second start means
+        self.last_search_horizon = None
+        streams = [_BoxStream(b) for b in self._initial_boxes(bbox)]
+        seen: set[str] = set()
+        pending: list[dict] = []  # listed, not yet yielded (newer than the last window end)
+        asked: list[_BoxStream] = list(streams)
+        while True:
+            while asked:
+                bs = asked.pop(0)
+                split = self._advance(bs, first, fields, limit, max_depth, pending, seen)
+                if split:  # code 1: the box is too big for the API; its quadrants go on from where it stood
+                    k = streams.index(bs)
+                    streams[k:k + 1] = split
+                    asked[0:0] = split
+            open_ = [bs for bs in streams if not bs.done]
+            end = min(bs.to for bs in open_) if open_ else None
+            stuck = any(bs.truncated and bs.to == end for bs in open_)
+            if end is None:
+                out, pending = pending, []
+            else:
+                out = [r for r in pending if _rec_key(r)[0] <= end]
+                pending = [r for r in pending if _rec_key(r)[0] > end]
+            out.sort(key=_rec_key)
+            self._count("records", len(out))
+            if end is None or stuck:
+                if stuck:
+                    self.last_search_horizon = end
+                yield SearchWindow(out, end, len(pending) if stuck else 0)
+                return
+            if out:
+                yield SearchWindow(out, end)
+            asked = [bs for bs in open_ if bs.to == end]
+
+    def _advance(self, bs: _BoxStream, first: int | None, fields: list[str], limit: int, max_depth: int,
+                 pending: list[dict], seen: set[str]) -> list[_BoxStream] | None:
+        """List one more complete window of box `bs` into `pending` and move `bs.to`;
+        or, on the API's code 1, return the box's quadrants to list instead."""
+        lo = bs.to if bs.to is not None else first  # window start (whole seconds, inclusive)
+        if bs.to is None or bs.count == 0:
+            hi = None  # first ask, or nothing in its last window: everything from here
+        else:
+            # Aim at half a page: grow by the records the last window held (at least double).
+            grow = max(2.0, limit / 2 / bs.count)
+            hi = lo + max(_sec_floor(int(bs.span * grow)), 1000)
+            if hi > time.time() * 1000 + 86_400_000:
+                hi = None  # past now: ask for the rest of time
+        while True:
+            try:
+                page = self.search_page(bs.box, fields, lo, hi, limit)
+            except _TooMuchData as exc:
+                if bs.depth >= max_depth:
+                    raise MapillaryRequestError(
+                        f"Mapillary image search bbox={bs.box.to_query()}: still 'reduce the amount of data' at split "
+                        f"depth {bs.depth} (max_depth={max_depth}): {exc}", status=500, code=REDUCE_DATA_CODE) from None
+                self._count("splits")
+                return bs.quadrants()
+            times = [t for t in (_rec_time(r) for r in page) if t is not None]
+            base = lo if lo is not None else (_sec_floor(min(times)) if times else None)
+            if len(page) < limit:
+                self._take(page, lo, hi, pending, seen)
+                if hi is None:
+                    bs.done = True
+                else:
+                    bs.to, bs.span, bs.count = hi, hi - (base if base is not None else hi - 1000), len(page)
+                return None
+            self._count("full_pages")
+            self._count("window_shrinks")
+            # Shrink the window: to before the newest second on the page (a page in
+            # captured_at order then fits), or by half, whichever ends earlier.
+            ends = [_sec_floor(max(times)) - 1000] if times else []
+            if base is not None:
+                top = hi if hi is not None else max(int(time.time() * 1000), max(times, default=0))
+                ends.append(_sec_floor(base + (top - base) // 2))
+            new_hi = min(ends) if ends else None
+            if new_hi is not None and base is not None and new_hi >= base + 1000:
+                hi = new_hi
+                continue
+            # Full over one second (or no time to go by): split the box in space.
+            end = hi if base is None else base + 1000 if hi is None else min(base + 1000, hi)
+            recs = self.search_images(bs.box, fields, lo, end, limit, max(0, max_depth - bs.depth))
+            self._count("records", -len(recs))  # counted when yielded
+            horizon, self.last_search_horizon = self.last_search_horizon, None
+            self._take(recs, lo, end, pending, seen)
+            if horizon is not None:
+                bs.to, bs.truncated = horizon if end is None else min(horizon, end), True
+            elif end is None:
+                bs.done = True
+            else:
+                bs.to, bs.span, bs.count = end, end - base, len(recs)
+            return None
+
+    def _take(self, page: list[dict], lo: int | None, hi: int | None, pending: list[dict], seen: set[str]) -> None:
+        """Records of a complete window [lo, hi] not listed before into `pending`. A
+        record outside the window asked for (a server ignoring a bound) is dropped:
+        its own window lists it, in order."""
+        for rec in page:
+            rid = rec.get("id")
+            if rid is None:
+                continue
+            t = _rec_time(rec)
+            if t is not None and ((lo is not None and t < lo) or (hi is not None and t > hi)):
+                self._count("outside_window")
+                continue
+            rid = str(rid)
+            if rid in seen:
+                self._count("duplicates_dropped")
+                continue
+            seen.add(rid)
+            pending.append(rec)
 
     # -- entities --
 
