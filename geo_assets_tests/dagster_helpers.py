@@ -5,9 +5,10 @@ import dagster as dg
 from geo_assets.definitions import ALL_ASSETS, MODEL_ASSETS, TILE_ASSETS
 
 
-def tile_run_config(images_per_tile: int, check_sample: int = 1, selection=None) -> dict:
+def tile_run_config(images_per_tile: int, check_sample: int = 1, selection=None, easyocr_test_images: int = 1) -> dict:
     ops = {"raw_images": {"config": {"images_per_tile": images_per_tile}},
-           "blurred_images": {"config": {"check_sample": check_sample}}}
+           "blurred_images": {"config": {"check_sample": check_sample}},
+           "gazetteer_attack": {"config": {"easyocr_max_test_images": easyocr_test_images}}}
     if selection is not None:
         names = {s if isinstance(s, str) else s.key.to_user_string() for s in selection}
         ops = {k: v for k, v in ops.items() if k in names}
@@ -21,10 +22,11 @@ def materialize_tile(instance, resources, tile: str, images_per_tile: int, selec
     )
 
 
-def materialize_model(instance, resources, key, max_epochs: int = 8, **kwargs):
+def materialize_model(instance, resources, key, max_epochs: int = 8, train_config: dict | None = None, **kwargs):
+    config = {"max_epochs": max_epochs, **(train_config or {})}
     return dg.materialize(
         ALL_ASSETS, selection=MODEL_ASSETS, partition_key=key, instance=instance, resources=resources,
-        run_config={"ops": {"geolocator_model": {"config": {"max_epochs": max_epochs}}}}, **kwargs,
+        run_config={"ops": {"geolocator_model": {"config": config}}}, **kwargs,
     )
 
 

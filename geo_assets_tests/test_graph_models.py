@@ -1,45 +1,73 @@
-"""Models end to end on a real instance: four partitions trained and evaluated, the
-privacy report, a geocell added later, and predictions on image files."""
+"""Models end to end on a real instance: the pipeline learns (test split, against the
+region-centre baseline), blurring stops the gazetteer attacker, four partitions with their
+seed-protocol twins, the privacy report, a geocell added later, and predictions on files."""
 
 import json
 
 import dagster as dg
+import numpy as np
 import pytest
 
 from geo_assets.definitions import ALL_ASSETS
 from geo_assets.defs.partitions import GEOCELL_PARTITIONS_NAME, model_partition_key, tile_partitions
 from geo_assets.predict_images import predict_images
+from geo_assets.store.catalog import query_connection
 from geo_assets_tests.dagster_helpers import checks, materialize_model, materialize_tile, metadata
 
 TILES = tile_partitions.get_partition_keys()
+IMAGES_PER_TILE = 40
+# A small run needs a bigger test share to hold more than one or two sequences.
+SPLIT = {"validation_fraction": 0.2, "test_fraction": 0.3}
 
 
 @pytest.mark.slow
-def test_four_models_report_new_geocell_and_predict(dagster_resources, tmp_path):
+def test_pipeline_learns_models_report_new_geocell_and_predict(dagster_resources, tmp_path):
     layout = dagster_resources["storage"].layout()
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions(GEOCELL_PARTITIONS_NAME, ["0.05", "0.1"])
         for tile in TILES:
-            assert materialize_tile(instance, dagster_resources, tile, images_per_tile=10).success
+            assert materialize_tile(instance, dagster_resources, tile, images_per_tile=IMAGES_PER_TILE).success
+
+        # The attacker, model-free: unblurred text locates images, blurred text does not.
+        with query_connection(layout) as con:
+            hits = dict(con.execute(
+                "SELECT variant, count(*) FILTER (WHERE error_km <= 10) FROM attack_guesses "
+                "WHERE engine = 'rapidocr' GROUP BY variant").fetchall())
+        assert hits["unblurred"] >= 5 and hits["blurred"] <= hits["unblurred"] // 5, hits
+
         for geocell in ("0.05", "0.1"):
             for blur in ("unblurred", "blurred"):
-                result = materialize_model(instance, dagster_resources, model_partition_key(blur, geocell), max_epochs=4)
+                result = materialize_model(instance, dagster_resources, model_partition_key(blur, geocell), max_epochs=12,
+                                           train_config=SPLIT)
                 assert result.success
                 meta = metadata(result, "geolocator_model")
-                assert meta["train_rows"] > meta["val_rows"] > 0
+                assert meta["train_rows"] > meta["val_rows"] > 0 and meta["test_rows"] > 0
+                assert meta["classes"] < meta["grid_cells"]  # classes only where training data is
                 assert "beats_region_centre_baseline" in checks(result)
                 folder = layout.model_dir(blur, geocell)
-                for name in ("model.pt", "model.json", "evaluation.json"):
+                for name in ("model.pt", "model.json", "gallery.npz", "evaluation.json", "predictions.parquet",
+                             "seed_protocol/model.json"):
                     assert (folder / name).is_file(), name
                 evaluation = json.loads((folder / "evaluation.json").read_text())
-                assert 0 <= evaluation["metrics"]["within_1km_pct"] <= 100
-                assert evaluation["metrics"]["median_km"] >= 0
+                m = evaluation["metrics"]
+                assert evaluation["evaluation_split"] == "test" and evaluation["n"] == meta["test_rows"]
+                assert m["within_10km_pct"]["low"] <= m["within_10km_pct"]["value"] <= m["within_10km_pct"]["high"]
+                assert evaluation["seed_protocol"]["evaluation_split"] == "validation"
+
+        # The real pipeline learns: on test images, better than always guessing the training centre.
+        learned = json.loads((layout.model_dir("unblurred", "0.1") / "evaluation.json").read_text())
+        m, base = learned["metrics"], learned["baseline"]
+        assert learned["n_sequences"] >= 4, learned["n_sequences"]
+        assert m["median_km"]["value"] < base["median_km"]["value"], (m["median_km"], base["median_km"])
+        assert m["within_25km_pct"]["value"] > base["within_25km_pct"]["value"] + 10
 
         report = dg.materialize(ALL_ASSETS, selection=["privacy_report"], instance=instance, resources=dagster_resources)
         assert report.success
         md = (layout.root / "reports" / "privacy_report.md").read_text()
         for label in ("Unblurred 0.05", "Blurred 0.05", "Unblurred 0.1", "Blurred 0.1"):
             assert f"| {label} |" in md
+        for section in ("Split protocols side by side", "paired on the same test images", "gazetteer attacker"):
+            assert section in md
         assert (layout.root / "reports" / "within_distance.png").stat().st_size > 1000
 
         # A new geocell size: only its two partitions are trained; the others keep their files.
@@ -61,4 +89,5 @@ def test_four_models_report_new_geocell_and_predict(dagster_resources, tmp_path)
     assert len(good["predictions"]) == 6
     for p in good["predictions"]:
         assert 0 <= p["privacy_score"] <= 1 and p["distance_km"] >= 0
-    assert "cannot read" in bad["error"]
+        assert 0 <= p["district_confidence"] <= p["city_confidence"] <= 1 + 1e-9
+    assert bad.get("error")

@@ -347,3 +347,25 @@ def test_haversine_label_smoothing_targets():
     # weights fall as exp(-d / tau): 50 km away keeps exp(-2/3) of the true cell's weight
     assert (t[0, 1] / t[0, 0]).item() == pytest.approx(math.exp(-50 / 75), rel=1e-3)
     assert t[0, 2] < 1e-2
+
+
+def test_refine_snaps_to_an_agreeing_gazetteer_place_and_retrieves_otherwise():
+    from geo_assets.model.refine import Gallery, refine
+
+    centres = np.array([[52.0, -1.0], [51.5, -0.5], [52.5, -1.5]])
+    outputs = {"lat": np.array([52.01, 51.49]), "lon": np.array([-1.01, -0.49]), "cls": np.array([0, 1]),
+               "topk": np.array([[0, 1], [1, 2]]), "topk_p": np.array([[0.8, 0.2], [0.6, 0.4]]),
+               "h": np.array([[1.0, 0.0], [0.0, 1.0]], np.float32)}
+    gallery = Gallery(h=np.array([[1, 0], [0, 1], [0.6, 0.8], [0, 1]], np.float32),
+                      lat=np.array([52.02, 51.51, 51.55, 52.45]), lon=np.array([-1.02, -0.51, -0.45, -1.45]),
+                      cls=np.array([0, 1, 1, 2]))
+    # row 0: the named place is 3 km from the arg-max class centre -> its coordinates;
+    # row 1: the named place is 100+ km away -> no snap; the most similar image of a likely class
+    gaz = np.array([[52.02, -0.98], [53.5, -2.0]])
+    lat, lon, src = refine(outputs, gallery, gaz, centres, snap_km=10.0)
+    assert list(src) == ["gazetteer", "retrieval"]
+    assert (lat[0], lon[0]) == (52.02, -0.98)
+    assert (lat[1], lon[1]) == (51.51, -0.51)
+    # no gallery, no place: the seed's centre + offset
+    lat, lon, src = refine(outputs, None, None, centres, snap_km=10.0)
+    assert list(src) == ["offset", "offset"] and lat[1] == pytest.approx(51.49)

@@ -14,43 +14,23 @@ import numpy as np
 from geo_assets.geo.geocells import GeocellGrid
 from geo_assets.geo.haversine import haversine_km
 from geo_assets.model.dataset import GeoDataset
-from geo_assets.model.geolocator import GeolocatorMLP, class_grid_cells
+from geo_assets.model.geolocator import GeolocatorMLP, class_centres, class_grid_cells
 from geo_assets.model.metrics import per_image_outcomes, region_centre_baseline
-from geo_assets.model.refine import Gallery, model_outputs, refine
+from geo_assets.model.refine import Gallery, model_outputs, refine, snap_distance_km
 from geo_assets.model.spec import ModelSpec
 from geo_assets.model.uncertainty import bootstrap_metrics, json_safe
 
 N_BOOT = 1000
 
 
-def class_of_point_fn(model: GeolocatorMLP, grid: GeocellGrid):
-    """(lat, lon) arrays -> class index (-1 outside the grid or not a class)."""
-    cells = class_grid_cells(model)
-    lookup = np.full(grid.n_cells, -1, dtype=np.int64)
-    lookup[cells] = np.arange(cells.size)
-    b = grid.bounds
-
-    def class_of(lat, lon):
-        lat, lon = np.asarray(lat, np.float64), np.asarray(lon, np.float64)
-        inside = (lat >= b.min_lat) & (lat <= b.max_lat) & (lon >= b.min_lon) & (lon <= b.max_lon)
-        out = np.full(lat.shape, -1, dtype=np.int64)
-        if inside.any():
-            out[inside] = lookup[np.asarray(grid.cell_of(lat[inside], lon[inside])).reshape(-1)]
-        return out
-
-    return class_of
-
-
 def predict_rows(model: GeolocatorMLP, gallery: Gallery | None, spec: ModelSpec, ds: GeoDataset,
                  grid: GeocellGrid) -> dict:
     """Final predictions for every row of `ds`: lat, lon, source, grid cell, top-10 grid cells, confidence."""
-    gaz = ds.gaz if spec.gazetteer_prior or spec.retrieval else None
-    out = model_outputs(model, ds.features(spec.feature), ds.gaz if spec.gazetteer_prior else None, grid, k=10)
+    gaz = ds.gaz if spec.gazetteer_prior else None
+    out = model_outputs(model, ds.features(spec.feature), gaz, grid, k=10)
     cells = class_grid_cells(model)
-    if spec.retrieval:
-        lat, lon, source = refine(out, gallery, gaz, class_of_point_fn(model, grid))
-    else:
-        lat, lon, source = out["lat"].astype(np.float64), out["lon"].astype(np.float64), np.full(len(ds), "offset", object)
+    lat, lon, source = refine(out, gallery if spec.retrieval else None, gaz, class_centres(model, grid).cpu().numpy(),
+                              snap_distance_km(grid.size))
     return {"lat": lat, "lon": lon, "source": source, "cell": cells[out["cls"]] if len(ds) else np.zeros(0, np.int64),
             "topk": cells[out["topk"]] if len(ds) else np.zeros((0, 10), np.int64),
             "confidence": out["confidence"], "topk_p": out["topk_p"]}

@@ -18,6 +18,9 @@ Options beyond the seed (all off in the seed's exact model):
   `w * exp(-d / sigma)` to each class's logit, d = km from the class centre to
   that place, w learned. Text the caption encoder buries becomes a direct
   signal the classifier can weigh against the scene.
+- `input_norm`: standardise each input feature with the training rows' mean and
+  standard deviation (stored as buffers). The encoder blocks differ in scale by
+  an order of magnitude; without it the largest block drowns the others.
 - `token_dims`: a trainable fusion. The input is split into its encoder blocks
   (caption CLS, image CLS, OCR-text CLS), each projected to a token, and one
   self-attention layer mixes the tokens before the MLP (the seed's fusion is
@@ -34,6 +37,7 @@ from torch import nn
 HIDDEN = (1024, 512, 256)
 TOKEN_WIDTH = 256
 KM_PER_DEG = 111.195
+PRIOR_INIT_NATS = 6.0  # starting weight of the gazetteer prior (learned from there); chosen on validation
 
 
 def prior_sigma_km(geocell_size: float) -> float:
@@ -70,7 +74,8 @@ class TokenFusion(nn.Module):
 
 class GeolocatorMLP(nn.Module):
     def __init__(self, in_dim: int, n_cells: int, geocell_size: float, hidden: tuple[int, ...] = HIDDEN, *,
-                 class_cells=None, centres=None, gazetteer_prior: bool = False, token_dims=None):
+                 class_cells=None, centres=None, gazetteer_prior: bool = False, token_dims=None,
+                 input_norm: bool = False):
         """`n_cells` is the number of classes. With `class_cells` (grid ids of the classes)
         `centres` must give their (n, 2) lat/lon; without, class k is grid cell k and the
         caller decodes with the grid's centres table."""
@@ -96,6 +101,10 @@ class GeolocatorMLP(nn.Module):
             self.centres = None
         if self.gazetteer_prior and self.centres is None:
             raise ValueError("gazetteer_prior needs the class centres")
+        self.input_norm = bool(input_norm)
+        if self.input_norm:
+            self.register_buffer("x_mean", torch.zeros(self.in_dim))
+            self.register_buffer("x_std", torch.ones(self.in_dim))
         self.fusion = TokenFusion(tuple(self.token_dims)) if self.token_dims else None
         layers: list[nn.Module] = []
         prev = self.fusion.out_dim if self.fusion is not None else self.in_dim
@@ -106,12 +115,20 @@ class GeolocatorMLP(nn.Module):
         self.classifier = nn.Linear(prev, self.n_cells)
         self.regressor = nn.Linear(prev, 2)
         if self.gazetteer_prior:
-            # softplus(raw) = weight of the prior; starts at 2 nats for the named place's cell.
-            self.prior_weight_raw = nn.Parameter(torch.tensor(math.log(math.expm1(2.0))))
+            # softplus(raw) = weight of the prior, in nats for the named place's cell.
+            self.prior_weight_raw = nn.Parameter(torch.tensor(math.log(math.expm1(PRIOR_INIT_NATS))))
             self.prior_sigma_km = prior_sigma_km(self.geocell_size)
+
+    def set_input_stats(self, x: torch.Tensor) -> None:
+        """Mean and std of the training rows for `input_norm` (std floored: constant features stay 0)."""
+        with torch.no_grad():
+            self.x_mean.copy_(x.mean(dim=0))
+            self.x_std.copy_(x.std(dim=0).clamp_min(1e-3))
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """The last hidden layer h (B, 256): the space retrieval refinement searches."""
+        if self.input_norm:
+            x = (x - self.x_mean) / self.x_std
         return self.features(self.fusion(x) if self.fusion is not None else x)
 
     def prior(self, gaz: torch.Tensor) -> torch.Tensor:
@@ -142,6 +159,8 @@ class GeolocatorMLP(nn.Module):
             cfg["gazetteer_prior"] = True
         if self.token_dims:
             cfg["token_dims"] = self.token_dims
+        if self.input_norm:
+            cfg["input_norm"] = True
         return cfg
 
 
@@ -155,7 +174,8 @@ def build_from_config(arch: dict, grid) -> GeolocatorMLP:
                                torch.as_tensor(lon, dtype=torch.float32).reshape(-1)], dim=1)
     return GeolocatorMLP(int(arch["in_dim"]), int(arch["n_cells"]), float(arch["geocell_size"]),
                          tuple(arch.get("hidden", HIDDEN)), class_cells=class_cells, centres=centres,
-                         gazetteer_prior=bool(arch.get("gazetteer_prior", False)), token_dims=arch.get("token_dims"))
+                         gazetteer_prior=bool(arch.get("gazetteer_prior", False)), token_dims=arch.get("token_dims"),
+                         input_norm=bool(arch.get("input_norm", False)))
 
 
 def class_centres(model: GeolocatorMLP, grid) -> torch.Tensor:

@@ -26,7 +26,7 @@ import torch
 from geo_assets.geo.haversine import haversine_km
 from geo_assets.model.artifacts import LoadedModel
 from geo_assets.model.geolocator import class_centres
-from geo_assets.model.refine import Gallery, model_outputs, refine
+from geo_assets.model.refine import Gallery, model_outputs, refine, snap_distance_km
 
 CITY_KM = 50.0
 DISTRICT_KM = 10.0
@@ -55,7 +55,6 @@ def predict_features(loaded: LoadedModel, features: np.ndarray, gaz: np.ndarray 
                      gallery: Gallery | None = None) -> list[dict]:
     """One dict per row: lat, lon (after retrieval refinement when the model has a gallery),
     source, cell (grid id), confidence (arg-max class probability) and the privacy score."""
-    from geo_assets.model.evaluate import class_of_point_fn
     from geo_assets.model.geolocator import class_grid_cells
 
     x_np = np.asarray(features, dtype=np.float32)
@@ -69,11 +68,10 @@ def predict_features(loaded: LoadedModel, features: np.ndarray, gaz: np.ndarray 
     gaz_np = None if gaz is None else np.asarray(gaz, dtype=np.float64).reshape(n, 2)
     out = model_outputs(model, x_np, gaz_np if model.gazetteer_prior else None, loaded.grid, k=model.n_cells)
     spec = loaded.meta.get("spec", {})
-    if spec.get("retrieval") and (gallery is not None or gaz_np is not None):
-        lat, lon, source = refine(out, gallery, gaz_np, class_of_point_fn(model, loaded.grid))
-    else:
-        lat, lon, source = out["lat"], out["lon"], np.full(n, "offset", object)
-    centres = class_centres(model, loaded.grid).cpu().numpy()
+    centres_np = class_centres(model, loaded.grid).cpu().numpy()
+    lat, lon, source = refine(out, gallery if spec.get("retrieval") else None,
+                              gaz_np if model.gazetteer_prior else None, centres_np, snap_distance_km(loaded.grid.size))
+    centres = centres_np
     cells = class_grid_cells(model)
     results = []
     for i in range(n):

@@ -1,17 +1,20 @@
-"""Retrieval refinement (PIGEON's within-cell refinement, GeoCLIP's GPS gallery), and
-turning a trained model's outputs into final coordinates.
+"""From a trained model's outputs to final coordinates: the gazetteer snap and retrieval
+refinement (PIGEON's within-cell refinement, GeoCLIP's GPS gallery).
 
 The classifier says which cells are likely; it cannot say where in a cell.
-Retrieval does: every training image is a gallery entry (its last hidden layer
-h, its true location, its class). For a query, the candidates are the gallery
-entries in the top-k predicted classes, plus the gazetteer's guess when the
-OCR text named a place; each candidate scores
 
-    log p(class of candidate) + cosine(h_query, h_candidate) / temperature
+1. Gazetteer snap. When the OCR text named a place and the model's arg-max
+   class lies within `snap_km` of it, the model agrees with the gazetteer
+   (the gazetteer prior is how it was told), and the place's own coordinates
+   are more precise than a cell centre plus offset: predict them.
+2. Retrieval. Otherwise, with a gallery (every training image: its last hidden
+   layer h, true location and class), the candidates are the gallery entries
+   in the top-k classes, each scoring
 
-(the gazetteer candidate gets cosine 1: a named place is as good as an exact
-match if its class is likely), and the best candidate's location is the
-prediction. Without a gallery the prediction is the seed's centre + offset.
+       log p(class) + cosine(h_query, h_candidate) / temperature
+
+   and the best one's location is the prediction.
+3. Otherwise the seed's point: centre of the arg-max class + offset.
 """
 
 from __future__ import annotations
@@ -97,51 +100,55 @@ def build_gallery(model: GeolocatorMLP, features: np.ndarray, lat: np.ndarray, l
                    cls=cls)
 
 
-def refine(outputs: dict, gallery: Gallery | None, gaz: np.ndarray | None, class_of_point,
-           top_k: int = DEFAULT_TOP_K, temperature: float = DEFAULT_TEMPERATURE) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """-> (lat, lon, source) per query; source is 'retrieval', 'gazetteer' or 'offset' (the seed's point).
+def snap_distance_km(geocell_size: float) -> float:
+    """How close the arg-max class centre must be to the named place: a cell and a half, at least 10 km."""
+    return max(10.0, 1.5 * geocell_size * 111.2 * 2**0.5)
 
-    `class_of_point(lat, lon)` maps points to class indices (-1 when not a class)."""
+
+def refine(outputs: dict, gallery: Gallery | None, gaz: np.ndarray | None, centres: np.ndarray, snap_km: float,
+           top_k: int = DEFAULT_TOP_K, temperature: float = DEFAULT_TEMPERATURE) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """-> (lat, lon, source) per query; source is 'gazetteer', 'retrieval' or 'offset' (the seed's point).
+    `centres` (n_classes, 2) are the class centres; `gaz` (N, 2) the gazetteer guesses (NaN = none)."""
+    from geo_assets.geo.haversine import haversine_km
+
     n = len(outputs["lat"])
     lat, lon = outputs["lat"].astype(np.float64).copy(), outputs["lon"].astype(np.float64).copy()
     source = np.full(n, "offset", dtype=object)
-    if n == 0 or (gallery is None and gaz is None):
+    if n == 0:
         return lat, lon, source
-    topk = outputs["topk"][:, :top_k]
-    logp = np.log(np.maximum(outputs["topk_p"][:, :top_k], 1e-12))
-    hq = _normalise(outputs["h"]) if gallery is not None else None
-    gaz_cls = None
+    snapped = np.zeros(n, dtype=bool)
     if gaz is not None:
         gaz = np.asarray(gaz, dtype=np.float64).reshape(n, 2)
         have = np.isfinite(gaz).all(axis=1)
-        gaz_cls = np.full(n, -1, dtype=np.int64)
         if have.any():
-            gaz_cls[have] = class_of_point(gaz[have, 0], gaz[have, 1])
+            top = np.asarray(centres, dtype=np.float64)[outputs["cls"][have]]
+            d = np.atleast_1d(haversine_km(top[:, 0], top[:, 1], gaz[have, 0], gaz[have, 1]))
+            idx = np.flatnonzero(have)[d <= snap_km]
+            snapped[idx] = True
+            lat[idx], lon[idx], source[idx] = gaz[idx, 0], gaz[idx, 1], "gazetteer"
+    if gallery is None:
+        return lat, lon, source
+    topk = outputs["topk"][:, :top_k]
+    logp = np.log(np.maximum(outputs["topk_p"][:, :top_k], 1e-12))
+    hq = _normalise(outputs["h"])
+    order = np.argsort(gallery.cls, kind="stable")
+    cls_sorted = gallery.cls[order]
     by_class: dict[int, np.ndarray] = {}
-    if gallery is not None:
-        order = np.argsort(gallery.cls, kind="stable")
-        cls_sorted = gallery.cls[order]
-        for c in np.unique(topk):
-            lo, hi = np.searchsorted(cls_sorted, c, "left"), np.searchsorted(cls_sorted, c, "right")
-            by_class[int(c)] = order[lo:hi]
-    for i in range(n):
+    for c in np.unique(topk):
+        lo, hi = np.searchsorted(cls_sorted, c, "left"), np.searchsorted(cls_sorted, c, "right")
+        by_class[int(c)] = order[lo:hi]
+    for i in np.flatnonzero(~snapped):
         best_score, best = -np.inf, None
-        if gallery is not None:
-            for c, lp in zip(topk[i].tolist(), logp[i].tolist()):
-                members = by_class.get(c)
-                if members is None or members.size == 0:
-                    continue
-                sims = gallery.h[members] @ hq[i]
-                j = int(np.argmax(sims))
-                score = lp + float(sims[j]) / temperature
-                if score > best_score:
-                    best_score, best = score, ("retrieval", gallery.lat[members[j]], gallery.lon[members[j]])
-        if gaz_cls is not None and gaz_cls[i] >= 0:
-            hit = np.flatnonzero(topk[i] == gaz_cls[i])
-            if hit.size:
-                score = float(logp[i, hit[0]]) + 1.0 / temperature
-                if score >= best_score:
-                    best_score, best = score, ("gazetteer", gaz[i, 0], gaz[i, 1])
+        for c, lp in zip(topk[i].tolist(), logp[i].tolist()):
+            members = by_class.get(c)
+            if members is None or members.size == 0:
+                continue
+            sims = gallery.h[members] @ hq[i]
+            j = int(np.argmax(sims))
+            score = lp + float(sims[j]) / temperature
+            if score > best_score:
+                best_score, best = score, (gallery.lat[members[j]], gallery.lon[members[j]])
         if best is not None:
-            source[i], lat[i], lon[i] = best
+            lat[i], lon[i] = best
+            source[i] = "retrieval"
     return lat, lon, source

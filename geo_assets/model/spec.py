@@ -22,6 +22,7 @@ class ModelSpec:
     gazetteer_prior: bool = False  # the OCR text's gazetteer guess as a logit bonus
     token_fusion: bool = False  # trainable attention over the encoder blocks
     retrieval: bool = False  # refine within the top-k cells by nearest training images
+    input_norm: bool = False  # standardise input features (training-row statistics)
 
     def __post_init__(self) -> None:
         if self.feature not in FEATURES:
@@ -32,7 +33,7 @@ class ModelSpec:
 
     def train_config(self, **kw) -> TrainConfig:
         return TrainConfig(classes=self.classes, smoothing_km=self.smoothing_km, gazetteer_prior=self.gazetteer_prior,
-                           token_fusion=self.token_fusion, **kw)
+                           token_fusion=self.token_fusion, input_norm=self.input_norm, **kw)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -43,7 +44,7 @@ PRESETS: dict[str, ModelSpec] = {
     # CE + 0.6 haversine, centre + offset.
     "seed": ModelSpec(),
     "default": ModelSpec(feature="concat_ocr", classes="with_data", smoothing_km=75.0, gazetteer_prior=True,
-                         token_fusion=False, retrieval=True),
+                         token_fusion=False, retrieval=True, input_norm=True),
 }
 
 

@@ -54,6 +54,7 @@ class TrainConfig:
     smoothing_km: float = 0.0  # haversine label smoothing tau (PIGEON ~75 km); 0 = one-hot (seed)
     gazetteer_prior: bool = False  # add the gazetteer guess as a per-class logit bonus
     token_fusion: bool = False  # trainable self-attention over the encoder blocks
+    input_norm: bool = False  # standardise features with the training rows' statistics
 
     def __post_init__(self) -> None:
         if self.classes not in ("all", "with_data"):
@@ -234,8 +235,11 @@ def _train(features, lat, lon, is_val, grid: GeocellGrid, config: TrainConfig, p
         model = GeolocatorMLP(
             x_np.shape[1], len(centres_np), grid.size, HIDDEN, class_cells=class_cells,
             centres=centres_np if (class_cells is not None or config.gazetteer_prior) else None,
-            gazetteer_prior=config.gazetteer_prior, token_dims=token_dims if config.token_fusion else None)
+            gazetteer_prior=config.gazetteer_prior, token_dims=token_dims if config.token_fusion else None,
+            input_norm=config.input_norm)
     model.to(device)
+    if config.input_norm:
+        model.set_input_stats(x[tr])
     shuffle = torch.Generator(device="cpu")
     shuffle.manual_seed(config.seed)
     optimizer = _adam(model, config.lr)

@@ -54,6 +54,11 @@ class TrainingConfig(dg.Config):
     split_protocol: str = "sequence"
     """'sequence' (default) or 'block' (whole geographic blocks held out); the seed-protocol twin is always trained too."""
     block_deg: float = 0.5
+    validation_fraction: float = 0.15
+    """Share of sequences (or blocks) that steer training."""
+    test_fraction: float = 0.15
+    """Share of sequences (or blocks) held out for every reported number. The attacker's
+    table marks its test rows with the default fractions."""
     seed_protocol_twin: bool = True
     """Also train under the seed's random 80/20 per-image split, for the side-by-side table."""
     max_epochs: int = _TRAIN_DEFAULTS.max_epochs
@@ -70,7 +75,8 @@ class TrainingConfig(dg.Config):
     def split_config(self) -> SplitConfig:
         if self.split_protocol not in PROTOCOLS or self.split_protocol == "seed_random":
             raise ValueError(f"split_protocol must be 'sequence' or 'block', got {self.split_protocol!r}")
-        return SplitConfig(protocol=self.split_protocol, block_deg=self.block_deg)
+        return SplitConfig(protocol=self.split_protocol, block_deg=self.block_deg,
+                           validation_fraction=self.validation_fraction, test_fraction=self.test_fraction)
 
     def train_kwargs(self) -> dict:
         return {"lr": self.lr, "batch_size": self.batch_size, "max_epochs": self.max_epochs,
@@ -81,8 +87,10 @@ def _save(model_dir, fit, spec: ModelSpec, meta: dict, grid) -> None:
     result = fit.result
     best = result.history[result.best_epoch] if result.history else {}
     save_model(model_dir, fit.model, {
-        **meta, "spec": spec.to_dict(), "split": {"protocol": fit.split_config.protocol, "key": fit.split_config.key(),
-                                                  "block_deg": fit.split_config.block_deg, "rows": fit.n},
+        **meta, "spec": spec.to_dict(),
+        "split": {"protocol": fit.split_config.protocol, "key": fit.split_config.key(), "block_deg": fit.split_config.block_deg,
+                  "validation_fraction": fit.split_config.validation_fraction,
+                  "test_fraction": fit.split_config.test_fraction, "rows": fit.n},
         "history": result.history, "best_epoch": result.best_epoch, "best_val_median_km": best.get("val_median_km"),
         "train_seconds": result.seconds, "device": result.device,
         "seconds_per_epoch": (sum(h["seconds"] for h in result.history) / len(result.history)) if result.history else None,
@@ -172,7 +180,9 @@ def evaluate_model_dir(layout, model_dir, blur: str) -> dict:
     meta = loaded.meta
     spec = ModelSpec(**meta["spec"])
     split = meta["split"]
-    split_config = SplitConfig(protocol=split["protocol"], block_deg=split.get("block_deg", 0.5))
+    split_config = SplitConfig(protocol=split["protocol"], block_deg=split.get("block_deg", 0.5),
+                               validation_fraction=split.get("validation_fraction", 0.15),
+                               test_fraction=split.get("test_fraction", 0.15))
     ds = load_dataset(layout, blur)
     gallery = Gallery.load(model_dir / GALLERY_FILE) if (model_dir / GALLERY_FILE).exists() else None
     splits = dataset_splits(ds, split_config)
