@@ -437,6 +437,15 @@ class MapillaryClient:
         self._count("pages")
         return [r for r in data["data"] if isinstance(r, dict)]
 
+    def _search_settings(self, limit, max_depth, fields) -> tuple[int, int, list[str]]:
+        """Page size and split depth (the client's defaults unless given), and the fields with id
+        and captured_at first: what every search needs."""
+        limit = self.search_limit if limit is None else limit
+        max_depth = self.max_split_depth if max_depth is None else int(max_depth)
+        if not 1 <= int(limit) <= MAX_LIMIT:
+            raise ValueError(f"limit must be 1..{MAX_LIMIT}, got {limit}")
+        return int(limit), max_depth, list(dict.fromkeys(["id", "captured_at", *fields]))
+
     def search_images(
         self,
         bbox: BBox,
@@ -451,12 +460,7 @@ class MapillaryClient:
         `id` and `captured_at` are always requested. Times are epoch ms or ISO 8601;
         start is inclusive.
         """
-        limit = self.search_limit if limit is None else limit
-        max_depth = self.max_split_depth if max_depth is None else int(max_depth)
-        if not 1 <= int(limit) <= MAX_LIMIT:
-            raise ValueError(f"limit must be 1..{MAX_LIMIT}, got {limit}")
-        limit = int(limit)
-        fields = list(dict.fromkeys(["id", "captured_at", *fields]))
+        limit, max_depth, fields = self._search_settings(limit, max_depth, fields)
         start = to_epoch_ms(start_captured_at)
         end = to_epoch_ms(end_captured_at)
         seen: dict[str, dict] = {}
@@ -533,12 +537,7 @@ class MapillaryClient:
         for completeness: a window is complete only when its page was not full.
         After the last window, `last_search_horizon` is set as by `search_images`.
         """
-        limit = self.search_limit if limit is None else limit
-        max_depth = self.max_split_depth if max_depth is None else int(max_depth)
-        if not 1 <= int(limit) <= MAX_LIMIT:
-            raise ValueError(f"limit must be 1..{MAX_LIMIT}, got {limit}")
-        limit = int(limit)
-        fields = list(dict.fromkeys(["id", "captured_at", *fields]))
+        limit, max_depth, fields = self._search_settings(limit, max_depth, fields)
         start = to_epoch_ms(start_captured_at)
         first = None if start is None else _sec_floor(start)  # what the API's whole-second start means
         self.last_search_horizon = None

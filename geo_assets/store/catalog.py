@@ -24,6 +24,7 @@ from pathlib import Path
 import duckdb
 
 from geo_assets.store.layout import TABLES, StorageLayout
+from geo_assets.store.locks import flock_until
 
 log = logging.getLogger(__name__)
 
@@ -38,14 +39,7 @@ class CatalogBusy(RuntimeError):
 def _file_lock(path: Path, deadline: float):
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path.with_suffix(".lock"), "w") as fh:
-        while True:
-            try:
-                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise CatalogBusy(f"{path.with_suffix('.lock')} stayed locked") from None
-                time.sleep(0.05)
+        flock_until(fh, deadline, lambda: CatalogBusy(f"{path.with_suffix('.lock')} stayed locked"), 0.05)
         try:
             yield
         finally:

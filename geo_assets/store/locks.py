@@ -17,19 +17,24 @@ def partition_lock(root: Path, asset: str, partition: str, timeout_s: float = 36
     except OSError as exc:
         raise OSError(f"cannot create folder {path.parent}: {exc.strerror or exc}") from exc
     with open(path, "w") as fh:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            try:
-                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"{asset}[{partition}] stayed locked by another run for {timeout_s:.0f}s")
-                time.sleep(0.2)
+        flock_until(fh, time.monotonic() + timeout_s,
+                    lambda: TimeoutError(f"{asset}[{partition}] stayed locked by another run for {timeout_s:.0f}s"), 0.2)
         try:
             yield
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def flock_until(fh, deadline: float, on_timeout, poll_s: float) -> None:
+    """Take an exclusive flock on `fh`, polling until `deadline` (monotonic), then raise on_timeout()."""
+    while True:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                raise on_timeout() from None
+            time.sleep(poll_s)
 
 
 def remove_orphan_temp_files(folder: Path) -> int:
