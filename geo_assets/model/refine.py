@@ -4,7 +4,8 @@ refinement (PIGEON's within-cell refinement, GeoCLIP's GPS gallery).
 The classifier says which cells are likely; it cannot say where in a cell.
 
 1. Gazetteer snap. When the OCR text named a place and the model's arg-max
-   class lies within `snap_km` of it, the model agrees with the gazetteer
+   class lies within `snap_km` of it (or is the class nearest to it), the
+   model agrees with the gazetteer
    (the gazetteer prior is how it was told), and the place's own coordinates
    are more precise than a cell centre plus offset: predict them.
 2. Retrieval. Otherwise, with a gallery (every training image: its last hidden
@@ -121,9 +122,15 @@ def refine(outputs: dict, gallery: Gallery | None, gaz: np.ndarray | None, centr
         gaz = np.asarray(gaz, dtype=np.float64).reshape(n, 2)
         have = np.isfinite(gaz).all(axis=1)
         if have.any():
-            top = np.asarray(centres, dtype=np.float64)[outputs["cls"][have]]
-            d = np.atleast_1d(haversine_km(top[:, 0], top[:, 1], gaz[have, 0], gaz[have, 1]))
-            idx = np.flatnonzero(have)[d <= snap_km]
+            c = np.asarray(centres, dtype=np.float64)
+            hidx = np.flatnonzero(have)
+            top = c[outputs["cls"][hidx]]
+            d = np.atleast_1d(haversine_km(top[:, 0], top[:, 1], gaz[hidx, 0], gaz[hidx, 1]))
+            # Where classes are sparse the named place's own cell may hold no class: the model
+            # also agrees when its arg-max is the class nearest to the place.
+            nearest = np.array([int(np.argmin(haversine_km(c[:, 0], c[:, 1], np.full(len(c), g[0]), np.full(len(c), g[1]))))
+                                for g in gaz[hidx]], dtype=np.int64)
+            idx = hidx[(d <= snap_km) | (outputs["cls"][hidx] == nearest)]
             snapped[idx] = True
             lat[idx], lon[idx], source[idx] = gaz[idx, 0], gaz[idx, 1], "gazetteer"
     if gallery is None:
