@@ -10,7 +10,7 @@ from geo_assets.defs.schedules import geocell_requests
 from geo_assets_tests.dagster_helpers import materialize_tile, metadata
 
 TILES = tile_partitions.get_partition_keys()
-TILE_STAGES = ["ocr_text", "blurred_images", "captions", "embeddings"]
+TILE_STAGES = ["ocr_text", "blurred_images", "captions", "embeddings", "gazetteer_attack"]
 
 
 def requested(result) -> dict[str, set]:

@@ -40,7 +40,7 @@ INSTANCE_YAML = REPO_ROOT / "storage" / "dagster.yaml"
 CHROMIUM = Path("/usr/bin/chromium")
 
 EXPECTED_ASSETS = (
-    "raw_images", "ocr_text", "blurred_images", "captions", "embeddings",
+    "raw_images", "ocr_text", "blurred_images", "captions", "embeddings", "gazetteer_attack",
     "geolocator_model", "model_evaluation", "privacy_report",
 )
 CHROMIUM_ARGS = [

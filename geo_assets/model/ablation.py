@@ -24,12 +24,14 @@ ABLATION: list[tuple[str, str, dict]] = [
     ("+ label smoothing 75 km", "seed", {"classes": "with_data", "smoothing_km": 75.0}),
     ("+ concat features", "seed", {"classes": "with_data", "smoothing_km": 75.0, "feature": "concat"}),
     ("+ OCR text encoded alone", "seed", {"classes": "with_data", "smoothing_km": 75.0, "feature": "concat_ocr"}),
-    ("+ gazetteer prior", "seed", {"classes": "with_data", "smoothing_km": 75.0, "feature": "concat_ocr",
-                                   "gazetteer_prior": True}),
-    ("+ retrieval (= default)", "default", {}),
+    ("+ gazetteer prior and snap", "seed", {"classes": "with_data", "smoothing_km": 75.0, "feature": "concat_ocr",
+                                            "gazetteer_prior": True}),
+    ("+ input standardisation (= default)", "default", {}),
+    ("default + retrieval", "default", {"retrieval": True}),
     ("default + trainable fusion", "default", {"token_fusion": True}),
     ("default without OCR vector", "default", {"feature": "concat"}),
     ("default without gazetteer prior", "default", {"gazetteer_prior": False}),
+    ("default without label smoothing", "default", {"smoothing_km": 0.0}),
 ]
 REPORTED = ("median_km", "geocell_accuracy_pct", "within_1km_pct", "within_10km_pct", "within_100km_pct", "geoscore")
 
