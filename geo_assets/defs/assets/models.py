@@ -119,6 +119,12 @@ def geolocator_model(context: dg.AssetExecutionContext, config: TrainingConfig, 
     gallery) and the seed-protocol twin under seed_protocol/."""
     blur, geocell = split_model_partition_key(context.partition_key)
     layout = storage.layout()
+    # Two runs of one partition take turns: the model folder is written in place.
+    with partition_lock(layout.root, "geolocator_model", f"{blur}_{geocell}"):
+        return _train_partition(context, config, layout, blur, geocell)
+
+
+def _train_partition(context, config: TrainingConfig, layout, blur: str, geocell: str) -> dg.MaterializeResult:
     spec = config.spec()
     ds = load_dataset(layout, blur)
     if len(ds) < 10:
@@ -137,17 +143,14 @@ def geolocator_model(context: dg.AssetExecutionContext, config: TrainingConfig, 
         protocols.append((SplitConfig(protocol="seed_random"), model_dir / SEED_PROTOCOL_DIR))
     summary = {}
     started = time.perf_counter()
-    # Two runs of one partition take turns: the model folder is written in place.
-    with partition_lock(layout.root, "geolocator_model", f"{blur}_{geocell}"):
-        for split_config, out_dir in protocols:
-            context.log.info(f"training under split protocol {split_config.protocol}")
-            fit = fit_model(ds, grid, spec, split_config, progress=progress, **config.train_kwargs())
-            _save(out_dir, fit, spec, meta, grid)
-            best = fit.result.history[fit.result.best_epoch] if fit.result.history else {}
-            summary[split_config.protocol] = {**fit.n, "epochs": len(fit.result.history),
-                                              "best_epoch": fit.result.best_epoch,
-                                              "best_val_median_km": best.get("val_median_km"),
-                                              "seconds": round(fit.result.seconds, 2), "classes": fit.model.n_cells}
+    for split_config, out_dir in protocols:
+        context.log.info(f"training under split protocol {split_config.protocol}")
+        fit = fit_model(ds, grid, spec, split_config, progress=progress, **config.train_kwargs())
+        _save(out_dir, fit, spec, meta, grid)
+        best = fit.result.history[fit.result.best_epoch] if fit.result.history else {}
+        summary[split_config.protocol] = {**fit.n, "epochs": len(fit.result.history), "best_epoch": fit.result.best_epoch,
+                                          "best_val_median_km": best.get("val_median_km"),
+                                          "seconds": round(fit.result.seconds, 2), "classes": fit.model.n_cells}
     main = summary[config.split_config().protocol]
     return dg.MaterializeResult(
         metadata={
