@@ -45,7 +45,7 @@ def test_pipeline_learns_models_report_new_geocell_and_predict(dagster_resources
                 assert meta["classes"] < meta["grid_cells"]  # classes only where training data is
                 assert "beats_region_centre_baseline" in checks(result)
                 folder = layout.model_dir(blur, geocell)
-                for name in ("model.pt", "model.json", "gallery.npz", "evaluation.json", "predictions.parquet",
+                for name in ("model.pt", "model.json", "evaluation.json", "predictions.parquet",
                              "seed_protocol/model.json"):
                     assert (folder / name).is_file(), name
                 evaluation = json.loads((folder / "evaluation.json").read_text())
