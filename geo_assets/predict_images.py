@@ -188,7 +188,8 @@ def predict_images(paths: list[Path], models_dir: Path | str | None = None, *, o
 def _predict_one(entry: dict, path: Path, image, engine, captioner, text_encoder, image_encoder, fusion, world,
                  model_dirs, models, galleries, region) -> None:
     from geo_assets.attack.gazetteer import locate
-    from geo_assets.embed.fusion import concat_features
+    from geo_assets.embed.encoders import encode_optional_texts
+    from geo_assets.model.dataset import FEATURES, assemble_features
     from geo_assets.model.predict import predict_features
     from geo_assets.preprocess.variants import caption_text, make_blurred_variant
 
@@ -200,12 +201,12 @@ def _predict_one(entry: dict, path: Path, image, engine, captioner, text_encoder
         rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
         text = caption_text(captioner.caption_batch([rgb])[0], variant_words)
         text_cls = text_encoder.encode([text.caption])
-        ocr_cls = text_encoder.encode([text.cleaned]) if text.cleaned.strip() else np.zeros((1, text_encoder.dim), np.float32)
+        ocr_cls = encode_optional_texts(text_encoder, [text.cleaned])
         enc = image_encoder.encode([rgb])
-        concat = concat_features(text_cls, enc.cls)
+        fused = fusion.fuse(text_cls, enc.tokens)
         guess = locate(variant_words)
-        features[name] = {"fused": fusion.fuse(text_cls, enc.tokens), "concat": concat,
-                          "concat_ocr": np.concatenate([concat, ocr_cls], axis=1), "caption": text.caption,
+        features[name] = {**{f: assemble_features(f, text_cls, enc.cls, fused, ocr_cls) for f in FEATURES},
+                          "caption": text.caption,
                           "gaz": np.array([[guess.lat, guess.lon]] if guess else [[np.nan, np.nan]])}
     truth = _truth(path, world)
     entry["truth"] = truth

@@ -86,6 +86,15 @@ class ImageEncoder(Protocol):
 # Helpers
 
 
+def encode_optional_texts(text_encoder: TextEncoder, texts: list[str]) -> np.ndarray:
+    """CLS of each non-empty text; zeros where there is none (an image without OCR text)."""
+    out = np.zeros((len(texts), text_encoder.dim), dtype=np.float32)
+    idx = [i for i, t in enumerate(texts) if t and t.strip()]
+    if idx:
+        out[idx] = text_encoder.encode([texts[i] for i in idx])
+    return out
+
+
 def _fingerprint(folder: Path) -> str:
     """Cheap identity of a model folder: config + names and sizes of weight files."""
     h = hashlib.sha256()

@@ -28,6 +28,18 @@ from geo_assets.store.layout import StorageLayout
 FEATURES = ("fused", "concat", "concat_ocr")
 
 
+def assemble_features(name: str, text_emb, image_emb, fused, ocr_emb) -> np.ndarray:
+    """The model input `name` (FEATURES) from the stored vectors, (N, D) float32."""
+    if name not in FEATURES:
+        raise ValueError(f"feature must be one of {FEATURES}, got {name!r}")
+    if name == "fused":
+        return np.asarray(fused, dtype=np.float32)
+    from geo_assets.embed.fusion import concat_features
+
+    x = concat_features(text_emb, image_emb)
+    return concat_features(x, ocr_emb) if name == "concat_ocr" else x
+
+
 @dataclass
 class GeoDataset:
     image_ids: list[str]
@@ -48,12 +60,7 @@ class GeoDataset:
         return len(self.image_ids)
 
     def features(self, name: str) -> np.ndarray:
-        if name not in FEATURES:
-            raise ValueError(f"feature must be one of {FEATURES}, got {name!r}")
-        if name == "fused":
-            return self.fused
-        blocks = [self.text_emb, self.image_emb] + ([self.ocr_emb] if name == "concat_ocr" else [])
-        return np.ascontiguousarray(np.concatenate(blocks, axis=1), dtype=np.float32)
+        return assemble_features(name, self.text_emb, self.image_emb, self.fused, self.ocr_emb)
 
     def block_dims(self, name: str) -> tuple[int, ...]:
         """Widths of the blocks `features(name)` concatenates (for a token fusion)."""
@@ -68,7 +75,8 @@ class GeoDataset:
         return np.stack([self.gaz_lat, self.gaz_lon], axis=1)
 
     def subset(self, mask) -> "GeoDataset":
-        idx = np.flatnonzero(np.asarray(mask, dtype=bool)) if np.asarray(mask).dtype == bool else np.asarray(mask)
+        mask = np.asarray(mask)
+        idx = np.flatnonzero(mask) if mask.dtype == bool else mask
         out = {}
         for f in fields(self):
             v = getattr(self, f.name)

@@ -45,8 +45,12 @@ def prior_sigma_km(geocell_size: float) -> float:
     return max(3.0, 0.5 * geocell_size * KM_PER_DEG)
 
 
-def _haversine_matrix_km(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """(N, 2) x (M, 2) lat/lon degrees -> (N, M) great-circle km."""
+def haversine_matrix_km(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """(N, 2) x (M, 2) lat/lon degrees -> (N, M) great-circle km.
+
+    Not `haversine_km_torch`: that one clamps for a finite gradient at distance 0, which
+    reads 13 m for coincident points. Nothing differentiates through these distances
+    (they build targets and a fixed kernel), so exact zeros are kept."""
     la1, lo1 = torch.deg2rad(a[:, :1]), torch.deg2rad(a[:, 1:2])
     la2, lo2 = torch.deg2rad(b[:, 0])[None], torch.deg2rad(b[:, 1])[None]
     h = torch.sin((la2 - la1) / 2) ** 2 + torch.cos(la1) * torch.cos(la2) * torch.sin((lo2 - lo1) / 2) ** 2
@@ -136,7 +140,7 @@ class GeolocatorMLP(nn.Module):
         have = torch.isfinite(gaz).all(dim=1)
         bonus = torch.zeros(gaz.shape[0], self.n_cells, dtype=self.centres.dtype, device=gaz.device)
         if have.any():
-            d = _haversine_matrix_km(gaz[have].to(self.centres.dtype), self.centres)
+            d = haversine_matrix_km(gaz[have].to(self.centres.dtype), self.centres)
             bonus[have] = nn.functional.softplus(self.prior_weight_raw) * torch.exp(-d / self.prior_sigma_km)
         return bonus
 

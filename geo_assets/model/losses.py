@@ -25,12 +25,12 @@ import torch
 import torch.nn.functional as F
 
 from geo_assets.geo.haversine import haversine_km_torch
-from geo_assets.model.geolocator import _haversine_matrix_km, predict_coords
+from geo_assets.model.geolocator import haversine_matrix_km, predict_coords
 
 
 def haversine_smoothed_targets(true_latlon: torch.Tensor, centres: torch.Tensor, tau_km: float) -> torch.Tensor:
     """(B, n_classes) target distribution: softmax over classes of -(distance to centre) / tau."""
-    d = _haversine_matrix_km(true_latlon.to(centres.dtype), centres)
+    d = haversine_matrix_km(true_latlon.to(centres.dtype), centres)
     return torch.softmax(-(d - d.min(dim=1, keepdim=True).values) / float(tau_km), dim=1)
 
 

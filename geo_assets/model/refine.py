@@ -128,8 +128,7 @@ def refine(outputs: dict, gallery: Gallery | None, gaz: np.ndarray | None, centr
             d = np.atleast_1d(haversine_km(top[:, 0], top[:, 1], gaz[hidx, 0], gaz[hidx, 1]))
             # Where classes are sparse the named place's own cell may hold no class: the model
             # also agrees when its arg-max is the class nearest to the place.
-            nearest = np.array([int(np.argmin(haversine_km(c[:, 0], c[:, 1], np.full(len(c), g[0]), np.full(len(c), g[1]))))
-                                for g in gaz[hidx]], dtype=np.int64)
+            nearest = np.argmin(haversine_km(gaz[hidx, :1], gaz[hidx, 1:], c[None, :, 0], c[None, :, 1]), axis=1)
             idx = hidx[(d <= snap_km) | (outputs["cls"][hidx] == nearest)]
             snapped[idx] = True
             lat[idx], lon[idx], source[idx] = gaz[idx, 0], gaz[idx, 1], "gazetteer"

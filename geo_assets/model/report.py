@@ -114,6 +114,7 @@ def attack_results(attack_rows: list[dict], split: str = "test", n_boot: int = 1
     blurred-minus-unblurred difference per engine."""
     rows = [r for r in attack_rows if r.get("split") == split]
     out: dict = {}
+    per_image: dict = {}  # engine -> variant -> image id -> (km, sequence): for the paired difference
     by_key: dict = {}
     for r in rows:
         by_key.setdefault((r["engine"], r["variant"]), []).append(r)
@@ -129,9 +130,9 @@ def attack_results(attack_rows: list[dict], split: str = "test", n_boot: int = 1
             entry["text_reliant"] = bootstrap_metrics({"km": km[reliant]}, groups=[g for g, s in zip(groups, reliant) if s],
                                                       n_boot=n_boot)
         out.setdefault(engine, {})[variant] = entry
-        out[engine].setdefault("_rows", {})[variant] = {r["image_id"]: (km[k], groups[k], reliant[k]) for k, r in enumerate(rs)}
+        per_image.setdefault(engine, {})[variant] = {r["image_id"]: (km[k], groups[k]) for k, r in enumerate(rs)}
     for engine, per in out.items():
-        rows_by = per.pop("_rows")
+        rows_by = per_image[engine]
         if {"unblurred", "blurred"} <= set(rows_by):
             common = sorted(set(rows_by["unblurred"]) & set(rows_by["blurred"]))
             if common:

@@ -15,6 +15,7 @@ from geo_assets.defs.metadata import data_version_of
 from geo_assets.defs.partitions import tile_partitions
 from geo_assets.defs.resources import EncoderResource, StorageResource
 from geo_assets.defs.tables import CAPTION_SCHEMA, load_bgr, rows_by
+from geo_assets.embed.encoders import encode_optional_texts
 from geo_assets.embed.fusion import CrossAttentionFusion
 from geo_assets.embed.neighbours import nearest_neighbours, neighbour_distance_summary
 from geo_assets.ingest.pull import RAW_IMAGES_SCHEMA
@@ -100,7 +101,7 @@ def embeddings(context: dg.AssetExecutionContext, config: EmbeddingConfig, stora
                 rgb = [cv2.cvtColor(load_bgr(layout.root / p), cv2.COLOR_BGR2RGB) for p in paths]
                 t0 = time.perf_counter()
                 text_cls = text_encoder.encode([cap["caption"] for cap, _, _ in batch])
-                ocr_cls = _encode_ocr_text(text_encoder, [cap["ocr_clean"] for cap, _, _ in batch])
+                ocr_cls = encode_optional_texts(text_encoder, [cap["ocr_clean"] for cap, _, _ in batch])
                 t1 = time.perf_counter()
                 encoded = image_encoder.encode(rgb)
                 t2 = time.perf_counter()
@@ -154,15 +155,6 @@ def embeddings(context: dg.AssetExecutionContext, config: EmbeddingConfig, stora
             },
             data_version=data_version_of(f"{r['image_id']}:{r['variant']}:{r['image_sha256']}:{r['caption_sha256']}:{r['encoder_key']}" for r in all_rows),
         )
-
-
-def _encode_ocr_text(text_encoder, texts: list[str]) -> np.ndarray:
-    """CLS of each non-empty cleaned OCR text; zeros where the image has none."""
-    out = np.zeros((len(texts), text_encoder.dim), dtype=np.float32)
-    idx = [i for i, t in enumerate(texts) if t and t.strip()]
-    if idx:
-        out[idx] = text_encoder.encode([texts[i] for i in idx])
-    return out
 
 
 def _neighbour_sanity(rows: list[dict], queries: int = 3, k: int = 3) -> dict:

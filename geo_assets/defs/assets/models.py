@@ -177,8 +177,9 @@ PREDICTION_SCHEMA = pa.schema([
 """Per-image predictions on the evaluation split: what paired comparisons in the report resample."""
 
 
-def evaluate_model_dir(layout, model_dir, blur: str) -> dict:
-    """Load a saved model (and gallery) and evaluate it on its protocol's evaluation split."""
+def evaluate_model_dir(ds, model_dir) -> dict:
+    """Load a saved model (and gallery) and evaluate it on `ds` (its variant's dataset) under
+    its protocol's evaluation split."""
     loaded = load_model(model_dir, device="cpu")
     meta = loaded.meta
     spec = ModelSpec(**meta["spec"])
@@ -186,7 +187,6 @@ def evaluate_model_dir(layout, model_dir, blur: str) -> dict:
     split_config = SplitConfig(protocol=split["protocol"], block_deg=split.get("block_deg", 0.5),
                                validation_fraction=split.get("validation_fraction", 0.15),
                                test_fraction=split.get("test_fraction", 0.15))
-    ds = load_dataset(layout, blur)
     gallery = Gallery.load(model_dir / GALLERY_FILE) if (model_dir / GALLERY_FILE).exists() else None
     splits = dataset_splits(ds, split_config)
     report = evaluate(loaded.model, gallery, spec, ds, loaded.grid, splits, split_config.evaluation_split)
@@ -224,10 +224,11 @@ def model_evaluation(context: dg.AssetExecutionContext, storage: StorageResource
     model_dir = layout.model_dir(blur, geocell)
     report = {"blur": blur, "geocell": geocell, "model_dir": str(model_dir)}
     with partition_lock(layout.root, "geolocator_model", f"{blur}_{geocell}"):
-        report.update(evaluate_model_dir(layout, model_dir, blur))
+        ds = load_dataset(layout, blur)
+        report.update(evaluate_model_dir(ds, model_dir))
         twin_dir = model_dir / SEED_PROTOCOL_DIR
         if (twin_dir / "model.json").exists():
-            report["seed_protocol"] = evaluate_model_dir(layout, twin_dir, blur)
+            report["seed_protocol"] = evaluate_model_dir(ds, twin_dir)
         atomic_write_bytes(model_dir / "evaluation.json", json.dumps(report, indent=2, allow_nan=False).encode())
     m, base = report["metrics"], report["baseline"]
     median, base_median = m["median_km"], base["median_km"]
