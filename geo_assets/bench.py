@@ -55,7 +55,7 @@ DEFAULT_EPOCHS = 2
 DEFAULT_NEW_FRACTION = 0.05
 GEOCELLS = ("0.05", "0.1")
 TILE_ASSET_NAMES = ("raw_images", "ocr_text", "blurred_images", "captions", "embeddings")
-DERIVED_TABLES = ("ocr_text", "blur_regions", "captions", "embeddings")
+DERIVED_TABLES = ("ocr_text", "blurred_images", "captions", "embeddings")
 
 Echo = Callable[[str], None]
 
@@ -195,10 +195,10 @@ def machine_info() -> dict:
 def pick_tiles(world, need: int, count: int = 1) -> list[str]:
     """`count` tile partition keys whose synthetic catalogue holds at least `need` images
     (most images first if none does)."""
-    from geo_assets.defs.partitions import tile_partitions
+    from geo_assets.defs.partitions import tile_keys
     from geo_assets.geo.tiles import Tile
 
-    keys = tile_partitions.get_partition_keys()
+    keys = tile_keys()
     sized = [(k, world.count(Tile.from_key(k).bbox)) for k in keys]
     enough = [k for k, n in sized if n >= need]
     if len(enough) >= count:
@@ -224,9 +224,8 @@ def bench_stages(workdir: Path, *, images: int = DEFAULT_IMAGES, easyocr_images:
     import cv2
     import numpy as np
 
-    from geo_assets.defs.partitions import SETTINGS
     from geo_assets.defs.resources import CaptionerResource, EncoderResource, synthetic_world
-    from geo_assets.defs.tables import load_bgr
+    from geo_assets.store.images import load_bgr
     from geo_assets.embed.fusion import CrossAttentionFusion
     from geo_assets.geo.bbox import region_bounds
     from geo_assets.geo.geocells import GeocellGrid, parse_geocell_size
@@ -237,10 +236,10 @@ def bench_stages(workdir: Path, *, images: int = DEFAULT_IMAGES, easyocr_images:
     from geo_assets.model.refine import model_outputs
     from geo_assets.model.splits import SplitConfig, assign_splits
     from geo_assets.model.train import TrainConfig, train_geolocator
-    from geo_assets.predict_images import predict_images
+    from geo_assets.model.predict import predict_images
     from geo_assets.preprocess.ocr import make_ocr_engine
     from geo_assets.preprocess.variants import caption_text, make_blurred_variant
-    from geo_assets.settings import BLUR_VARIANTS
+    from geo_assets.settings import BLUR_VARIANTS, GeoSettings
     from geo_assets.store.layout import StorageLayout
     from geo_assets.synthetic.server import LocalMapillaryServer
 
@@ -376,7 +375,7 @@ def bench_stages(workdir: Path, *, images: int = DEFAULT_IMAGES, easyocr_images:
     del tokens
 
     # -- training: one MLP per (variant, geocell), as the geolocator_model asset
-    grid_bounds = region_bounds(SETTINGS.region)
+    grid_bounds = region_bounds(GeoSettings.from_env().region)
     lat = np.array([r["lat"] for r in rows], dtype=np.float64)
     lon = np.array([r["lon"] for r in rows], dtype=np.float64)
     ids = [r["image_id"] for r in rows]
@@ -476,32 +475,24 @@ def warm_up(echo: Echo = print) -> float:
     return took
 
 
-def _run_config(images_per_tile: int, check_sample: int | None) -> dict:
-    ops: dict = {"raw_images": {"config": {"images_per_tile": int(images_per_tile)}}}
-    if check_sample is not None:
-        ops["blurred_images"] = {"config": {"check_sample": int(check_sample)}}
-    return {"ops": ops, "loggers": {"console": {"config": {"log_level": "WARNING"}}}}
-
-
 def materialize_tiles(instance, resources: dict, tiles: list[str], images_per_tile: int,
                       check_sample: int | None = None, pull_only: bool = False) -> dict:
     """Materialize the tile assets for every tile (one Dagster run each, like the main job);
     `pull_only`: raw_images alone, what the daily_pull schedule runs."""
-    import dagster as dg
-
-    from geo_assets.definitions import ALL_ASSETS, TILE_ASSETS
+    from geo_assets.definitions import TILE_ASSET_NAMES
+    from geo_assets.execution import materialize_tile
     from geo_assets.run_stats import materialization_counts, step_seconds
 
-    selection = TILE_ASSETS[:1] if pull_only else TILE_ASSETS
+    selection = TILE_ASSET_NAMES[:1] if pull_only else TILE_ASSET_NAMES
 
     runs = []
     t_all = time.perf_counter()
     with Meter() as meter:
         for tile in tiles:
             t0 = time.perf_counter()
-            result = dg.materialize(ALL_ASSETS, selection=selection, partition_key=tile, instance=instance,
-                                    resources=resources, run_config=_run_config(images_per_tile, None if pull_only else check_sample),
-                                    raise_on_error=False, tags={"geo_assets/step": f"bench {tile}"})
+            result = materialize_tile(instance, resources, tile, selection=selection, images_per_tile=int(images_per_tile),
+                                      check_sample=None if pull_only else check_sample,
+                                      tags={"geo_assets/step": f"bench {tile}"})
             took = time.perf_counter() - t0
             if not result.success:
                 failures = [e.message for e in result.all_events if e.is_failure][:3]
@@ -539,19 +530,12 @@ def bench_incremental(workdir: Path, size: int, tiles: list[str], *, new_fractio
     """(a) full build, (b) no-new rebuild, (c) rebuild after new images, (d) full recompute."""
     import dagster as dg
 
-    from geo_assets.defs.resources import (
-        CaptionerResource, EncoderResource, ImageSourceResource, OcrResource, StorageResource,
-    )
+    from geo_assets.defs.resources import build_resources
+    from geo_assets.settings import GeoSettings
 
     root = workdir / f"incremental-{size}"
     storage_dir, models_dir = root / "storage", root / "models"
-    resources = {
-        "storage": StorageResource(storage_dir=str(storage_dir), models_dir=str(models_dir)),
-        "image_source": ImageSourceResource(),
-        "ocr": OcrResource(),
-        "captioner": CaptionerResource(),
-        "encoders": EncoderResource(),
-    }
+    resources = build_resources(GeoSettings.from_env().with_storage(storage_dir, models_dir))
     grown = size + new_images_for(size, new_fraction)
     out: dict = {"images_per_tile": size, "images_per_tile_after": grown, "tiles": tiles}
 

@@ -9,22 +9,24 @@ from pathlib import Path
 
 
 def _cmd_run(args) -> int:
-    from geo_assets.geocell_config import read_geocells
+    from geo_assets.defs.partitions import tile_keys
     from geo_assets.instance import get_instance
     from geo_assets.pipeline import run_pipeline
     from geo_assets.settings import GeoSettings
 
     settings = GeoSettings.from_env()
     instance = get_instance()
-    from geo_assets.defs.partitions import tile_partitions
-
-    tiles = tile_partitions.get_partition_keys()
+    tiles = tile_keys(settings)
     if args.tiles:
         tiles = tiles[: args.tiles]
-    geocells = read_geocells(settings.storage_dir)
     overrides = {"max_epochs": args.max_epochs} if args.max_epochs else None
-    report = run_pipeline(instance, tiles=tiles, geocells=geocells, images_per_tile=args.images_per_tile,
-                          train_overrides=overrides, skip_models=args.skip_models)
+    print(f"main job: {len(tiles)} tiles of {args.images_per_tile or settings.images_per_tile} images, then models "
+          f"and the report; Dagster's event log is in the instance ({instance.root_directory}) and the UI")
+    try:
+        report = run_pipeline(instance, tiles=tiles, images_per_tile=args.images_per_tile,
+                              train_overrides=overrides, skip_models=args.skip_models)
+    except ValueError as exc:  # a refused geocell list
+        return _fail(str(exc))
     print(f"done in {report.seconds:.0f}s; {len(report.steps)} runs, {len(report.failed)} failed")
     print("\ntime per asset (all runs; computed = images, captions or rows this run actually computed):\n")
     print(report.stage_table() + "\n")
@@ -32,7 +34,8 @@ def _cmd_run(args) -> int:
     if report_md.exists() and not args.skip_models:
         print(report_md.read_text())
     if report.failed:
-        print("failed: " + ", ".join(report.failed), file=sys.stderr)
+        failed = [f"{s.name} (run {s.run_id})" for s in report.steps if not s.ok]
+        print("failed: " + ", ".join(failed) + "; see the run's event log in the UI", file=sys.stderr)
         return 1
     return 0
 
@@ -47,8 +50,9 @@ def _cmd_serve(args) -> int:
 
 
 def _cmd_geocell(args) -> int:
-    from geo_assets.defs.partitions import GEOCELL_PARTITIONS_NAME
-    from geo_assets.geocell_config import add_geocell, read_geocells, remove_geocell
+    from geo_assets import execution
+    from geo_assets.defs.resources import build_resources
+    from geo_assets.geocell_sizes import add_geocell, read_geocells, remove_geocell
     from geo_assets.instance import get_instance
     from geo_assets.settings import GeoSettings
 
@@ -56,7 +60,7 @@ def _cmd_geocell(args) -> int:
     if args.action == "list":
         instance = get_instance()
         print("configured:", ", ".join(read_geocells(storage)))
-        print("partitions:", ", ".join(instance.get_dynamic_partitions(GEOCELL_PARTITIONS_NAME)) or "(none)")
+        print("partitions:", ", ".join(execution.existing_geocells(instance)) or "(none)")
         return 0
     if args.size is None:
         print(f"geocell {args.action} needs a SIZE in degrees, e.g. 0.2", file=sys.stderr)
@@ -70,37 +74,32 @@ def _cmd_geocell(args) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(f"configured geocell sizes: {', '.join(sizes)}" + ("" if changed else " (unchanged)"))
-    instance = get_instance()
-    from geo_assets.geo.geocells import geocell_key
-
-    key = geocell_key(args.size)
-    existing = instance.get_dynamic_partitions(GEOCELL_PARTITIONS_NAME)
-    if args.action == "remove":
-        if key in existing:
-            instance.delete_dynamic_partition(GEOCELL_PARTITIONS_NAME, key)
-            print(f"removed partition {key} (artifacts under models/*/{key} are kept)")
-        return 0
-    if key not in existing:
-        instance.add_dynamic_partitions(GEOCELL_PARTITIONS_NAME, [key])
-        print(f"added partition {key}")
     if args.no_run:
-        print("not training now: the geocell sensor or automation will pick it up under `dagster dev`")
+        print("not applied now: the geocell sensor adds or removes the partition and trains it under `dagster dev`")
         return 0
-    from geo_assets.definitions import MODEL_ASSETS
-    from geo_assets.pipeline import PipelineReport, _materialize
-    from geo_assets.defs.partitions import model_partition_key
-    from geo_assets.defs.resources import default_resources
-    from geo_assets.settings import BLUR_VARIANTS
-
-    report = PipelineReport()
-    for blur in BLUR_VARIANTS:
-        _materialize(f"model {blur}|{key}", MODEL_ASSETS, instance, default_resources(), report, print,
-                     partition_key=model_partition_key(blur, key))
-    return 1 if report.failed else 0
+    # The same path as the daemon: evaluate the geocell sensor, apply its partition
+    # changes, and run what it requests (here, in this process).
+    instance = get_instance()
+    resources = build_resources()
+    before = set(execution.existing_geocells(instance))
+    try:
+        requests = execution.sync_geocells(instance, resources)
+    except ValueError as exc:
+        return _fail(str(exc))
+    after = set(execution.existing_geocells(instance))
+    for g in sorted(after - before, key=float):
+        print(f"added partition {g}")
+    for g in sorted(before - after, key=float):
+        print(f"removed partition {g} (artifacts under models/*/{g} are kept)")
+    failed = 0
+    for request, result in zip(requests, execution.run_requested(instance, resources, requests)):
+        print(f"  train {request.partition_key}: {'ok' if result.success else 'FAILED'} (run {result.run_id})")
+        failed += not result.success
+    return 1 if failed else 0
 
 
 def _cmd_predict(args) -> int:
-    from geo_assets.predict_images import PredictionError, predict_images
+    from geo_assets.model.predict import PredictionError, predict_images
 
     try:
         results = predict_images([Path(p) for p in args.images], models_dir=args.models_dir)

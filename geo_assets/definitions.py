@@ -1,26 +1,20 @@
-"""The code location: every asset, check, job, schedule, sensor and resource."""
+"""The code location: everything under `geo_assets/defs/`, found by Dagster's defs-folder loader.
+
+Settings (region, tile size, storage) are read when these definitions are built,
+so a process can change the environment and build again; nothing reads it at import.
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import dagster as dg
 
-from geo_assets.defs.assets.attack import gazetteer_attack
-from geo_assets.defs.assets.embeddings import embeddings
-from geo_assets.defs.assets.ingest import raw_images
-from geo_assets.defs.assets.models import geolocator_model, model_evaluation
-from geo_assets.defs.assets.preprocess import blurred_images, captions, ocr_text
-from geo_assets.defs.assets.reports import privacy_report
-from geo_assets.defs.schedules import automation_sensor, daily_pull, geocell_sizes_sensor, pull_job, train_job
-from geo_assets.defs.resources import default_resources
+TILE_ASSET_NAMES = ("raw_images", "ocr_text", "blurred_images", "captions", "embeddings", "gazetteer_attack")
+MODEL_ASSET_NAMES = ("geolocator_model", "model_evaluation")
+REPORT_ASSET_NAMES = ("privacy_report",)
 
-TILE_ASSETS = [raw_images, ocr_text, blurred_images, captions, embeddings, gazetteer_attack]
-MODEL_ASSETS = [geolocator_model, model_evaluation]
-ALL_ASSETS = [*TILE_ASSETS, *MODEL_ASSETS, privacy_report]
 
-defs = dg.Definitions(
-    assets=ALL_ASSETS,
-    jobs=[pull_job, train_job],
-    schedules=[daily_pull],
-    sensors=[geocell_sizes_sensor, automation_sensor],
-    resources=default_resources(),
-)
+@dg.definitions
+def defs() -> dg.Definitions:
+    return dg.load_from_defs_folder(path_within_project=Path(__file__).parent)

@@ -1,20 +1,19 @@
-"""The main job: every asset of the graph, tile by tile, then every model partition,
-then the report. Each step is a real Dagster run recorded in the instance (so
-`dagster dev` shows them), executed in this process so models load once."""
+"""The main job: every tile, then every model partition, then the report. Each step
+is a real Dagster run recorded in the instance (so the UI shows them and their
+event logs), executed in this process so models load once. The console shows a
+progress bar and, at the end, where the time went."""
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from typing import Callable
 
 import dagster as dg
 
-from geo_assets.definitions import ALL_ASSETS, MODEL_ASSETS, TILE_ASSETS
-from geo_assets.defs.partitions import GEOCELL_PARTITIONS_NAME, model_partition_key, tile_partitions
-from geo_assets.defs.resources import default_resources
+from geo_assets import execution
+from geo_assets.defs.partitions import tile_keys
+from geo_assets.progress import ProgressBar
 from geo_assets.run_stats import materialization_counts, stage_table, stage_totals, step_seconds
-from geo_assets.settings import BLUR_VARIANTS
 
 
 @dataclass
@@ -24,6 +23,7 @@ class StepTiming:
     ok: bool
     steps: dict = field(default_factory=dict)  # asset -> step seconds, from the event log
     counts: dict = field(default_factory=dict)  # asset -> computed/reused counts
+    run_id: str = ""
 
 
 @dataclass
@@ -38,62 +38,63 @@ class PipelineReport:
     def seconds(self) -> float:
         return sum(s.seconds for s in self.steps)
 
+    def record(self, name: str, instance: dg.DagsterInstance, result, seconds: float) -> StepTiming:
+        step = StepTiming(name, seconds, result.success, step_seconds(instance, result.run_id),
+                          materialization_counts(result), result.run_id)
+        self.steps.append(step)
+        return step
+
     def stage_table(self) -> str:
         """Seconds per asset over all runs, and per item each asset computed."""
         return stage_table(stage_totals([(s.steps, s.counts) for s in self.steps]))
 
 
-def _materialize(name: str, selection, instance, resources, report: PipelineReport, echo, run_config=None, **kwargs) -> bool:
+def _timed(fn, *args, **kwargs):
+    import time
+
     started = time.perf_counter()
-    result = dg.materialize(
-        ALL_ASSETS, selection=selection, instance=instance, resources=resources, raise_on_error=False,
-        run_config=run_config, tags={"geo_assets/step": name}, **kwargs,
-    )
-    took = time.perf_counter() - started
-    report.steps.append(StepTiming(name, took, result.success, step_seconds(instance, result.run_id),
-                                   materialization_counts(result)))
-    echo(f"  {name}: {'ok' if result.success else 'FAILED'} in {took:.1f}s")
-    return result.success
-
-
-def ensure_geocell_partitions(instance: dg.DagsterInstance, geocells: list[str]) -> None:
-    existing = set(instance.get_dynamic_partitions(GEOCELL_PARTITIONS_NAME))
-    new = [g for g in geocells if g not in existing]
-    if new:
-        instance.add_dynamic_partitions(GEOCELL_PARTITIONS_NAME, new)
+    result = fn(*args, **kwargs)
+    return result, time.perf_counter() - started
 
 
 def run_pipeline(
     instance: dg.DagsterInstance,
     *,
     tiles: list[str] | None = None,
-    geocells: list[str],
     images_per_tile: int | None = None,
     resources: dict | None = None,
     train_overrides: dict | None = None,
     skip_models: bool = False,
     echo: Callable[[str], None] = print,
+    stream=None,
 ) -> PipelineReport:
-    resources = resources or default_resources()
-    tiles = tiles or tile_partitions.get_partition_keys()
+    """Tiles, then the geocell sizes synced through the geocell sensor, then every model
+    partition of the configured sizes, then the report."""
+    from geo_assets.defs.resources import build_resources
+
+    resources = resources or build_resources()
+    tiles = tiles or tile_keys()
     report = PipelineReport()
-    tile_config = None
-    if images_per_tile is not None:
-        tile_config = {"ops": {"raw_images": {"config": {"images_per_tile": images_per_tile}}}}
-    echo(f"tiles: {len(tiles)}; geocells: {', '.join(geocells)}")
-    for n, tile in enumerate(tiles, start=1):
-        echo(f"[{n}/{len(tiles)}] tile {tile}")
-        _materialize(f"tile {tile}", TILE_ASSETS, instance, resources, report, echo, run_config=tile_config, partition_key=tile)
+    bar = ProgressBar("tiles", len(tiles), stream=stream)
+    for tile in tiles:
+        result, took = _timed(execution.materialize_tile, instance, resources, tile, images_per_tile=images_per_tile)
+        step = report.record(f"tile {tile}", instance, result, took)
+        new = int(step.counts.get("raw_images", {}).get("new_images", 0) or 0)
+        bar.update(1, new, note="" if step.ok else f"tile {tile} FAILED (run {step.run_id[:8]})")
+    bar.close()
     if skip_models:
         return report
-    ensure_geocell_partitions(instance, geocells)
-    model_config = {"ops": {"geolocator_model": {"config": train_overrides}}} if train_overrides else None
-    for geocell in geocells:
-        for blur in BLUR_VARIANTS:
-            key = model_partition_key(blur, geocell)
-            echo(f"model {blur} {geocell}")
-            _materialize(f"model {blur}|{geocell}", MODEL_ASSETS, instance, resources, report, echo,
-                         run_config=model_config, partition_key=key)
-    echo("privacy report")
-    _materialize("privacy_report", [a for a in ALL_ASSETS if a.key == dg.AssetKey("privacy_report")], instance, resources, report, echo)
+
+    execution.sync_geocells(instance, resources)  # the geocell sensor adds the partitions
+    geocells = execution.existing_geocells(instance)
+    keys = execution.model_partition_keys(geocells)
+    bar = ProgressBar("models", len(keys) + 1, stream=stream, unit="model")
+    for key in keys:
+        result, took = _timed(execution.materialize_model, instance, resources, key, train_config=train_overrides)
+        step = report.record(f"model {key}", instance, result, took)
+        bar.update(1, 1, note="" if step.ok else f"model {key} FAILED (run {step.run_id[:8]})")
+    result, took = _timed(execution.materialize_report, instance, resources)
+    step = report.record("privacy_report", instance, result, took)
+    bar.update(1, 0, note="" if step.ok else f"privacy_report FAILED (run {step.run_id[:8]})")
+    bar.close()
     return report

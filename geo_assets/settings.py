@@ -7,7 +7,7 @@ GEO_ASSETS_TILE_SIZE for how many tiles the region splits into).
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from geo_assets.geo.bbox import UK_REGION, BBox
@@ -19,6 +19,7 @@ DEFAULT_TILE_SIZE = 2.0
 DEFAULT_IMAGES_PER_TILE = 90
 DEFAULT_GEOCELL_SIZES = ("0.05", "0.1")
 BLUR_VARIANTS = ("unblurred", "blurred")
+SOURCES = ("synthetic", "mapillary")
 
 
 def _env_path(name: str, default: Path) -> Path:
@@ -26,24 +27,15 @@ def _env_path(name: str, default: Path) -> Path:
     return Path(value).expanduser().resolve() if value else default.resolve()
 
 
-def _env_float(name: str, default: float) -> float:
+def _env_number(name: str, default, kind: type):
+    """`kind(value)` of the variable (int or float), the default when unset, a clear error otherwise."""
     value = os.environ.get(name)
     if value is None or value == "":
         return default
     try:
-        return float(value)
+        return kind(value)
     except ValueError as exc:
-        raise ValueError(f"{name} must be a number, got {value!r}") from exc
-
-
-def _env_int(name: str, default: int) -> int:
-    value = os.environ.get(name)
-    if value is None or value == "":
-        return default
-    try:
-        return int(value)
-    except ValueError as exc:
-        raise ValueError(f"{name} must be an integer, got {value!r}") from exc
+        raise ValueError(f"{name} must be {'an integer' if kind is int else 'a number'}, got {value!r}") from exc
 
 
 def _env_region(name: str, default: tuple[BBox, ...]) -> tuple[BBox, ...]:
@@ -57,6 +49,13 @@ def _env_region(name: str, default: tuple[BBox, ...]) -> tuple[BBox, ...]:
         raise ValueError(f"{name}: {exc}") from exc
 
 
+def _env_choice(name: str, default: str, choices: tuple[str, ...]) -> str:
+    value = (os.environ.get(name) or default).strip()
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+    return value
+
+
 @dataclass(frozen=True)
 class GeoSettings:
     storage_dir: Path
@@ -65,7 +64,12 @@ class GeoSettings:
     tile_size: float = DEFAULT_TILE_SIZE
     images_per_tile: int = DEFAULT_IMAGES_PER_TILE
     geocell_sizes: tuple[str, ...] = DEFAULT_GEOCELL_SIZES
-    extra: dict = field(default_factory=dict)
+    source: str = "synthetic"
+
+    def with_storage(self, storage_dir: Path | str, models_dir: Path | str) -> "GeoSettings":
+        """The same settings over other data and model folders (benchmarks, tests)."""
+        return replace(self, storage_dir=Path(storage_dir).expanduser().resolve(),
+                       models_dir=Path(models_dir).expanduser().resolve())
 
     @classmethod
     def from_env(cls) -> "GeoSettings":
@@ -76,7 +80,8 @@ class GeoSettings:
             storage_dir=_env_path("GEO_ASSETS_STORAGE", PROJECT_ROOT / "storage"),
             models_dir=_env_path("GEO_ASSETS_MODELS", PROJECT_ROOT / "models"),
             region=region,
-            tile_size=_env_float("GEO_ASSETS_TILE_SIZE", DEFAULT_TILE_SIZE),
-            images_per_tile=_env_int("GEO_ASSETS_IMAGES_PER_TILE", DEFAULT_IMAGES_PER_TILE),
+            tile_size=_env_number("GEO_ASSETS_TILE_SIZE", DEFAULT_TILE_SIZE, float),
+            images_per_tile=_env_number("GEO_ASSETS_IMAGES_PER_TILE", DEFAULT_IMAGES_PER_TILE, int),
             geocell_sizes=geocells,
+            source=_env_choice("GEO_ASSETS_SOURCE", "synthetic", SOURCES),
         )

@@ -1,5 +1,6 @@
 """Test settings: offline models, and a small 4-tile region around the Midlands and
-London (set before geo_assets is imported, since partitions are built at import)."""
+London. Settings are read when definitions are built, so these could be set later;
+setting them first keeps every test on the same region."""
 
 import os
 import tempfile
@@ -19,14 +20,7 @@ import pytest  # noqa: E402
 
 @pytest.fixture
 def dagster_resources(tmp_path):
-    from geo_assets.defs.resources import (
-        CaptionerResource, EncoderResource, ImageSourceResource, OcrResource, StorageResource,
-    )
+    from geo_assets.defs.resources import build_resources
+    from geo_assets.settings import GeoSettings
 
-    return {
-        "storage": StorageResource(storage_dir=str(tmp_path / "storage"), models_dir=str(tmp_path / "models")),
-        "image_source": ImageSourceResource(),
-        "ocr": OcrResource(),
-        "captioner": CaptionerResource(),
-        "encoders": EncoderResource(),
-    }
+    return build_resources(GeoSettings.from_env().with_storage(tmp_path / "storage", tmp_path / "models"))

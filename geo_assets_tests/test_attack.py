@@ -5,7 +5,7 @@ import dagster as dg
 import pytest
 
 from geo_assets.attack.gazetteer import Guess, locate
-from geo_assets.defs.partitions import tile_partitions
+from geo_assets.defs.partitions import tile_keys
 from geo_assets.geo.haversine import haversine_km
 from geo_assets.preprocess.ocr import OcrWord
 
@@ -162,21 +162,22 @@ def _test_split_count(layout, tile: str) -> int:
 @pytest.mark.slow
 def test_gazetteer_attack_asset_then_rerun_runs_no_ocr(dagster_resources):
     from geo_assets.defs.assets.attack import ATTACK_SCHEMA, attack_table_path
-    from geo_assets.definitions import ALL_ASSETS, TILE_ASSETS
+    from geo_assets.definitions import TILE_ASSET_NAMES
+    from geo_assets.execution import all_assets
     from geo_assets.ingest.pull import RAW_IMAGES_SCHEMA
     from geo_assets.store.parquet import read_table
     from geo_assets_tests.dagster_helpers import metadata
 
     layout = dagster_resources["storage"].layout()
-    assert "gazetteer_attack" in {a.key.to_user_string() for a in TILE_ASSETS}
+    assert "gazetteer_attack" in set(TILE_ASSET_NAMES)
     cap = 2
     with dg.instance_for_test() as instance:
         # Pull (cheap) until a tile holds a test-split image: splits go by sequence, and the
         # first images of a tile often come from one or two sequences.
         tile, n_images, counts = None, 0, {}
         for n_images in (6, 10, 16):
-            for t in tile_partitions.get_partition_keys():
-                pulled = dg.materialize(ALL_ASSETS, selection=["raw_images"], partition_key=t, instance=instance,
+            for t in tile_keys():
+                pulled = dg.materialize(all_assets(), selection=["raw_images"], partition_key=t, instance=instance,
                                         resources=dagster_resources,
                                         run_config={"ops": {"raw_images": {"config": {"images_per_tile": n_images}}}})
                 assert pulled.success
@@ -188,7 +189,7 @@ def test_gazetteer_attack_asset_then_rerun_runs_no_ocr(dagster_resources):
                 break
         assert tile is not None, f"no test-split image among {n_images} images of any tile: {counts}"
 
-        result = dg.materialize(ALL_ASSETS, selection=TILE_ASSETS, partition_key=tile, instance=instance,
+        result = dg.materialize(all_assets(), selection=list(TILE_ASSET_NAMES), partition_key=tile, instance=instance,
                                 resources=dagster_resources, run_config=_run_config(n_images, cap))
         assert result.success
         meta = metadata(result, "gazetteer_attack")
@@ -217,7 +218,7 @@ def test_gazetteer_attack_asset_then_rerun_runs_no_ocr(dagster_resources):
         assert summary["easyocr/blurred"]["rows"] == n_easy
 
         # Nothing new: no OCR anywhere, every EasyOCR row reused, the same table.
-        again = dg.materialize(ALL_ASSETS, selection=TILE_ASSETS, partition_key=tile, instance=instance,
+        again = dg.materialize(all_assets(), selection=list(TILE_ASSET_NAMES), partition_key=tile, instance=instance,
                                resources=dagster_resources, run_config=_run_config(n_images, cap))
         assert again.success
         assert metadata(again, "ocr_text")["ocr_computed"] == 0

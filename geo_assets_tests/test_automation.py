@@ -1,15 +1,18 @@
 """Declarative automation on a real instance: what Dagster requests after a pull with new
-images, after a pull with nothing new, and after a geocell size is added."""
+images, after a pull with nothing new, and after a geocell size is added (the geocell
+sensor trains it; automation requests no second training)."""
 
 import dagster as dg
 import pytest
 
-from geo_assets.definitions import defs
-from geo_assets.defs.partitions import GEOCELL_PARTITIONS_NAME, model_partition_key, tile_partitions
-from geo_assets.defs.schedules import geocell_requests
+from geo_assets.defs.partitions import GEOCELL_PARTITIONS_NAME, model_partition_key, tile_keys
+from geo_assets.defs.sensors import geocell_requests, geocell_sizes_sensor
+from geo_assets.execution import load_definitions
+from geo_assets.geocell_sizes import write_geocells
 from geo_assets_tests.dagster_helpers import materialize_tile, metadata
 
-TILES = tile_partitions.get_partition_keys()
+TILES = tile_keys()
+defs = load_definitions()
 TILE_STAGES = ["ocr_text", "blurred_images", "captions", "embeddings", "gazetteer_attack"]
 
 
@@ -29,8 +32,8 @@ def test_only_changed_tiles_and_new_geocells_are_requested(dagster_resources):
         for tile in TILES:
             assert materialize_tile(instance, dagster_resources, tile, images_per_tile=4).success
         first = dg.evaluate_automation_conditions(defs=defs, instance=instance)
-        # Initial tick: every tile is fresh, and on_missing() only fires for partitions
-        # added after the condition first ran (the main job trains the initial ones).
+        # Initial tick: every tile is fresh; missing model partitions are the geocell
+        # sensor's to train (or the main job's), never automation's.
         print("initial tick ->", requested(first))
         assert not any(k in requested(first) for k in TILE_STAGES + ["raw_images", "geolocator_model"])
 
@@ -51,16 +54,19 @@ def test_only_changed_tiles_and_new_geocells_are_requested(dagster_resources):
         print("after a pull with nothing new ->", requested(fourth))
         assert not any(k in requested(fourth) for k in TILE_STAGES)
 
-        # Scenario 3: a new geocell size -> exactly its two model partitions (and their evaluation).
-        added, removed, runs = geocell_requests(["0.05", "0.1", "0.2"], instance.get_dynamic_partitions(GEOCELL_PARTITIONS_NAME))
-        assert added == ["0.2"] and removed == [] and len(runs) == 2
-        instance.add_dynamic_partitions(GEOCELL_PARTITIONS_NAME, added)
+        # Scenario 3: a new geocell size. The geocell sensor is the one mechanism: it adds the
+        # partition and requests exactly its two training runs; automation requests no model run.
+        storage = dagster_resources["storage"]
+        write_geocells(storage.storage_dir, ["0.05", "0.1", "0.2"])
+        tick = geocell_sizes_sensor(dg.build_sensor_context(instance=instance, resources={"storage": storage}))
+        new_keys = {str(model_partition_key(b, "0.2")) for b in ("blurred", "unblurred")}
+        assert {str(r.partition_key) for r in tick.run_requests} == new_keys
+        assert [list(r.partition_keys) for r in tick.dynamic_partitions_requests] == [["0.2"]]
+        instance.add_dynamic_partitions(GEOCELL_PARTITIONS_NAME, ["0.2"])  # as the daemon applies it
         fifth = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=fourth.cursor)
         got = requested(fifth)
         print("after adding geocell 0.2 ->", got)
-        new_keys = {str(model_partition_key(b, "0.2")) for b in ("blurred", "unblurred")}
-        assert got.get("geolocator_model") == new_keys
-        assert got.get("model_evaluation", set()) <= new_keys
+        assert "geolocator_model" not in got and "model_evaluation" not in got
         assert not any(k in got for k in TILE_STAGES + ["raw_images", "privacy_report"])
 
 

@@ -11,13 +11,13 @@ import time
 import dagster as dg
 import pytest
 
-from geo_assets.defs.partitions import tile_partitions
+from geo_assets.defs.partitions import tile_keys
 from geo_assets.defs.resources import ImageSourceResource, StorageResource
 from geo_assets.ingest.pull import RAW_IMAGES_SCHEMA, RAW_REJECTS_SCHEMA
 from geo_assets.store.parquet import read_table
 from geo_assets_tests.dagster_helpers import materialize_tile, metadata
 
-TILES = tile_partitions.get_partition_keys()
+TILES = tile_keys()
 pytestmark = pytest.mark.faults
 
 
@@ -53,10 +53,11 @@ def _pull_script(storage, models, tile, images_per_tile, out_json):
     return textwrap.dedent(f"""
         import json
         import dagster as dg
-        from geo_assets.definitions import ALL_ASSETS
-        from geo_assets.defs.resources import default_resources, StorageResource
-        resources = {{**default_resources(), "storage": StorageResource(storage_dir={str(storage)!r}, models_dir={str(models)!r})}}
-        r = dg.materialize(ALL_ASSETS, selection=["raw_images"], partition_key={tile!r}, resources=resources,
+        from geo_assets.execution import all_assets
+        from geo_assets.defs.resources import build_resources
+        from geo_assets.settings import GeoSettings
+        resources = build_resources(GeoSettings.from_env().with_storage({str(storage)!r}, {str(models)!r}))
+        r = dg.materialize(all_assets(), selection=["raw_images"], partition_key={tile!r}, resources=resources,
                            run_config={{"ops": {{"raw_images": {{"config": {{"images_per_tile": {images_per_tile}}}}}}}}})
         m = r.asset_materializations_for_node("raw_images")[0].metadata
         json.dump({{"success": r.success, "new_images": m["new_images"].value}}, open({str(out_json)!r}, "w"))
@@ -99,10 +100,11 @@ def test_run_killed_mid_pull_then_rerun_is_clean(tmp_path):
     storage = tmp_path / "storage"
     script = textwrap.dedent(f"""
         import dagster as dg
-        from geo_assets.definitions import ALL_ASSETS
-        from geo_assets.defs.resources import default_resources, StorageResource
-        resources = {{**default_resources(), "storage": StorageResource(storage_dir={str(storage)!r}, models_dir={str(tmp_path / 'm')!r})}}
-        dg.materialize(ALL_ASSETS, selection=["raw_images"], partition_key={TILES[3]!r}, resources=resources,
+        from geo_assets.execution import all_assets
+        from geo_assets.defs.resources import build_resources
+        from geo_assets.settings import GeoSettings
+        resources = build_resources(GeoSettings.from_env().with_storage({str(storage)!r}, {str(tmp_path / 'm')!r}))
+        dg.materialize(all_assets(), selection=["raw_images"], partition_key={TILES[3]!r}, resources=resources,
                        run_config={{"ops": {{"raw_images": {{"config": {{"images_per_tile": 400}}}}}}}})
     """)
     proc = subprocess.Popen([sys.executable, "-c", script], env=os.environ.copy(), start_new_session=True)
@@ -118,9 +120,10 @@ def test_run_killed_mid_pull_then_rerun_is_clean(tmp_path):
     assert not (storage / "tables" / "raw_images" / f"tile={TILES[3]}" / "data.parquet").exists()
 
     from geo_assets_tests.dagster_helpers import materialize_tile as mt
-    from geo_assets.defs.resources import default_resources
+    from geo_assets.defs.resources import build_resources
+    from geo_assets.settings import GeoSettings
 
-    resources = {**default_resources(), "storage": StorageResource(storage_dir=str(storage), models_dir=str(tmp_path / "m"))}
+    resources = build_resources(GeoSettings.from_env().with_storage(storage, tmp_path / "m"))
     with dg.instance_for_test() as instance:
         result = mt(instance, resources, TILES[3], images_per_tile=12, selection=["raw_images"])
     assert result.success

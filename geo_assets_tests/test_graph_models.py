@@ -8,13 +8,15 @@ import dagster as dg
 import numpy as np
 import pytest
 
-from geo_assets.definitions import ALL_ASSETS
-from geo_assets.defs.partitions import GEOCELL_PARTITIONS_NAME, model_partition_key, tile_partitions
-from geo_assets.predict_images import predict_images
+from geo_assets.execution import all_assets
+from geo_assets.defs.partitions import GEOCELL_PARTITIONS_NAME, model_partition_key, tile_keys
+from geo_assets.model.predict import predict_images
+from geo_assets import execution
+from geo_assets.geocell_sizes import write_geocells
 from geo_assets.store.catalog import query_connection
 from geo_assets_tests.dagster_helpers import checks, materialize_model, materialize_tile, metadata
 
-TILES = tile_partitions.get_partition_keys()
+TILES = tile_keys()
 IMAGES_PER_TILE = 40
 # A small run needs a bigger test share to hold more than one or two sequences.
 SPLIT = {"validation_fraction": 0.2, "test_fraction": 0.3}
@@ -69,7 +71,7 @@ def test_pipeline_learns_models_report_new_geocell_and_predict(dagster_resources
         # The seed's random per-image split flatters: sequence neighbours sit in training.
         assert learned["seed_protocol"]["metrics"]["median_km"]["value"] < m["median_km"]["value"] / 5
 
-        report = dg.materialize(ALL_ASSETS, selection=["privacy_report"], instance=instance, resources=dagster_resources)
+        report = dg.materialize(all_assets(), selection=["privacy_report"], instance=instance, resources=dagster_resources)
         assert report.success
         md = (layout.root / "reports" / "privacy_report.md").read_text()
         for label in ("Unblurred 0.05", "Blurred 0.05", "Unblurred 0.1", "Blurred 0.1"):
@@ -78,11 +80,17 @@ def test_pipeline_learns_models_report_new_geocell_and_predict(dagster_resources
             assert section in md
         assert (layout.root / "reports" / "within_distance.png").stat().st_size > 1000
 
-        # A new geocell size: only its two partitions are trained; the others keep their files.
+        # A new geocell size, through the geocell sensor (the one mechanism): only its two
+        # partitions are requested and trained; the others keep their files.
         before = {p: p.stat().st_mtime_ns for p in layout.models_root.glob("*/*/model.pt")}
-        instance.add_dynamic_partitions(GEOCELL_PARTITIONS_NAME, ["0.2"])
-        for blur in ("unblurred", "blurred"):
-            assert materialize_model(instance, dagster_resources, model_partition_key(blur, "0.2"), max_epochs=2).success
+        write_geocells(layout.root, ["0.05", "0.1", "0.2"])
+        requests = execution.sync_geocells(instance, dagster_resources)
+        assert {str(r.partition_key) for r in requests} == {str(model_partition_key(b, "0.2")) for b in ("unblurred", "blurred")}
+        assert "0.2" in instance.get_dynamic_partitions(GEOCELL_PARTITIONS_NAME)
+        trained = execution.run_requested(instance, dagster_resources, requests,
+                                          run_config={"ops": {"geolocator_model": {"config": {"max_epochs": 2}}}})
+        assert all(r.success for r in trained)
+        assert execution.sync_geocells(instance, dagster_resources) == []  # applied: nothing new on the next tick
         after = {p: p.stat().st_mtime_ns for p in layout.models_root.glob("*/*/model.pt")}
         assert {p for p in after if p not in before} == {layout.model_dir(b, "0.2") / "model.pt" for b in ("unblurred", "blurred")}
         assert all(after[p] == t for p, t in before.items())

@@ -5,14 +5,14 @@ import os
 import dagster as dg
 import pytest
 
-from geo_assets.defs.partitions import tile_partitions
+from geo_assets.defs.partitions import tile_keys
 from geo_assets.defs.resources import CaptionerResource
 from geo_assets.ingest.pull import RAW_IMAGES_SCHEMA
 from geo_assets.store.catalog import query_connection
 from geo_assets.store.parquet import read_table
 from geo_assets_tests.dagster_helpers import checks, data_version, materialize_tile, metadata
 
-TILES = tile_partitions.get_partition_keys()
+TILES = tile_keys()
 
 CAPTION_CALLS = {"n": 0}
 

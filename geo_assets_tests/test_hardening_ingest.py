@@ -12,7 +12,7 @@ import traceback
 import dagster as dg
 import pytest
 
-from geo_assets.defs.partitions import tile_partitions
+from geo_assets.defs.partitions import tile_keys
 from geo_assets.defs.resources import ImageSourceResource, StorageResource
 from geo_assets.geo.bbox import BBox
 from geo_assets.geo.tiles import Tile
@@ -134,20 +134,22 @@ def test_signed_urls_never_reach_rejects_logs_or_errors(api, layout, caplog):
 
 
 def _tile_key_and_box():
-    key = tile_partitions.get_partition_keys()[0]
+    key = tile_keys()[0]
     return key, Tile.from_key(key).bbox
 
 
 def _materialize_raw(instance, tmp_path, api, **source):
     resources = {
         "storage": StorageResource(storage_dir=str(tmp_path / "storage"), models_dir=str(tmp_path / "models")),
-        "image_source": ImageSourceResource(kind="mapillary", base_url=api.base_url, max_retries=1, backoff_s=0.001,
+        "image_source": ImageSourceResource(kind="mapillary", base_url=api.base_url, token=dg.EnvVar("MAPILLARY_ACCESS_TOKEN"),
+                                            max_retries=1, backoff_s=0.001,
                                             timeout_s=3.0, **source),
     }
-    from geo_assets.defs.assets.ingest import raw_images
+    from geo_assets.defs.assets.ingest import build_raw_images
+    from geo_assets.defs.partitions import tile_partitions_for
 
     key, _ = _tile_key_and_box()
-    return dg.materialize([raw_images], partition_key=key, instance=instance,
+    return dg.materialize([build_raw_images(tile_partitions_for())], partition_key=key, instance=instance,
                           resources=resources, raise_on_error=False,
                           run_config={"ops": {"raw_images": {"config": {"images_per_tile": 50}}}})
 

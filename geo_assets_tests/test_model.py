@@ -15,7 +15,8 @@ from geo_assets.model.artifacts import ModelArtifactError, load_model, read_meta
 from geo_assets.model.geolocator import GeolocatorMLP, predict_coords
 from geo_assets.model.losses import geolocation_loss
 from geo_assets.model.metrics import evaluate_predictions, region_centre_baseline
-from geo_assets.model.predict import predict_features, privacy_score
+from geo_assets.model.predict import predict_features
+from geo_assets.model.privacy_score import privacy_score
 from geo_assets.model.splits import SplitConfig, assign_splits
 from geo_assets.model.train import TrainConfig, TrainResult, train_geolocator
 

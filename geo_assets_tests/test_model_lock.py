@@ -6,7 +6,7 @@ import time
 
 import dagster as dg
 
-from geo_assets.definitions import ALL_ASSETS
+from geo_assets.execution import all_assets
 from geo_assets.defs.partitions import GEOCELL_PARTITIONS_NAME, model_partition_key
 from geo_assets.store.locks import partition_lock
 
@@ -20,7 +20,7 @@ def test_training_waits_for_the_model_folder_lock(dagster_resources):
         instance.add_dynamic_partitions(GEOCELL_PARTITIONS_NAME, ["0.1"])
 
         def run():
-            result["run"] = dg.materialize(ALL_ASSETS, selection=["geolocator_model"], partition_key=key,
+            result["run"] = dg.materialize(all_assets(), selection=["geolocator_model"], partition_key=key,
                                            instance=instance, resources=dagster_resources, raise_on_error=False)
             finished.set()
 

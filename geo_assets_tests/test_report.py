@@ -43,7 +43,7 @@ def test_report_tables_intervals_paired_effects_and_attacker(tmp_path):
         folder = tmp_path / e["blur"] / e["geocell"]
         folder.mkdir(parents=True)
         (folder / "evaluation.json").write_text(json.dumps(e))
-    found = collect_evaluations(tmp_path)
+    found = collect_evaluations([tmp_path / b / "0.05" / "evaluation.json" for b in ("blurred", "unblurred", "absent")])
     assert [(e["blur"], e["geocell"]) for e in found] == [("unblurred", "0.05"), ("blurred", "0.05")]
 
     attack = []
@@ -85,4 +85,4 @@ def test_corrupt_evaluation_file_is_named(tmp_path):
     folder.mkdir(parents=True)
     (folder / "evaluation.json").write_text("{not json")
     with pytest.raises(ValueError, match="corrupt evaluation file"):
-        collect_evaluations(tmp_path)
+        collect_evaluations([folder / "evaluation.json"])

@@ -14,10 +14,11 @@ if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
 stamp=.venv/.geo_assets_installed
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ constraints.txt -nt "$stamp" ]; then
   .venv/bin/python -m pip install --quiet --upgrade pip
-  # torch/torchvision pinned in pyproject (2.14.1 / 0.29.1): EasyOCR needs torchvision.
-  .venv/bin/python -m pip install --quiet -e ".[dev]"
+  # Every package pinned by constraints.txt (make lock refreshes it); torch/torchvision
+  # are 2.14.1 / 0.29.1 (EasyOCR needs torchvision).
+  .venv/bin/python -m pip install --quiet -c constraints.txt -e ".[dev]"
   touch "$stamp"
 fi
 

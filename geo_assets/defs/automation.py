@@ -2,9 +2,10 @@
 
 Tile stages rerun only when an upstream partition's *data version* changed (a
 pull that found nothing new re-materializes raw_images with the same version,
-so nothing downstream runs). Models are costly: they train for partitions that
-do not exist yet (a new geocell size), after a code change, and at most once a
-day when any tile's embeddings changed.
+so nothing downstream runs). Models are costly: they retrain after a code change
+and at most once a day when any tile's embeddings changed. A new geocell size is
+trained by the geocell sensor's runs (defs/sensors.py), not here, so it is
+trained once.
 """
 
 from __future__ import annotations
@@ -30,9 +31,8 @@ RETRAIN_CRON = "0 4 * * *"
 
 MODEL_AUTOMATION = (
     (
-        _AC.on_missing()
         # code_version_changed() is also true for never-materialized partitions: guard it.
-        | (_AC.code_version_changed() & ~_AC.missing())
+        (_AC.code_version_changed() & ~_AC.missing())
         | (
             _AC.cron_tick_passed(RETRAIN_CRON).since_last_handled()
             & _AC.any_deps_match(_AC.data_version_changed()).since(_AC.newly_requested() | _AC.newly_updated())
@@ -42,6 +42,7 @@ MODEL_AUTOMATION = (
     & ~_AC.in_progress()
 ).with_label("train_when_new_or_daily_if_inputs_changed")
 
-# Evaluation follows its model partition; the report follows any evaluation.
-EVALUATION_AUTOMATION = _AC.eager()
+# Evaluation follows its model partition (not the tiles it reads: new images reach the
+# evaluation through a retrain); the report follows any evaluation.
+EVALUATION_AUTOMATION = _AC.eager().ignore(dg.AssetSelection.assets("embeddings", "captions", "gazetteer_attack"))
 REPORT_AUTOMATION = _AC.eager()

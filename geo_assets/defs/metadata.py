@@ -6,11 +6,12 @@ import base64
 import hashlib
 from collections import Counter
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 
 import cv2
 import dagster as dg
 import numpy as np
+import pyarrow as pa
 
 
 def data_version_of(parts: Iterable[str]) -> dg.DataVersion:
@@ -22,12 +23,63 @@ def data_version_of(parts: Iterable[str]) -> dg.DataVersion:
     return dg.DataVersion(h.hexdigest()[:24])
 
 
+def records_table(records: list[dict], columns: list[str] | None = None) -> dg.MetadataValue:
+    """Rows of plain values as a Dagster table (sortable in the UI), typed per column."""
+    columns = columns or (list(records[0]) if records else [])
+
+    def kind(values) -> str:
+        present = [v for v in values if v is not None]
+        if present and all(isinstance(v, bool) for v in present):
+            return "bool"
+        if present and all(isinstance(v, int) and not isinstance(v, bool) for v in present):
+            return "int"
+        if present and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in present):
+            return "float"
+        return "string"
+
+    schema = dg.TableSchema(columns=[dg.TableColumn(c, kind([r.get(c) for r in records])) for c in columns])
+    return dg.MetadataValue.table(records=[dg.TableRecord({c: r.get(c) for c in columns}) for r in records], schema=schema)
+
+
 def counts_md(counter: Counter | dict, key_name: str = "reason", value_name: str = "count") -> dg.MetadataValue:
+    """Counts per key as a table, largest first."""
     rows = sorted(dict(counter).items(), key=lambda kv: (-kv[1], kv[0]))
-    lines = [f"| {key_name} | {value_name} |", "|---|---|"] + [f"| {k} | {v} |" for k, v in rows]
-    if not rows:
-        lines.append("| (none) | 0 |")
-    return dg.MetadataValue.md("\n".join(lines))
+    return records_table([{key_name: str(k), value_name: int(v)} for k, v in rows], [key_name, value_name])
+
+
+def column_schema(schema: pa.Schema) -> dg.TableSchema:
+    """`dagster/column_schema` from a table's pyarrow schema (the UI's Columns tab)."""
+    return dg.TableSchema(columns=[dg.TableColumn(f.name, str(f.type)) for f in schema])
+
+
+def parquet_rows(paths) -> int:
+    """Rows in these Parquet files, from their footers (no data read); missing files count 0."""
+    import pyarrow.parquet as pq
+
+    return sum(pq.ParquetFile(p).metadata.num_rows for p in paths if Path(p).exists())
+
+
+def with_table_metadata(events, row_count: Callable[[], int]):
+    """Pass an asset's events through, adding `dagster/row_count` to its MaterializeResult
+    (counted from the files just written), so every table asset reports it the same way."""
+    for event in events:
+        if isinstance(event, dg.MaterializeResult):
+            event = dg.MaterializeResult(
+                asset_key=event.asset_key, metadata={**(event.metadata or {}), "dagster/row_count": row_count()},
+                check_results=event.check_results, data_version=event.data_version, tags=event.tags,
+            )
+        yield event
+
+
+def table_asset_metadata(schema: pa.Schema) -> dict:
+    """Definition metadata for a table asset: its column schema, shown before any run."""
+    return {"dagster/column_schema": column_schema(schema)}
+
+
+def png_md(path: Path, alt: str = "plot") -> dg.MetadataValue:
+    """A PNG inline in Markdown metadata (data URI), so the UI shows the plot itself."""
+    data = base64.b64encode(Path(path).read_bytes()).decode()
+    return dg.MetadataValue.md(f"![{alt}](data:image/png;base64,{data})")
 
 
 def _thumb_data_uri(image_bgr: np.ndarray, width: int = 160) -> str:
@@ -51,3 +103,6 @@ def preview_md(paths: list[Path], captions: list[str] | None = None, width: int 
     if not cells:
         return dg.MetadataValue.md("(no images)")
     return dg.MetadataValue.md(" | ".join(cells) + "\n" + "|".join(["---"] * len(cells)))
+
+OWNERS = ["team:geo-assets"]
+"""Who answers for every asset (shown in the UI's asset pages and catalog)."""

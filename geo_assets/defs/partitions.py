@@ -1,4 +1,8 @@
-"""Partitions: tiles for the per-image stages, (blur x geocell) for the models."""
+"""Partitions: tiles for the per-image stages, (blur x geocell) for the models.
+
+Tile keys depend on the region and tile size, so they are built from the settings
+when definitions are built (`tile_partitions_for`), never at import time.
+"""
 
 from __future__ import annotations
 
@@ -7,16 +11,21 @@ import dagster as dg
 from geo_assets.geo.tiles import tiles_for_region
 from geo_assets.settings import BLUR_VARIANTS, GeoSettings
 
-SETTINGS = GeoSettings.from_env()
-
-TILES = tiles_for_region(SETTINGS.region, SETTINGS.tile_size)
-tile_partitions = dg.StaticPartitionsDefinition([t.key for t in TILES])
-
 blur_partitions = dg.StaticPartitionsDefinition(list(BLUR_VARIANTS))
 GEOCELL_PARTITIONS_NAME = "geocell"
 geocell_partitions = dg.DynamicPartitionsDefinition(name=GEOCELL_PARTITIONS_NAME)
 
 model_partitions = dg.MultiPartitionsDefinition({"blur": blur_partitions, "geocell": geocell_partitions})
+
+
+def tile_partitions_for(settings: GeoSettings | None = None) -> dg.StaticPartitionsDefinition:
+    """One partition per tile of the configured region (GEO_ASSETS_REGION, GEO_ASSETS_TILE_SIZE)."""
+    settings = settings or GeoSettings.from_env()
+    return dg.StaticPartitionsDefinition([t.key for t in tiles_for_region(settings.region, settings.tile_size)])
+
+
+def tile_keys(settings: GeoSettings | None = None) -> list[str]:
+    return tile_partitions_for(settings).get_partition_keys()
 
 
 def model_partition_key(blur: str, geocell: str) -> dg.MultiPartitionKey:

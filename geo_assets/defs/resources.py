@@ -5,7 +5,6 @@ per process; resources only hold configuration.
 """
 
 import functools
-import os
 import secrets
 from pathlib import Path
 
@@ -15,7 +14,7 @@ from pydantic import PrivateAttr
 from geo_assets.settings import GeoSettings
 from geo_assets.store.layout import StorageLayout
 
-_SETTINGS = GeoSettings.from_env()
+TOKEN_ENV = "MAPILLARY_ACCESS_TOKEN"
 
 
 @functools.lru_cache(maxsize=4)
@@ -28,8 +27,8 @@ def synthetic_world(seed: int):
 class StorageResource(dg.ConfigurableResource):
     """Where data (storage/) and trained models (models/) live."""
 
-    storage_dir: str = str(_SETTINGS.storage_dir)
-    models_dir: str = str(_SETTINGS.models_dir)
+    storage_dir: str
+    models_dir: str
 
     def layout(self) -> StorageLayout:
         return StorageLayout(Path(self.storage_dir).resolve(), Path(self.models_dir).resolve())
@@ -51,13 +50,14 @@ def fault_profile(name: str):
 class ImageSourceResource(dg.ConfigurableResource):
     """Mapillary Graph API v4, or the local server over the synthetic UK (default).
 
-    For `kind="mapillary"` the token is read from the environment variable
-    named by `token_env` at run time; it is never stored in config or logged.
+    For `kind="mapillary"` the token comes from `dg.EnvVar("MAPILLARY_ACCESS_TOKEN")`
+    (see `build_resources`): Dagster resolves it at run time and shows only the
+    variable's name in the UI; it is never stored in config, metadata or logs.
     """
 
     kind: str = "synthetic"
     base_url: str = "https://graph.mapillary.com"
-    token_env: str = "MAPILLARY_ACCESS_TOKEN"
+    token: str | None = None
     world_seed: int = 0
     timeout_s: float = 15.0
     max_retries: int = 5
@@ -96,9 +96,9 @@ class ImageSourceResource(dg.ConfigurableResource):
                 backoff=self.backoff_s,
             )
         elif self.kind == "mapillary":
-            token = os.environ.get(self.token_env)
+            token = self.token
             if not token:
-                raise dg.Failure(f"image source 'mapillary' needs a token in the environment variable {self.token_env}")
+                raise dg.Failure(f"image source 'mapillary' needs a token in the environment variable {TOKEN_ENV}")
             self._client = MapillaryClient(
                 base_url=self.base_url, token=token, timeout=self.timeout_s, max_retries=self.max_retries,
                 backoff=self.backoff_s, max_bbox_area=0.01,
@@ -172,11 +172,24 @@ class EncoderResource(dg.ConfigurableResource):
         return make_image_encoder(self.image_kind, self.image_model_path)
 
 
-def default_resources() -> dict:
+def build_resources(settings: GeoSettings | None = None) -> dict:
+    """The one resource set, from the settings of this environment (read now, not at import):
+    GEO_ASSETS_STORAGE / GEO_ASSETS_MODELS for storage, GEO_ASSETS_SOURCE for the image
+    source ('synthetic', the default, or 'mapillary' with its token from the environment)."""
+    settings = settings or GeoSettings.from_env()
+    if settings.source == "mapillary":
+        image_source = ImageSourceResource(kind="mapillary", token=dg.EnvVar(TOKEN_ENV))
+    else:
+        image_source = ImageSourceResource(kind="synthetic")
     return {
-        "storage": StorageResource(),
-        "image_source": ImageSourceResource(),
+        "storage": StorageResource(storage_dir=str(settings.storage_dir), models_dir=str(settings.models_dir)),
+        "image_source": image_source,
         "ocr": OcrResource(),
         "captioner": CaptionerResource(),
         "encoders": EncoderResource(),
     }
+
+
+@dg.definitions
+def resources() -> dg.Definitions:
+    return dg.Definitions(resources=build_resources())

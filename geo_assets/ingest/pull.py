@@ -60,30 +60,11 @@ from geo_assets.mapillary.errors import MapillaryDownloadError, MapillaryError, 
 from geo_assets.mapillary.redact import redact
 from geo_assets.store.layout import StorageLayout, UnsafePathError
 from geo_assets.store.parquet import atomic_write_bytes
+from geo_assets.store.schemas import RAW_IMAGES_SCHEMA, RAW_REJECTS_SCHEMA  # noqa: F401 (re-exported)
 
 _log = logging.getLogger(__name__)
 
 PULL_FIELDS: tuple[str, ...] = ("id", "computed_geometry", "geometry", "captured_at", "sequence", *URL_FIELDS)
-
-RAW_IMAGES_SCHEMA = pa.schema([
-    ("image_id", pa.string()),
-    ("lat", pa.float64()),
-    ("lon", pa.float64()),
-    ("captured_at", pa.int64()),
-    ("source", pa.string()),
-    ("sha256", pa.string()),
-    ("path", pa.string()),  # relative to StorageLayout.root, POSIX separators
-    ("width", pa.int32()),
-    ("height", pa.int32()),
-    ("sequence_id", pa.string()),  # '' when the source gave none; the split groups by it
-])
-
-RAW_REJECTS_SCHEMA = pa.schema([
-    ("image_id", pa.string()),
-    ("reason", pa.string()),
-    ("detail", pa.string()),
-    ("captured_at", pa.int64()),  # null when the record had none
-])
 
 # This many image downloads in a row failing with MapillaryUnavailableError
 # (retries exhausted) is an outage, not bad images: raise instead of rejecting.

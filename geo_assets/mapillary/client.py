@@ -323,6 +323,13 @@ class MapillaryClient:
             return str(err.get("message", ""))[:500], code if isinstance(code, int) else None, err.get("type")
         return (resp.reason or f"HTTP {resp.status_code}"), None, None
 
+    def _gave_up(self, what: str, err: str) -> MapillaryUnavailableError:
+        return MapillaryUnavailableError(
+            f"Mapillary {what}: gave up after {self.max_retries + 1} attempts; last error: {err}",
+            attempts=self.max_retries + 1,
+            last_error=err,
+        )
+
     def _sleep(self, what: str, err: str, attempt: int, retry_after: float | None) -> None:
         delay = self._delay(attempt, retry_after)
         self._count("retries")
@@ -387,11 +394,7 @@ class MapillaryClient:
                         self._raise_for_api_error(what, status, message, code)
             if attempt < self.max_retries:
                 self._sleep(what, err, attempt, retry_after)
-        raise MapillaryUnavailableError(
-            f"Mapillary {what}: gave up after {self.max_retries + 1} attempts; last error: {err}",
-            attempts=self.max_retries + 1,
-            last_error=err,
-        )
+        raise self._gave_up(what, err)
 
     def _raise_for_api_error(self, what: str, status: int, message: str, code: int | None):
         message = self._scrub(message)
@@ -750,8 +753,4 @@ class MapillaryClient:
                 err = f"{type(exc).__name__}: {self._scrub(str(exc))}"
             if attempt < self.max_retries:
                 self._sleep(what, err, attempt, retry_after)
-        raise MapillaryUnavailableError(
-            f"Mapillary {what}: gave up after {self.max_retries + 1} attempts; last error: {err}",
-            attempts=self.max_retries + 1,
-            last_error=err,
-        )
+        raise self._gave_up(what, err)

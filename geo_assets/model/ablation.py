@@ -45,7 +45,7 @@ def _fmt(m: dict) -> str:
 
 def run_ablation(layout, geocell: str, variants: list[str], max_epochs: int, rows=ABLATION, n_boot: int = 1000,
                  echo=print) -> dict:
-    from geo_assets.defs.partitions import SETTINGS
+    from geo_assets.settings import GeoSettings
     from geo_assets.geo.bbox import region_bounds
     from geo_assets.geo.geocells import GeocellGrid, parse_geocell_size
     from geo_assets.model.dataset import load_dataset
@@ -53,7 +53,7 @@ def run_ablation(layout, geocell: str, variants: list[str], max_epochs: int, row
     from geo_assets.model.fit import fit_model
     from geo_assets.model.spec import spec_for
 
-    grid = GeocellGrid(region_bounds(SETTINGS.region), parse_geocell_size(geocell))
+    grid = GeocellGrid(region_bounds(GeoSettings.from_env().region), parse_geocell_size(geocell))
     results: dict = {"geocell": geocell, "variants": {}}
     for variant in variants:
         ds = load_dataset(layout, variant)
@@ -106,14 +106,14 @@ def epoch_bench(layout, geocell: str, rows: int = 32_000, echo=print) -> dict:
     """Seconds for one training epoch on `rows` rows (the real features tiled), seed vs default."""
     import torch
 
-    from geo_assets.defs.partitions import SETTINGS
+    from geo_assets.settings import GeoSettings
     from geo_assets.geo.bbox import region_bounds
     from geo_assets.geo.geocells import GeocellGrid, parse_geocell_size
     from geo_assets.model.dataset import load_dataset
     from geo_assets.model.spec import spec_for
     from geo_assets.model.train import train_geolocator
 
-    grid = GeocellGrid(region_bounds(SETTINGS.region), parse_geocell_size(geocell))
+    grid = GeocellGrid(region_bounds(GeoSettings.from_env().region), parse_geocell_size(geocell))
     ds = load_dataset(layout, "unblurred")
     reps = int(np.ceil(rows / max(1, len(ds))))
     idx = np.tile(np.arange(len(ds)), reps)[:rows]
@@ -134,7 +134,8 @@ def epoch_bench(layout, geocell: str, rows: int = 32_000, echo=print) -> dict:
 
 
 def main(argv=None) -> None:
-    from geo_assets.defs.resources import StorageResource
+    from geo_assets.settings import GeoSettings
+    from geo_assets.store.layout import StorageLayout
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--geocell", default="0.05")
@@ -144,7 +145,8 @@ def main(argv=None) -> None:
     ap.add_argument("--epoch-bench", action="store_true")
     ap.add_argument("--out", default="")
     args = ap.parse_args(argv)
-    layout = StorageResource().layout()
+    settings = GeoSettings.from_env()
+    layout = StorageLayout(settings.storage_dir, settings.models_dir)
     rows = [r for r in ABLATION if not args.only or r[0] in args.only.split(",")]
     results = run_ablation(layout, args.geocell, [v for v in args.variants.split(",") if v], args.max_epochs, rows)
     if args.epoch_bench:

@@ -1,53 +1,232 @@
-"""Predictions for new images' feature vectors, and the privacy score (seed 3.7, seed 002).
+"""Predictions: feature vectors -> every model's guess and privacy score (seed 3.7), and
+image files -> those predictions through the same preprocessing as training.
 
-Seed 002's image privacy score:
+The image goes through the same preprocessing as training: one OCR pass, the
+blurred variant, captions for both variants, encoders, fusion. Each model sees
+the variant it was trained on (blurred models see the blurred image).
 
-    score = 1                      if city confidence < cutoff
-            1 - district confidence otherwise
-
-"City" and "district" were two classifiers there. Here one model's class
-probabilities give both, at fixed physical scales rather than at its own cell
-size: city confidence = probability mass of the classes whose centres lie within
-`CITY_KM` of the predicted point, district confidence = the mass within
-`DISTRICT_KM`. A model's arg-max probability alone would not be comparable
-across geocell sizes (a 0.05 degree model spreads the same belief over four
-times as many cells as a 0.1 one); masses within fixed radii are, up to the
-cell-centre granularity (a 0.1 degree cell is about 11 x 7 km, so its district
-mass is counted from centres up to 10 km away).
-
-0 = the model is certain where the image is; 1 = it gives nothing away.
+Inputs are checked before any model loads: each must be a readable file of at
+most MAX_FILE_BYTES, an image the decoder knows, with at most the ingest's
+pixel cap (validate.MAX_PIXELS; read from the header, before decoding). A bad
+input is an error on its own entry; the others still get their predictions, and
+no model loads when no input is usable. When an image's EXIF GPS, or a sidecar
+`<image>.json` / `<stem>.json` with "lat" and "lon", puts it outside the region
+the models cover, the entry says so (`warning`) next to the predictions.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import cv2
 import numpy as np
 import torch
 
+from geo_assets.geo.bbox import in_region
 from geo_assets.geo.haversine import haversine_km
+from geo_assets.ingest.validate import MAX_PIXELS
 from geo_assets.model.artifacts import LoadedModel
 from geo_assets.model.geolocator import class_centres
+from geo_assets.model.privacy_score import privacy_score
 from geo_assets.model.refine import Gallery, model_outputs, refine, snap_distance_km
+from geo_assets.settings import GeoSettings
 
-CITY_KM = 50.0
-DISTRICT_KM = 10.0
-CITY_CUTOFF = 0.2
+MAX_FILE_BYTES = 100_000_000
 
 
-def privacy_score(probs: np.ndarray, centres: np.ndarray, lat: float, lon: float, *, city_km: float = CITY_KM,
-                  district_km: float = DISTRICT_KM, cutoff: float = CITY_CUTOFF) -> dict:
-    """Seed 002's score from one image's class probabilities (n_classes,) and the class
-    centres (n_classes, 2). Returns score, city and district confidence."""
-    p = np.asarray(probs, dtype=np.float64).reshape(-1)
-    c = np.asarray(centres, dtype=np.float64).reshape(-1, 2)
-    if p.size == 0 or p.size != c.shape[0] or not np.all(np.isfinite(p)):
-        raise ValueError("probs must be finite, one per class centre")
-    if not (0 < district_km <= city_km):
-        raise ValueError("need 0 < district_km <= city_km")
-    d = np.atleast_1d(haversine_km(c[:, 0], c[:, 1], np.full(p.size, lat), np.full(p.size, lon)))
-    city = float(p[d <= city_km].sum())
-    district = float(p[d <= district_km].sum())
-    score = 1.0 if city < cutoff else float(np.clip(1.0 - district, 0.0, 1.0))
-    return {"privacy_score": score, "city_confidence": city, "district_confidence": district}
+class PredictionError(RuntimeError):
+    pass
+
+
+def load_input(path: Path, max_pixels: int = MAX_PIXELS) -> tuple[np.ndarray | None, str | None]:
+    """(BGR image, None) or (None, a one-line reason); never decodes past the pixel cap."""
+    import io
+    import warnings
+
+    from PIL import Image
+
+    path = Path(path)
+    if not path.exists():
+        return None, f"{path}: no such file"
+    if not path.is_file():
+        return None, f"{path}: not a file"
+    try:
+        size = path.stat().st_size
+        if size > MAX_FILE_BYTES:
+            return None, f"{path}: {size:,} bytes is over the {MAX_FILE_BYTES:,} byte limit"
+        data = path.read_bytes()
+    except OSError as exc:
+        return None, f"{path}: cannot read ({exc.strerror or exc})"
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data))
+            width, height = img.size
+            if width * height > max_pixels:
+                return None, f"{path}: {width}x{height} is over the {max_pixels:,} pixel limit"
+            img.load()
+            rgb = np.asarray(img.convert("RGB"))
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        return None, f"{path}: image is over the {max_pixels:,} pixel limit (refused before decoding)"
+    except Exception as exc:  # PIL raises many types for garbage
+        return None, f"{path}: not a readable image ({type(exc).__name__})"
+    return np.ascontiguousarray(rgb[:, :, ::-1]), None
+
+
+def sidecar_location(path: Path) -> tuple[float, float] | None:
+    """(lat, lon) from `<image>.json` or `<stem>.json` next to the image, or None."""
+    import json
+    import math
+
+    for side in (path.with_name(path.name + ".json"), path.with_suffix(".json")):
+        try:
+            if not side.is_file() or side.stat().st_size > 100_000:
+                continue
+            data = json.loads(side.read_text())
+            lat, lon = float(data["lat"]), float(data["lon"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if math.isfinite(lat) and math.isfinite(lon) and -90 <= lat <= 90 and -180 <= lon <= 180:
+            return lat, lon
+    return None
+
+
+def region_warning(truth: dict | None, region) -> str | None:
+    """A sentence when the true location lies outside the models' region."""
+    if not truth or truth.get("source") not in ("exif", "sidecar"):
+        return None
+    if in_region(truth["lat"], truth["lon"], region):
+        return None
+    return (f"the true location ({truth['lat']:.5f}, {truth['lon']:.5f}, from {truth['source']}) is outside the "
+            f"region the models cover: their guesses can only be inside it")
+
+
+def exif_gps(path: Path) -> tuple[float, float] | None:
+    """(lat, lon) from EXIF GPS tags, or None."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            gps = im.getexif().get_ifd(0x8825)
+    except Exception:
+        return None
+    if not gps or 2 not in gps or 4 not in gps:
+        return None
+
+    def to_deg(values, ref) -> float:
+        d, m, s = (float(v) for v in values)
+        deg = d + m / 60 + s / 3600
+        return -deg if ref in ("S", "W") else deg
+
+    try:
+        return to_deg(gps[2], gps.get(1, "N")), to_deg(gps[4], gps.get(3, "E"))
+    except (TypeError, ValueError, ZeroDivisionError):
+        return None
+
+
+def _truth(path: Path, world) -> dict | None:
+    gps = exif_gps(path)
+    if gps:
+        return {"lat": gps[0], "lon": gps[1], "source": "exif"}
+    side = sidecar_location(path)
+    if side:
+        return {"lat": side[0], "lon": side[1], "source": "sidecar"}
+    if world is not None:
+        try:
+            meta = world.meta(path.stem)
+        except (KeyError, ValueError):
+            return None
+        return {"lat": meta.lat, "lon": meta.lon, "source": "synthetic world"}
+    return None
+
+
+def discover_models(models_dir: Path) -> list[Path]:
+    return sorted(p.parent for p in Path(models_dir).glob("*/*/model.json"))
+
+
+def predict_images(paths: list[Path], models_dir: Path | str | None = None, *, ocr_engine: str = "rapidocr",
+                   captioner_kind: str = "imagenet-labels", world_seed: int | None = 0) -> list[dict]:
+    from geo_assets.defs.resources import CaptionerResource, EncoderResource, synthetic_world
+    from geo_assets.embed.fusion import CrossAttentionFusion
+    from geo_assets.model.artifacts import load_model
+    from geo_assets.model.refine import Gallery
+    from geo_assets.preprocess.ocr import make_ocr_engine
+
+    settings = GeoSettings.from_env()
+    inputs = []  # (entry, BGR image or None): every input checked before any model loads
+    for path in paths:
+        path = Path(path)
+        image, error = load_input(path)
+        entry: dict = {"image": str(path), "predictions": []}
+        if error:
+            entry["error"] = error
+        inputs.append((entry, image))
+    if all(image is None for _, image in inputs):
+        return [entry for entry, _ in inputs]
+
+    models_dir = Path(models_dir) if models_dir else settings.models_dir
+    model_dirs = discover_models(models_dir)
+    if not model_dirs:
+        raise PredictionError(f"no trained models under {models_dir}: run `geo-assets run` first")
+    models = [load_model(d, device="cpu") for d in model_dirs]
+    galleries = {d: Gallery.load(d / "gallery.npz") if (d / "gallery.npz").exists() else None for d in model_dirs}
+    engine = make_ocr_engine(ocr_engine)
+    captioner = CaptionerResource(kind=captioner_kind).captioner()
+    encoders = EncoderResource()
+    text_encoder, image_encoder = encoders.text_encoder(), encoders.image_encoder()
+    fusion = CrossAttentionFusion(text_encoder.dim, image_encoder.dim)
+    world = synthetic_world(world_seed) if world_seed is not None else None
+
+    results = []
+    for entry, image in inputs:
+        results.append(entry)
+        if image is None:
+            continue
+        try:
+            _predict_one(entry, Path(entry["image"]), image, engine, captioner, text_encoder, image_encoder, fusion,
+                         world, model_dirs, models, galleries, settings.region)
+        except Exception as exc:  # one image failing never loses the others' results
+            entry["predictions"] = []
+            entry["error"] = f"{entry['image']}: prediction failed ({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''})"
+    return results
+
+
+def _predict_one(entry: dict, path: Path, image, engine, captioner, text_encoder, image_encoder, fusion, world,
+                 model_dirs, models, galleries, region) -> None:
+    from geo_assets.attack.gazetteer import locate
+    from geo_assets.embed.encoders import encode_optional_texts
+    from geo_assets.model.dataset import FEATURES, assemble_features
+    from geo_assets.preprocess.variants import caption_text, make_blurred_variant
+
+    words = engine.read(image)
+    blurred = make_blurred_variant(image, engine, words)
+    variants = {"unblurred": (image, words), "blurred": (blurred.image_bgr, blurred.words_after)}
+    features = {}
+    for name, (bgr, variant_words) in variants.items():
+        rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+        text = caption_text(captioner.caption_batch([rgb])[0], variant_words)
+        text_cls = text_encoder.encode([text.caption])
+        ocr_cls = encode_optional_texts(text_encoder, [text.cleaned])
+        enc = image_encoder.encode([rgb])
+        fused = fusion.fuse(text_cls, enc.tokens)
+        guess = locate(variant_words)
+        features[name] = {**{f: assemble_features(f, text_cls, enc.cls, fused, ocr_cls) for f in FEATURES},
+                          "caption": text.caption,
+                          "gaz": np.array([[guess.lat, guess.lon]] if guess else [[np.nan, np.nan]])}
+    truth = _truth(path, world)
+    entry["truth"] = truth
+    warning = region_warning(truth, region)
+    if warning:
+        entry["warning"] = warning
+    entry["captions"] = {k: v["caption"] for k, v in features.items()}
+    for model_dir, loaded in zip(model_dirs, models):
+        blur, geocell = loaded.meta["blur"], loaded.meta["geocell"]
+        x = np.asarray(features[blur][loaded.meta.get("feature", "fused")], dtype=np.float32)
+        pred = predict_features(loaded, x, features[blur]["gaz"], galleries[model_dir])[0]
+        p = {"model": f"{blur} {geocell}", **pred}
+        if truth:
+            p["distance_km"] = float(haversine_km(p["lat"], p["lon"], truth["lat"], truth["lon"]))
+        entry["predictions"].append(p)
 
 
 @torch.no_grad()

@@ -48,10 +48,12 @@ SEED_FIGURE_18 = {
 }
 
 
-def collect_evaluations(models_root: Path) -> list[dict]:
-    """Every models/<blur>/<geocell>/evaluation.json, ordered by geocell then blur."""
+def collect_evaluations(paths: list[Path]) -> list[dict]:
+    """The given evaluation.json files (absent ones skipped), ordered by geocell then blur."""
     found = []
-    for path in sorted(Path(models_root).glob("*/*/evaluation.json")):
+    for path in sorted(Path(p) for p in paths):
+        if not path.exists():
+            continue
         try:
             found.append(json.loads(path.read_text()))
         except json.JSONDecodeError as exc:

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 # Tables stored as Hive-style folders so DuckDB globs see tile/variant columns.
-TABLES = ("raw_images", "raw_rejects", "ocr_text", "blur_regions", "captions", "embeddings", "attack_guesses")
+# Each table is named after the asset that writes it (raw_rejects: raw_images's rejects).
+TABLES = ("raw_images", "raw_rejects", "ocr_text", "blurred_images", "captions", "embeddings", "attack_guesses")
 
 _COMPONENT_RE = re.compile(r"[A-Za-z0-9\-][A-Za-z0-9._=\-]{0,127}")
 
@@ -68,6 +69,11 @@ class StorageLayout:
         if variant is not None:
             parts.append(safe_component(f"variant={variant}", "variant"))
         return self._under_root(*parts, "data.parquet")
+
+    def tile_table_files(self, table: str, tile: str) -> list[Path]:
+        """Every Parquet file of one tile of `table` (one, or one per variant)."""
+        folder = self.table_path(table, tile).parent
+        return sorted(folder.glob("**/*.parquet")) if folder.exists() else []
 
     def table_glob(self, table: str) -> str:
         if table not in TABLES:

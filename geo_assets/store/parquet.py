@@ -81,28 +81,14 @@ def remove_orphans_of(path: Path, min_age_s: float = ORPHAN_AGE_S) -> int:
     return removed
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    path = Path(path)
-    fd, tmp = _new_temp(path)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        _unlink_quiet(tmp)
-        raise
-    _fsync_dir(path.parent)
-
-
-def write_table(path: Path, table: pa.Table) -> None:
-    """Write `table` to `path` via a temp file in the same folder and an atomic rename."""
+def _publish(path: Path, write) -> None:
+    """`write(temp_path)` into a temp file beside `path`, fsync it, then rename it over
+    `path`: readers see the old file or the new one, never half of one."""
     path = Path(path)
     fd, tmp = _new_temp(path)
     os.close(fd)
     try:
-        pq.write_table(table, tmp, compression="zstd")
+        write(tmp)
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -110,6 +96,15 @@ def write_table(path: Path, table: pa.Table) -> None:
         _unlink_quiet(tmp)
         raise
     _fsync_dir(path.parent)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    _publish(path, lambda tmp: Path(tmp).write_bytes(data))
+
+
+def write_table(path: Path, table: pa.Table) -> None:
+    """Write `table` to `path` via a temp file in the same folder and an atomic rename."""
+    _publish(path, lambda tmp: pq.write_table(table, tmp, compression="zstd"))
 
 
 def read_table(path: Path, schema: pa.Schema | None = None) -> pa.Table:
@@ -142,3 +137,7 @@ def _unlink_quiet(path: str) -> None:
         os.unlink(path)
     except FileNotFoundError:
         pass
+
+
+def rows_by(table: pa.Table, key: str) -> dict[str, dict]:
+    return {row[key]: row for row in table.to_pylist()}

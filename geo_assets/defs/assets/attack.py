@@ -3,7 +3,7 @@ reads in each image, unblurred and blurred (``geo_assets.attack.gazetteer``).
 
 Rows are (image, variant, engine). The primary engine's rows cost no OCR: the
 unblurred words are ``ocr_text.words_json`` and the blurred words are
-``blur_regions.ocr_words_json`` (the blur step's re-read of the blurred image).
+``blurred_images.ocr_words_json`` (the blur step's re-read of the blurred image).
 A second engine (EasyOCR, the seed's) reads only test-split images, both
 variants, at most ``easyocr_max_test_images`` per tile: on 2 CPU cores it costs
 ~1.2-1.9 s per read. Its reads of blurred images already made by the blur
@@ -24,43 +24,26 @@ import pyarrow as pa
 
 from geo_assets.attack.gazetteer import DEFAULT_RULE, RULES, locate
 from geo_assets.defs.automation import TILE_AUTOMATION
-from geo_assets.defs.metadata import data_version_of
-from geo_assets.defs.partitions import SETTINGS, tile_partitions
+from geo_assets.defs.metadata import (
+    OWNERS, data_version_of, parquet_rows, records_table, table_asset_metadata, with_table_metadata,
+)
+from geo_assets.defs.partitions import tile_partitions_for
 from geo_assets.defs.resources import StorageResource
-from geo_assets.defs.tables import BLUR_CHECK_CACHE_SCHEMA, BLUR_SCHEMA, CAPTION_SCHEMA, OCR_SCHEMA, load_bgr, rows_by
 from geo_assets.geo.haversine import haversine_km
-from geo_assets.ingest.pull import RAW_IMAGES_SCHEMA
 from geo_assets.model.splits import SplitConfig, assign_splits
+from geo_assets.settings import GeoSettings
+from geo_assets.store.catalog import refresh_views
+from geo_assets.store.images import load_bgr
 from geo_assets.store.layout import StorageLayout
 from geo_assets.store.locks import partition_lock
-from geo_assets.store.catalog import refresh_views
-from geo_assets.store.parquet import read_table, write_table
+from geo_assets.store.parquet import read_table, rows_by, write_table
+from geo_assets.store.schemas import (
+    ATTACK_SCHEMA, BLUR_CHECK_CACHE_SCHEMA, BLUR_SCHEMA, CAPTION_SCHEMA, OCR_SCHEMA, RAW_IMAGES_SCHEMA,
+)
 
 ATTACK_TABLE = "attack_guesses"
 SECOND_ENGINE = "easyocr"
 VARIANTS = ("unblurred", "blurred")
-
-ATTACK_SCHEMA = pa.schema([
-    ("image_id", pa.string()),
-    ("sequence_id", pa.string()),
-    ("variant", pa.string()),  # unblurred | blurred
-    ("engine", pa.string()),  # rapidocr | easyocr: who read the text
-    ("engine_id", pa.string()),  # name:version of that engine
-    ("split", pa.string()),  # train | validation | test (assign_splits, default SplitConfig)
-    ("text_reliant", pa.bool_()),  # the unblurred caption names a place (null without a caption)
-    ("lat", pa.float64()),  # true location
-    ("lon", pa.float64()),
-    ("guess_lat", pa.float64()),  # null: the attacker abstained
-    ("guess_lon", pa.float64()),
-    ("source", pa.string()),  # coordinates | place | null
-    ("matched", pa.string()),  # coordinate text or canonical place name | null
-    ("error_km", pa.float64()),  # null when abstaining
-    ("words_sha", pa.string()),  # key of what was read (sha256 of the texts, reading order)
-    ("image_sha256", pa.string()),  # the variant's image (raw or blurred sha256)
-    ("texts_json", pa.string()),  # the OCR strings the attacker saw
-    ("rule", pa.string()),  # the place-name rule that made the guess
-])
-"""One row per (image, variant, engine): what the gazetteer attacker guessed from that read."""
 
 
 class AttackConfig(dg.Config):
@@ -102,48 +85,34 @@ def _attack_row(base: dict, texts: list[str], rule: str, region) -> dict:
     return row
 
 
-def _summary(rows: list[dict], second_ids: set[str]) -> tuple[dict, str]:
-    """Per engine/variant: rows, guesses, within 1/10/25 km, and a Markdown table of it.
-    The primary engine is also summarised on the images the second engine read."""
+def _summary(rows: list[dict], second_ids: set[str]) -> dict:
+    """Per engine/variant: rows, guesses, within 1/10/25 km. The primary engine is also
+    summarised on the images the second engine read."""
     groups: dict[str, list[dict]] = {}
     for r in rows:
         groups.setdefault(f"{r['engine']}/{r['variant']}", []).append(r)
         if r["image_id"] in second_ids and r["engine"] != SECOND_ENGINE:
             groups.setdefault(f"{r['engine']}/{r['variant']} ({SECOND_ENGINE} images)", []).append(r)
-    summary, lines = {}, ["| engine/variant | rows | guessed | <=1 km | <=10 km | <=25 km |", "|---|---|---|---|---|---|"]
+    summary = {}
     for key in sorted(groups):
-        g = groups[key]
-        errs = [r["error_km"] for r in g if r["error_km"] is not None]
-        s = {"rows": len(g), "guessed": len(errs), "within_1km": sum(e <= 1 for e in errs),
-             "within_10km": sum(e <= 10 for e in errs), "within_25km": sum(e <= 25 for e in errs)}
-        summary[key] = s
-        lines.append(f"| {key} | {s['rows']} | {s['guessed']} | {s['within_1km']} | {s['within_10km']} | {s['within_25km']} |")
-    return summary, "\n".join(lines)
+        errs = [r["error_km"] for r in groups[key] if r["error_km"] is not None]
+        summary[key] = {"rows": len(groups[key]), "guessed": len(errs), "within_1km": sum(e <= 1 for e in errs),
+                        "within_10km": sum(e <= 10 for e in errs), "within_25km": sum(e <= 25 for e in errs)}
+    return summary
 
 
-@dg.asset(
-    partitions_def=tile_partitions,
-    automation_condition=TILE_AUTOMATION,
-    deps=["raw_images", "ocr_text", "blurred_images", "captions"],
-    code_version="gazetteer_attack-v1",
-    group_name="attack",
-    kinds={"python", "parquet"},
-)
-def gazetteer_attack(context: dg.AssetExecutionContext, config: AttackConfig, storage: StorageResource) -> dg.MaterializeResult:
-    """The gazetteer attacker on every image's OCR text, unblurred and blurred: printed
-    coordinates, else the place the rule picks, else abstain. One row per (image,
-    variant, engine) in `attack_guesses`, with the error in km."""
+def materialize_gazetteer_attack(context: dg.AssetExecutionContext, config: AttackConfig, storage: StorageResource) -> dg.MaterializeResult:
     if config.rule not in RULES:
         raise dg.Failure(f"unknown attack rule {config.rule!r}; choose one of {', '.join(RULES)}")
     tile = context.partition_key
     layout = storage.layout()
-    region = SETTINGS.region
+    region = GeoSettings.from_env().region
     started = time.perf_counter()
     with partition_lock(layout.root, "gazetteer_attack", tile):
         images = read_table(layout.table_path("raw_images", tile), RAW_IMAGES_SCHEMA).to_pylist()
         by_id = {i["image_id"]: i for i in images}
         ocr_rows = rows_by(read_table(layout.table_path("ocr_text", tile), OCR_SCHEMA), "image_id")
-        blur_rows = rows_by(read_table(layout.table_path("blur_regions", tile), BLUR_SCHEMA), "image_id")
+        blur_rows = rows_by(read_table(layout.table_path("blurred_images", tile), BLUR_SCHEMA), "image_id")
         captions = rows_by(read_table(layout.table_path("captions", tile, "unblurred"), CAPTION_SCHEMA), "image_id")
         out_path = attack_table_path(layout, tile)
         previous = {(r["image_id"], r["variant"], r["engine"]): r for r in read_table(out_path, ATTACK_SCHEMA).to_pylist()}
@@ -215,7 +184,7 @@ def gazetteer_attack(context: dg.AssetExecutionContext, config: AttackConfig, st
         write_table(out_path, table)
         refresh_views(layout, (ATTACK_TABLE,))
         seconds = time.perf_counter() - started
-        summary, table_md = _summary(rows, set(chosen))
+        summary = _summary(rows, set(chosen))
         sources = Counter(f"{r['engine']}/{r['variant']}:{r['source']}" for r in rows if r["source"])
         context.log.info(f"gazetteer attack on {tile}: {len(rows)} rows, {reads} {SECOND_ENGINE} reads in {ocr_seconds:.1f}s")
         return dg.MaterializeResult(
@@ -232,7 +201,7 @@ def gazetteer_attack(context: dg.AssetExecutionContext, config: AttackConfig, st
                 f"{SECOND_ENGINE}_seconds": round(ocr_seconds, 3),
                 "seconds": round(seconds, 3),
                 "by_engine_variant": dg.MetadataValue.json(summary),
-                "guesses": dg.MetadataValue.md(table_md),
+                "guesses": records_table([{"engine/variant": k, **v} for k, v in summary.items()]),
                 "sources": dg.MetadataValue.json(dict(sources)),
             },
             data_version=data_version_of(
@@ -241,3 +210,30 @@ def gazetteer_attack(context: dg.AssetExecutionContext, config: AttackConfig, st
         )
 
 
+
+
+def build_gazetteer_attack(tiles: dg.PartitionsDefinition) -> dg.AssetsDefinition:
+    @dg.asset(
+        partitions_def=tiles,
+        automation_condition=TILE_AUTOMATION,
+        deps=["raw_images", "ocr_text", "blurred_images", "captions"],
+        code_version="gazetteer_attack-v1",
+        group_name="attack",
+        kinds={"python", "parquet"},
+        owners=OWNERS,
+        metadata=table_asset_metadata(ATTACK_SCHEMA),
+    )
+    def gazetteer_attack(context: dg.AssetExecutionContext, config: AttackConfig, storage: StorageResource):
+        """The gazetteer attacker on every image's OCR text, unblurred and blurred: printed
+        coordinates, else the place the rule picks, else abstain. One row per (image,
+        variant, engine) in `attack_guesses`, with the error in km."""
+        yield from with_table_metadata(
+            [materialize_gazetteer_attack(context, config, storage)],
+            lambda: parquet_rows(storage.layout().tile_table_files("attack_guesses", context.partition_key)))
+
+    return gazetteer_attack
+
+
+@dg.definitions
+def defs() -> dg.Definitions:
+    return dg.Definitions(assets=[build_gazetteer_attack(tile_partitions_for())])

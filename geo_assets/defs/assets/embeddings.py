@@ -11,30 +11,18 @@ import pyarrow as pa
 
 from geo_assets.defs.assets.preprocess import GPU_POOL
 from geo_assets.defs.automation import TILE_AUTOMATION
-from geo_assets.defs.metadata import data_version_of
-from geo_assets.defs.partitions import tile_partitions
+from geo_assets.defs.metadata import OWNERS, data_version_of, parquet_rows, with_table_metadata
+from geo_assets.defs.partitions import tile_partitions_for
 from geo_assets.defs.resources import EncoderResource, StorageResource
-from geo_assets.defs.tables import CAPTION_SCHEMA, load_bgr, rows_by
 from geo_assets.embed.encoders import encode_optional_texts
 from geo_assets.embed.fusion import CrossAttentionFusion
 from geo_assets.embed.neighbours import nearest_neighbours, neighbour_distance_summary
-from geo_assets.ingest.pull import RAW_IMAGES_SCHEMA
 from geo_assets.settings import BLUR_VARIANTS
 from geo_assets.store.catalog import refresh_views
+from geo_assets.store.images import load_bgr
 from geo_assets.store.locks import partition_lock
-from geo_assets.store.parquet import read_table, write_table
-
-
-def embedding_schema(text_dim: int, image_dim: int, fused_dim: int) -> pa.Schema:
-    return pa.schema([
-        ("image_id", pa.string()), ("variant", pa.string()), ("lat", pa.float64()), ("lon", pa.float64()),
-        ("sequence_id", pa.string()), ("image_sha256", pa.string()), ("caption_sha256", pa.string()), ("encoder_key", pa.string()),
-        ("text_emb", pa.list_(pa.float32(), text_dim)), ("image_emb", pa.list_(pa.float32(), image_dim)),
-        ("fused", pa.list_(pa.float32(), fused_dim)),
-        # The cleaned OCR text encoded on its own (zeros when there is none): in the
-        # caption vector a place name is buried under the generated words.
-        ("ocr_emb", pa.list_(pa.float32(), text_dim)),
-    ])
+from geo_assets.store.parquet import read_table, rows_by, write_table
+from geo_assets.store.schemas import CAPTION_SCHEMA, RAW_IMAGES_SCHEMA, embedding_schema
 
 
 class EmbeddingConfig(dg.Config):
@@ -45,20 +33,7 @@ def _sha(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
-@dg.asset(
-    partitions_def=tile_partitions,
-    automation_condition=TILE_AUTOMATION,
-    deps=["raw_images", "blurred_images", "captions"],
-    code_version="embeddings-v2",
-    group_name="embeddings",
-    kinds={"python", "pytorch", "parquet", "duckdb"},
-    pool=GPU_POOL,
-    check_specs=[dg.AssetCheckSpec("embeddings_finite_and_sized", asset="embeddings",
-                                   description="no NaN/inf and the expected dimensions")],
-)
-def embeddings(context: dg.AssetExecutionContext, config: EmbeddingConfig, storage: StorageResource, encoders: EncoderResource):
-    """Text CLS, image CLS and the fused vector per (image, variant). Rows whose image,
-    caption and encoders are unchanged are kept; only new ones are encoded."""
+def materialize_embeddings(context: dg.AssetExecutionContext, config: EmbeddingConfig, storage: StorageResource, encoders: EncoderResource):
     tile = context.partition_key
     layout = storage.layout()
     with partition_lock(layout.root, "embeddings", context.partition_key):
@@ -94,9 +69,8 @@ def embeddings(context: dg.AssetExecutionContext, config: EmbeddingConfig, stora
             for start in range(0, len(todo), config.batch_size):
                 batch = todo[start : start + config.batch_size]
                 if variant == "blurred" and blur_paths is None:
-                    from geo_assets.defs.tables import BLUR_SCHEMA
-
-                    blur_paths = {r["image_id"]: r["blurred_path"] for r in read_table(layout.table_path("blur_regions", tile), BLUR_SCHEMA).to_pylist()}
+                    from geo_assets.store.schemas import BLUR_SCHEMA
+                    blur_paths = {r["image_id"]: r["blurred_path"] for r in read_table(layout.table_path("blurred_images", tile), BLUR_SCHEMA).to_pylist()}
                 paths = [img["path"] if variant == "unblurred" else blur_paths[cap["image_id"]] for cap, img, _ in batch]
                 rgb = [cv2.cvtColor(load_bgr(layout.root / p), cv2.COLOR_BGR2RGB) for p in paths]
                 t0 = time.perf_counter()
@@ -177,3 +151,32 @@ def _neighbour_sanity(rows: list[dict], queries: int = 3, k: int = 3) -> dict:
             for nb in nearest_neighbours(fused, lat, lon, range(min(queries, len(vrows))), k=k):
                 table.append(f"| {vrows[nb.query]['image_id']} | {vrows[nb.neighbour]['image_id']} | {nb.cosine:.3f} | {nb.km:.1f} |")
     return {"table": "\n".join(table), "summary": "\n".join(summary)}
+
+
+def build_embeddings(tiles: dg.PartitionsDefinition) -> dg.AssetsDefinition:
+    @dg.asset(
+        partitions_def=tiles,
+        automation_condition=TILE_AUTOMATION,
+        deps=["raw_images", "blurred_images", "captions"],
+        code_version="embeddings-v2",
+        group_name="embeddings",
+        kinds={"python", "pytorch", "parquet", "duckdb"},
+        owners=OWNERS,
+        pool=GPU_POOL,
+        check_specs=[dg.AssetCheckSpec("embeddings_finite_and_sized", asset="embeddings", blocking=True,
+                                       description="no NaN/inf and the expected dimensions; blocking, so a "
+                                                   "bad embedding stops training")],
+    )
+    def embeddings(context: dg.AssetExecutionContext, config: EmbeddingConfig, storage: StorageResource, encoders: EncoderResource):
+        """Text CLS, image CLS and the fused vector per (image, variant). Rows whose image,
+        caption and encoders are unchanged are kept; only new ones are encoded."""
+        yield from with_table_metadata(
+            materialize_embeddings(context, config, storage, encoders),
+            lambda: parquet_rows(storage.layout().tile_table_files("embeddings", context.partition_key)))
+
+    return embeddings
+
+
+@dg.definitions
+def defs() -> dg.Definitions:
+    return dg.Definitions(assets=[build_embeddings(tile_partitions_for())])

@@ -7,20 +7,24 @@ import dagster as dg
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from geo_assets.defs.metadata import counts_md, data_version_of, preview_md
-from geo_assets.defs.partitions import SETTINGS, tile_partitions
+from geo_assets.defs.metadata import (
+    OWNERS, counts_md, data_version_of, parquet_rows, preview_md, table_asset_metadata, with_table_metadata,
+)
+from geo_assets.defs.partitions import tile_partitions_for
 from geo_assets.defs.resources import ImageSourceResource, StorageResource
 from geo_assets.geo.bbox import in_region
 from geo_assets.geo.tiles import Tile
 from geo_assets.ingest.pull import DUPLICATE_DISTANCE_M, RAW_IMAGES_SCHEMA, RAW_REJECTS_SCHEMA, pull_tile
 from geo_assets.mapillary.errors import MapillaryUnavailableError
 from geo_assets.store.locks import partition_lock, remove_orphan_temp_files
+from geo_assets.settings import GeoSettings
 from geo_assets.store.parquet import read_table, write_table
 
 
 class PullConfig(dg.Config):
-    images_per_tile: int = SETTINGS.images_per_tile
-    """Target number of stored images per tile: the data-set size setting."""
+    images_per_tile: int | None = None
+    """Target number of stored images per tile: the data-set size setting (None:
+    GEO_ASSETS_IMAGES_PER_TILE, default 90)."""
     max_new_per_run: int = 0
     """Cap on images added by one run (0: up to images_per_tile)."""
     duplicate_distance_m: float = DUPLICATE_DISTANCE_M
@@ -34,22 +38,12 @@ def _cursor(images: pa.Table, rejects: pa.Table) -> int | None:
     return max(values) if values else None
 
 
-@dg.asset(
-    partitions_def=tile_partitions,
-    code_version="raw_images-v2",
-    group_name="ingest",
-    kinds={"python", "parquet"},
-    check_specs=[
-        dg.AssetCheckSpec("unique_image_ids", asset="raw_images", description="no image id or sha256 stored twice"),
-        dg.AssetCheckSpec("coordinates_in_region", asset="raw_images", description="every image lies in its tile and the region"),
-    ],
-)
-def raw_images(
+def pull_raw_images(
     context: dg.AssetExecutionContext, config: PullConfig, storage: StorageResource, image_source: ImageSourceResource
 ):
-    """Images of one tile: only ids never seen are fetched (cursor = newest captured_at
-    stored), validated, and appended; rejected items are kept with their reason."""
     tile = Tile.from_key(context.partition_key)
+    settings = GeoSettings.from_env()
+    images_per_tile = config.images_per_tile if config.images_per_tile is not None else settings.images_per_tile
     layout = storage.layout()
     with partition_lock(layout.root, "raw_images", context.partition_key):
         remove_orphan_temp_files(layout.raw_image_path(context.partition_key, 'x').parent)
@@ -58,7 +52,7 @@ def raw_images(
         images = read_table(images_path, RAW_IMAGES_SCHEMA)
         rejects = read_table(rejects_path, RAW_REJECTS_SCHEMA)
 
-        wanted = max(0, config.images_per_tile - images.num_rows)
+        wanted = max(0, images_per_tile - images.num_rows)
         if config.max_new_per_run > 0:
             wanted = min(wanted, config.max_new_per_run)
         started = time.perf_counter()
@@ -114,7 +108,7 @@ def raw_images(
         ids = images["image_id"].to_pylist()
         shas = images["sha256"].to_pylist()
         lats, lons = images["lat"].to_pylist(), images["lon"].to_pylist()
-        outside = sum(1 for la, lo in zip(lats, lons) if not (tile.bbox.contains(la, lo) and in_region(la, lo, SETTINGS.region)))
+        outside = sum(1 for la, lo in zip(lats, lons) if not (tile.bbox.contains(la, lo) and in_region(la, lo, settings.region)))
         yield dg.AssetCheckResult(
             check_name="unique_image_ids",
             passed=len(set(ids)) == len(ids) and len(set(shas)) == len(shas),
@@ -140,3 +134,33 @@ def raw_images(
             },
             data_version=data_version_of(f"{i}:{s}" for i, s in zip(ids, shas)),
         )
+
+
+def build_raw_images(tiles: dg.PartitionsDefinition) -> dg.AssetsDefinition:
+    @dg.asset(
+        partitions_def=tiles,
+        code_version="raw_images-v2",
+        group_name="ingest",
+        kinds={"python", "parquet"},
+        owners=OWNERS,
+        metadata=table_asset_metadata(RAW_IMAGES_SCHEMA),
+        check_specs=[
+            dg.AssetCheckSpec("unique_image_ids", asset="raw_images", description="no image id or sha256 stored twice"),
+            dg.AssetCheckSpec("coordinates_in_region", asset="raw_images", description="every image lies in its tile and the region"),
+        ],
+    )
+    def raw_images(
+        context: dg.AssetExecutionContext, config: PullConfig, storage: StorageResource, image_source: ImageSourceResource
+    ):
+        """Images of one tile: only ids never seen are fetched (cursor = newest captured_at
+        stored), validated, and appended; rejected items are kept with their reason."""
+        layout = storage.layout()
+        yield from with_table_metadata(pull_raw_images(context, config, storage, image_source),
+                                       lambda: parquet_rows(layout.tile_table_files("raw_images", context.partition_key)))
+
+    return raw_images
+
+
+@dg.definitions
+def defs() -> dg.Definitions:
+    return dg.Definitions(assets=[build_raw_images(tile_partitions_for())])

@@ -16,8 +16,8 @@ import numpy as np
 import pyarrow as pa
 
 from geo_assets.defs.automation import EVALUATION_AUTOMATION, MODEL_AUTOMATION
-from geo_assets.defs.metadata import data_version_of
-from geo_assets.defs.partitions import SETTINGS, model_partitions, split_model_partition_key
+from geo_assets.defs.metadata import OWNERS, data_version_of
+from geo_assets.defs.partitions import model_partitions, split_model_partition_key
 from geo_assets.defs.resources import StorageResource
 from geo_assets.geo.bbox import region_bounds
 from geo_assets.geo.geocells import GeocellGrid, parse_geocell_size
@@ -29,6 +29,7 @@ from geo_assets.model.refine import Gallery
 from geo_assets.model.spec import ModelSpec, spec_for
 from geo_assets.model.splits import PROTOCOLS, SplitConfig
 from geo_assets.model.train import TrainConfig
+from geo_assets.settings import GeoSettings
 from geo_assets.store.locks import partition_lock
 from geo_assets.store.parquet import atomic_write_bytes, write_table
 
@@ -102,21 +103,7 @@ def _save(model_dir, fit, spec: ModelSpec, meta: dict, grid) -> None:
         gallery_path.unlink()
 
 
-@dg.asset(
-    partitions_def=model_partitions,
-    deps=[dg.AssetDep("embeddings", partition_mapping=ALL_TILES), dg.AssetDep("captions", partition_mapping=ALL_TILES),
-          dg.AssetDep("gazetteer_attack", partition_mapping=ALL_TILES)],
-    code_version="geolocator_model-v2",
-    group_name="models",
-    kinds={"pytorch"},
-    pool="gpu",
-    automation_condition=MODEL_AUTOMATION,
-)
-def geolocator_model(context: dg.AssetExecutionContext, config: TrainingConfig, storage: StorageResource) -> dg.MaterializeResult:
-    """Train the geolocator for one (blur, geocell) partition on every tile's embeddings of that
-    variant: train split to learn, validation split to steer; the test split is never seen.
-    Writes models/<blur>/<geocell>/ (weights, JSON with spec, split and history, retrieval
-    gallery) and the seed-protocol twin under seed_protocol/."""
+def materialize_geolocator_model(context: dg.AssetExecutionContext, config: TrainingConfig, storage: StorageResource) -> dg.MaterializeResult:
     blur, geocell = split_model_partition_key(context.partition_key)
     layout = storage.layout()
     # Two runs of one partition take turns: the model folder is written in place.
@@ -129,7 +116,7 @@ def _train_partition(context, config: TrainingConfig, layout, blur: str, geocell
     ds = load_dataset(layout, blur)
     if len(ds) < 10:
         raise dg.Failure(f"only {len(ds)} embedded images for variant {blur}: materialize embeddings first")
-    grid = GeocellGrid(region_bounds(SETTINGS.region), parse_geocell_size(geocell))
+    grid = GeocellGrid(region_bounds(GeoSettings.from_env().region), parse_geocell_size(geocell))
     version = data_version_of(ds.row_keys + [f"gaz:{a}:{b}" for a, b in zip(ds.gaz_lat.tolist(), ds.gaz_lon.tolist())])
     meta = {"blur": blur, "geocell": geocell, "feature": spec.feature, "encoder_key": ds.encoder_key,
             "training_data_version": version.value}
@@ -203,22 +190,7 @@ def _num(v) -> float:
     return float("nan") if v is None else float(v)
 
 
-@dg.asset(
-    partitions_def=model_partitions,
-    deps=["geolocator_model"],
-    code_version="model_evaluation-v2",
-    group_name="models",
-    kinds={"python"},
-    automation_condition=EVALUATION_AUTOMATION,
-    check_specs=[dg.AssetCheckSpec("beats_region_centre_baseline", asset="model_evaluation",
-                                   description="test median km below always-predicting-the-training-centre, "
-                                               "with the intervals apart")],
-)
-def model_evaluation(context: dg.AssetExecutionContext, storage: StorageResource):
-    """Test-split metrics with 95% bootstrap intervals (median km, geocell accuracy, top-5/10,
-    within 100 m .. 2500 km, GeoScore), the region-centre baseline and the text-reliant subset;
-    the seed-protocol twin on its validation split beside it. Writes evaluation.json and
-    predictions.parquet next to each model."""
+def materialize_model_evaluation(context: dg.AssetExecutionContext, storage: StorageResource):
     blur, geocell = split_model_partition_key(context.partition_key)
     layout = storage.layout()
     model_dir = layout.model_dir(blur, geocell)
@@ -256,3 +228,45 @@ def model_evaluation(context: dg.AssetExecutionContext, storage: StorageResource
         },
         data_version=data_version_of([json.dumps(m, sort_keys=True), str(report.get("training_data_version"))]),
     )
+
+
+# Everything load_dataset reads: every tile of these tables.
+TRAINING_INPUTS = [dg.AssetDep(name, partition_mapping=ALL_TILES) for name in ("embeddings", "captions", "gazetteer_attack")]
+
+
+@dg.asset(
+    partitions_def=model_partitions,
+    deps=TRAINING_INPUTS,
+    code_version="geolocator_model-v2",
+    group_name="models",
+    kinds={"pytorch"},
+    owners=OWNERS,
+    pool="gpu",
+    automation_condition=MODEL_AUTOMATION,
+)
+def geolocator_model(context: dg.AssetExecutionContext, config: TrainingConfig, storage: StorageResource) -> dg.MaterializeResult:
+    """Train the geolocator for one (blur, geocell) partition on every tile's embeddings of that
+    variant: train split to learn, validation split to steer; the test split is never seen.
+    Writes models/<blur>/<geocell>/ (weights, JSON with spec, split and history, retrieval
+    gallery) and the seed-protocol twin under seed_protocol/."""
+    return materialize_geolocator_model(context, config, storage)
+
+
+@dg.asset(
+    partitions_def=model_partitions,
+    deps=["geolocator_model", *TRAINING_INPUTS],
+    code_version="model_evaluation-v2",
+    group_name="models",
+    kinds={"python", "parquet"},
+    owners=OWNERS,
+    automation_condition=EVALUATION_AUTOMATION,
+    check_specs=[dg.AssetCheckSpec("beats_region_centre_baseline", asset="model_evaluation",
+                                   description="test median km below always-predicting-the-training-centre, "
+                                               "with the intervals apart")],
+)
+def model_evaluation(context: dg.AssetExecutionContext, storage: StorageResource):
+    """Test-split metrics with 95% bootstrap intervals (median km, geocell accuracy, top-5/10,
+    within 100 m .. 2500 km, GeoScore), the region-centre baseline and the text-reliant subset;
+    the seed-protocol twin on its validation split beside it. Writes evaluation.json and
+    predictions.parquet next to each model."""
+    yield from materialize_model_evaluation(context, storage)

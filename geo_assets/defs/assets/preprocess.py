@@ -16,20 +16,22 @@ import numpy as np
 import pyarrow as pa
 
 from geo_assets.defs.automation import TILE_AUTOMATION
-from geo_assets.defs.metadata import data_version_of, preview_md
-from geo_assets.defs.partitions import tile_partitions
-from geo_assets.defs.resources import CaptionerResource, ImageSourceResource, OcrResource, StorageResource
-from geo_assets.defs.tables import (
-    BLUR_CHECK_CACHE_SCHEMA, BLUR_SCHEMA, CAPTION_CACHE_SCHEMA, CAPTION_SCHEMA, OCR_SCHEMA, UnreadableImage, load_bgr, rows_by,
+from geo_assets.defs.metadata import (
+    OWNERS, data_version_of, parquet_rows, preview_md, table_asset_metadata, with_table_metadata,
 )
-from geo_assets.ingest.pull import RAW_IMAGES_SCHEMA
+from geo_assets.defs.partitions import tile_partitions_for
+from geo_assets.defs.resources import CaptionerResource, ImageSourceResource, OcrResource, StorageResource
+from geo_assets.store.images import UnreadableImage, load_bgr
+from geo_assets.store.schemas import (
+    BLUR_CHECK_CACHE_SCHEMA, BLUR_SCHEMA, CAPTION_CACHE_SCHEMA, CAPTION_SCHEMA, OCR_SCHEMA, RAW_IMAGES_SCHEMA,
+)
 from geo_assets.preprocess import blur as blur_mod
 from geo_assets.preprocess.ocr import OcrWord
 from geo_assets.preprocess.text_cleaning import contains_coordinates
 from geo_assets.preprocess.variants import caption_text, make_blurred_variant
 from geo_assets.settings import BLUR_VARIANTS
 from geo_assets.store.locks import partition_lock
-from geo_assets.store.parquet import atomic_write_bytes, read_table, write_table
+from geo_assets.store.parquet import atomic_write_bytes, read_table, rows_by, write_table
 
 GPU_POOL = "gpu"
 """Captioning and encoding share one pool so a GPU (or 2 CPU cores) is never oversubscribed."""
@@ -75,17 +77,7 @@ class BlurConfig(dg.Config):
         return f"{blur_mod.BLUR_VERSION}|s={scales}|o={original}{boards}|p={self.padding_frac:g}+{self.padding_px}"
 
 
-@dg.asset(
-    partitions_def=tile_partitions,
-    automation_condition=TILE_AUTOMATION,
-    deps=["raw_images"],
-    code_version="ocr_text-v1",
-    group_name="preprocess",
-    kinds={"python", "parquet"},
-)
-def ocr_text(context: dg.AssetExecutionContext, storage: StorageResource, ocr: OcrResource) -> dg.MaterializeResult:
-    """One OCR pass per image: words, boxes and confidences. These boxes drive both
-    the cleaned caption text and the blur, so no image is OCR'd twice by this engine."""
+def materialize_ocr_text(context: dg.AssetExecutionContext, storage: StorageResource, ocr: OcrResource) -> dg.MaterializeResult:
     tile = context.partition_key
     layout = storage.layout()
     with partition_lock(layout.root, "ocr_text", context.partition_key):
@@ -143,32 +135,16 @@ def _readable_after_blur(before: list, after: list) -> list[str]:
     return found
 
 
-@dg.asset(
-    partitions_def=tile_partitions,
-    automation_condition=TILE_AUTOMATION,
-    deps=["ocr_text"],
-    code_version=f"blurred_images-{blur_mod.BLUR_VERSION}",
-    group_name="preprocess",
-    kinds={"python", "opencv"},
-    check_specs=[
-        dg.AssetCheckSpec("blur_covers_ground_truth_text", asset="blurred_images",
-                          description=">= 99% of the synthetic world's text boxes are >= 80% blurred"),
-        dg.AssetCheckSpec("blur_leaves_no_readable_words", asset="blurred_images",
-                          description="a second OCR engine reads no pre-blur word on a sample of blurred images"),
-    ],
-)
-def blurred_images(
+def materialize_blurred_images(
     context: dg.AssetExecutionContext, config: BlurConfig, storage: StorageResource, ocr: OcrResource,
     image_source: ImageSourceResource,
 ):
-    """Gaussian blur over every text region: the OCR pass's boxes plus detection-only
-    passes at more scales and lower thresholds (the seed's boxes alone miss small text)."""
     tile = context.partition_key
     layout = storage.layout()
     with partition_lock(layout.root, "blurred_images", context.partition_key):
         images = read_table(layout.table_path("raw_images", tile), RAW_IMAGES_SCHEMA)
         ocr_rows = rows_by(read_table(layout.table_path("ocr_text", tile), OCR_SCHEMA), "image_id")
-        out_path = layout.table_path("blur_regions", tile)
+        out_path = layout.table_path("blurred_images", tile)
         engine = ocr.primary()
         engine_id = _engine_id(engine)
         # The version holds the blur config too: changing the passes or padding re-blurs.
@@ -295,29 +271,15 @@ class CaptionConfig(dg.Config):
     batch_size: int = 16
 
 
-@dg.asset(
-    partitions_def=tile_partitions,
-    automation_condition=TILE_AUTOMATION,
-    deps=["ocr_text", "blurred_images"],
-    code_version="captions-v1",
-    group_name="preprocess",
-    kinds={"python", "pytorch", "parquet"},
-    pool=GPU_POOL,
-    check_specs=[dg.AssetCheckSpec("no_coordinates_in_captions", asset="captions",
-                                   description="no coordinate-like string survives into any caption")],
-)
-def captions(
+def materialize_captions(
     context: dg.AssetExecutionContext, config: CaptionConfig, storage: StorageResource, captioner: CaptionerResource,
 ):
-    """Caption text per (image, variant): generated caption + cleaned OCR text of that
-    variant. Generated captions are cached by (image sha256, variant, captioner id),
-    so re-materializing a tile captions only images never captioned."""
     tile = context.partition_key
     layout = storage.layout()
     with partition_lock(layout.root, "captions", context.partition_key):
         images = rows_by(read_table(layout.table_path("raw_images", tile), RAW_IMAGES_SCHEMA), "image_id")
         ocr_rows = rows_by(read_table(layout.table_path("ocr_text", tile), OCR_SCHEMA), "image_id")
-        blur_rows = rows_by(read_table(layout.table_path("blur_regions", tile), BLUR_SCHEMA), "image_id")
+        blur_rows = rows_by(read_table(layout.table_path("blurred_images", tile), BLUR_SCHEMA), "image_id")
         cache_path = layout.cache_path("captions", tile)
         cache_table = read_table(cache_path, CAPTION_CACHE_SCHEMA)
         cache = {(r["image_sha256"], r["variant"], r["captioner_id"]): r["generated"] for r in cache_table.to_pylist()}
@@ -375,3 +337,78 @@ def captions(
             },
             data_version=data_version_of(f"{r['image_id']}:{r['variant']}:{r['caption']}" for r in all_rows),
         )
+
+
+def build_preprocess_assets(tiles: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
+    @dg.asset(
+        partitions_def=tiles,
+        automation_condition=TILE_AUTOMATION,
+        deps=["raw_images"],
+        code_version="ocr_text-v1",
+        group_name="preprocess",
+        kinds={"python", "parquet"},
+        owners=OWNERS,
+        metadata=table_asset_metadata(OCR_SCHEMA),
+    )
+    def ocr_text(context: dg.AssetExecutionContext, storage: StorageResource, ocr: OcrResource):
+        """One OCR pass per image: words, boxes and confidences. These boxes drive both
+        the cleaned caption text and the blur, so no image is OCR'd twice by this engine."""
+        yield from with_table_metadata([materialize_ocr_text(context, storage, ocr)],
+                                       lambda: parquet_rows(storage.layout().tile_table_files("ocr_text", context.partition_key)))
+
+    @dg.asset(
+        partitions_def=tiles,
+        automation_condition=TILE_AUTOMATION,
+        deps=["raw_images", "ocr_text"],
+        code_version=f"blurred_images-{blur_mod.BLUR_VERSION}",
+        group_name="preprocess",
+        kinds={"python", "opencv", "parquet"},
+        owners=OWNERS,
+        metadata=table_asset_metadata(BLUR_SCHEMA),
+        check_specs=[
+            dg.AssetCheckSpec("blur_covers_ground_truth_text", asset="blurred_images",
+                              description=">= 99% of the synthetic world's text boxes are >= 80% blurred"),
+            dg.AssetCheckSpec("blur_leaves_no_readable_words", asset="blurred_images",
+                              description="a second OCR engine reads no pre-blur word on a sample of blurred images"),
+        ],
+    )
+    def blurred_images(
+        context: dg.AssetExecutionContext, config: BlurConfig, storage: StorageResource, ocr: OcrResource,
+        image_source: ImageSourceResource,
+    ):
+        """Gaussian blur over every text region: the OCR pass's boxes plus detection-only
+        passes at more scales and lower thresholds (the seed's boxes alone miss small text).
+        Writes the blurred JPEGs and the `blurred_images` table (boxes, re-read words)."""
+        yield from with_table_metadata(
+            materialize_blurred_images(context, config, storage, ocr, image_source),
+            lambda: parquet_rows(storage.layout().tile_table_files("blurred_images", context.partition_key)))
+
+    @dg.asset(
+        partitions_def=tiles,
+        automation_condition=TILE_AUTOMATION,
+        deps=["raw_images", "ocr_text", "blurred_images"],
+        code_version="captions-v1",
+        group_name="preprocess",
+        kinds={"python", "pytorch", "parquet"},
+        owners=OWNERS,
+        metadata=table_asset_metadata(CAPTION_SCHEMA),
+        pool=GPU_POOL,
+        check_specs=[dg.AssetCheckSpec("no_coordinates_in_captions", asset="captions",
+                                       description="no coordinate-like string survives into any caption")],
+    )
+    def captions(
+        context: dg.AssetExecutionContext, config: CaptionConfig, storage: StorageResource, captioner: CaptionerResource,
+    ):
+        """Caption text per (image, variant): generated caption + cleaned OCR text of that
+        variant. Generated captions are cached by (image sha256, variant, captioner id),
+        so re-materializing a tile captions only images never captioned."""
+        yield from with_table_metadata(
+            materialize_captions(context, config, storage, captioner),
+            lambda: parquet_rows(storage.layout().tile_table_files("captions", context.partition_key)))
+
+    return [ocr_text, blurred_images, captions]
+
+
+@dg.definitions
+def defs() -> dg.Definitions:
+    return dg.Definitions(assets=build_preprocess_assets(tile_partitions_for()))

@@ -7,7 +7,8 @@ import dagster as dg
 import pyarrow.parquet as pq
 
 from geo_assets.defs.automation import REPORT_AUTOMATION
-from geo_assets.defs.metadata import data_version_of
+from geo_assets.defs.metadata import OWNERS, data_version_of, png_md
+from geo_assets.defs.partitions import split_model_partition_key
 from geo_assets.defs.resources import StorageResource
 from geo_assets.model.report import build_privacy_report, collect_evaluations, plot_within_distance
 from geo_assets.store.catalog import query_connection
@@ -23,23 +24,15 @@ def _attack_rows(layout) -> list[dict]:
                        "FROM attack_guesses").to_arrow_table().to_pylist()
 
 
-@dg.asset(
-    deps=[dg.AssetDep("model_evaluation", partition_mapping=dg.AllPartitionMapping()),
-          dg.AssetDep("gazetteer_attack", partition_mapping=dg.AllPartitionMapping())],
-    code_version="privacy_report-v2",
-    group_name="reports",
-    kinds={"python", "matplotlib"},
-    automation_condition=REPORT_AUTOMATION,
-)
-def privacy_report(context: dg.AssetExecutionContext, storage: StorageResource) -> dg.MaterializeResult:
-    """Figure 18 on the test split with 95% intervals for every model, the seed's random-split
-    protocol beside it, blurred-minus-unblurred paired differences with words on significance,
-    and the gazetteer attacker per OCR engine. Writes storage/reports/privacy_report.{md,json}
-    and within_distance.png."""
+def materialize_privacy_report(context: dg.AssetExecutionContext, storage: StorageResource) -> dg.MaterializeResult:
     layout = storage.layout()
-    evaluations = collect_evaluations(layout.models_root)
+    # The model_evaluation partitions Dagster has materialized (its declared input), not a
+    # glob of the models folder: a removed geocell's leftover files are not reported.
+    keys = context.instance.get_materialized_partitions(dg.AssetKey("model_evaluation"))
+    paths = [layout.model_dir(*split_model_partition_key(k)) / "evaluation.json" for k in keys]
+    evaluations = collect_evaluations(paths)
     if not evaluations:
-        raise dg.Failure("no evaluated models under models/: materialize model_evaluation first")
+        raise dg.Failure("no evaluated models: materialize model_evaluation first")
     predictions = {}
     for e in evaluations:
         path = layout.model_dir(e["blur"], e["geocell"]) / "predictions.parquet"
@@ -54,8 +47,26 @@ def privacy_report(context: dg.AssetExecutionContext, storage: StorageResource) 
         metadata={
             "report": dg.MetadataValue.md(report["markdown"]),
             "models": len(evaluations),
+            "within_distance_plot": png_md(plot_path, "% of test images within d km, per model"),
             "plot": dg.MetadataValue.path(str(plot_path)),
             "report_path": dg.MetadataValue.path(str(out / "privacy_report.md")),
         },
         data_version=data_version_of([json.dumps(report["json"], sort_keys=True)]),
     )
+
+
+@dg.asset(
+    deps=[dg.AssetDep("model_evaluation", partition_mapping=dg.AllPartitionMapping()),
+          dg.AssetDep("gazetteer_attack", partition_mapping=dg.AllPartitionMapping())],
+    code_version="privacy_report-v2",
+    group_name="reports",
+    kinds={"python", "matplotlib"},
+    owners=OWNERS,
+    automation_condition=REPORT_AUTOMATION,
+)
+def privacy_report(context: dg.AssetExecutionContext, storage: StorageResource) -> dg.MaterializeResult:
+    """Figure 18 on the test split with 95% intervals for every model, the seed's random-split
+    protocol beside it, blurred-minus-unblurred paired differences with words on significance,
+    and the gazetteer attacker per OCR engine. Writes storage/reports/privacy_report.{md,json}
+    and within_distance.png."""
+    return materialize_privacy_report(context, storage)

@@ -1,0 +1,73 @@
+"""Sensors: configured geocell sizes -> model partitions and their training runs, and
+Dagster's automation-condition sensor.
+
+The geocell sensor is the one mechanism that adds a geocell size: it diffs the
+configured list (storage/geocells.txt) against the dynamic partitions, adds or
+removes partitions, and requests one training run per new (blur, geocell). The
+CLI's `geocell add` and the main job evaluate this same sensor (`execution.sync_geocells`)
+rather than adding partitions themselves; model automation does not train missing
+partitions, so a size is never trained twice.
+"""
+
+from pathlib import Path
+
+import dagster as dg
+
+from geo_assets.defs.jobs import train_job
+from geo_assets.defs.partitions import GEOCELL_PARTITIONS_NAME, geocell_partitions, model_partition_key
+from geo_assets.defs.resources import StorageResource
+from geo_assets.geocell_sizes import read_geocells
+from geo_assets.settings import BLUR_VARIANTS
+
+MODEL_ASSET_KEYS = [dg.AssetKey("geolocator_model"), dg.AssetKey("model_evaluation")]
+
+
+def geocell_requests(configured: list[str], existing: list[str]) -> tuple[list[str], list[str], list[dg.RunRequest]]:
+    """Which sizes to add and remove, and the runs that train exactly the new partitions."""
+    added = [g for g in configured if g not in existing]
+    removed = [g for g in existing if g not in configured]
+    runs = [
+        dg.RunRequest(
+            run_key=f"geocell-add:{g}:{blur}",
+            partition_key=model_partition_key(blur, g),
+            asset_selection=MODEL_ASSET_KEYS,
+            tags={"geo_assets/geocell_added": g},
+        )
+        for g in added
+        for blur in BLUR_VARIANTS
+    ]
+    return added, removed, runs
+
+
+@dg.sensor(job=train_job, minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING)
+def geocell_sizes_sensor(context: dg.SensorEvaluationContext, storage: StorageResource):
+    """Reads the configured geocell sizes (storage/geocells.txt); a new size becomes a
+    dynamic partition plus two runs (blurred, unblurred); a removed size is dropped."""
+    try:
+        configured = read_geocells(Path(storage.storage_dir))
+    except ValueError as exc:  # a garbled line or a size past the cell cap: add nothing, say why
+        context.log.error(f"geocell sizes refused: {exc}")
+        return dg.SkipReason(f"geocell sizes refused, nothing added: {exc}")
+    existing = context.instance.get_dynamic_partitions(GEOCELL_PARTITIONS_NAME)
+    added, removed, runs = geocell_requests(configured, existing)
+    if not added and not removed:
+        return dg.SkipReason(f"geocell sizes unchanged: {', '.join(configured)}")
+    requests = []
+    if added:
+        requests.append(geocell_partitions.build_add_request(added))
+    if removed:
+        requests.append(geocell_partitions.build_delete_request(removed))
+    return dg.SensorResult(run_requests=runs, dynamic_partitions_requests=requests)
+
+
+automation_sensor = dg.AutomationConditionSensorDefinition(
+    "default_automation_condition_sensor",
+    target=dg.AssetSelection.all(),
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    minimum_interval_seconds=30,
+)
+
+
+@dg.definitions
+def defs() -> dg.Definitions:
+    return dg.Definitions(sensors=[geocell_sizes_sensor, automation_sensor])
