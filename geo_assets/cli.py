@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -11,33 +12,72 @@ from pathlib import Path
 def _cmd_run(args) -> int:
     from geo_assets.defs.partitions import tile_keys
     from geo_assets.instance import get_instance
-    from geo_assets.pipeline import run_pipeline
     from geo_assets.settings import GeoSettings
 
+    if args.images_per_tile is not None:  # the code server and run workers read it from the environment
+        os.environ["GEO_ASSETS_IMAGES_PER_TILE"] = str(args.images_per_tile)
     settings = GeoSettings.from_env()
     instance = get_instance()
     tiles = tile_keys(settings)
     if args.tiles:
         tiles = tiles[: args.tiles]
-    overrides = {"max_epochs": args.max_epochs} if args.max_epochs else None
-    print(f"main job: {len(tiles)} tiles of {args.images_per_tile or settings.images_per_tile} images, then models "
-          f"and the report; Dagster's event log is in the instance ({instance.root_directory}) and the UI")
+    mode = "in this process" if args.in_process else "as one backfill run by the Dagster daemon"
+    print(f"main job {mode}: {len(tiles)} tiles of {settings.images_per_tile} images"
+          + ("" if args.skip_models else ", then every model partition and the report")
+          + f"; Dagster's event log is in the instance ({instance.root_directory}) and the UI")
     try:
-        report = run_pipeline(instance, tiles=tiles, images_per_tile=args.images_per_tile,
-                              train_overrides=overrides, skip_models=args.skip_models)
+        steps, failed = (_run_in_process if args.in_process else _run_backfill)(args, instance, tiles)
     except ValueError as exc:  # a refused geocell list
         return _fail(str(exc))
-    print(f"done in {report.seconds:.0f}s; {len(report.steps)} runs, {len(report.failed)} failed")
+    except (RuntimeError, TimeoutError) as exc:  # the daemon would not start, or the backfill stalled
+        return _fail(str(exc), 1)
+    from geo_assets.run_stats import stage_table, stage_totals
+
+    print(f"done: {len(steps)} runs, {len(failed)} failed")
     print("\ntime per asset (all runs; computed = images, captions or rows this run actually computed):\n")
-    print(report.stage_table() + "\n")
+    print(stage_table(stage_totals(steps)) + "\n")
     report_md = settings.storage_dir / "reports" / "privacy_report.md"
     if report_md.exists() and not args.skip_models:
         print(report_md.read_text())
-    if report.failed:
-        failed = [f"{s.name} (run {s.run_id})" for s in report.steps if not s.ok]
-        print("failed: " + ", ".join(failed) + "; see the run's event log in the UI", file=sys.stderr)
+    if failed:
+        print("failed: " + ", ".join(failed) + "; open the run in the UI for its event log", file=sys.stderr)
         return 1
     return 0
+
+
+def _run_in_process(args, instance, tiles) -> tuple[list, list[str]]:
+    from geo_assets.pipeline import run_pipeline
+
+    overrides = {"max_epochs": args.max_epochs} if args.max_epochs else None
+    report = run_pipeline(instance, tiles=tiles, train_overrides=overrides, skip_models=args.skip_models)
+    print(f"{len(report.steps)} runs in {report.seconds:.0f}s")
+    return ([(s.steps, s.counts) for s in report.steps],
+            [f"{s.name} (run {s.run_id})" for s in report.steps if not s.ok])
+
+
+def _run_backfill(args, instance, tiles) -> tuple[list, list[str]]:
+    from geo_assets import backfill, execution
+    from geo_assets.defs.resources import build_resources
+    from geo_assets.run_stats import counts_from_log, step_seconds
+
+    if args.max_epochs:
+        os.environ["GEO_ASSETS_MAX_EPOCHS"] = str(args.max_epochs)
+    if not args.skip_models:
+        execution.sync_geocells(instance, build_resources())  # the model partitions exist before planning
+    backfill_id = backfill.submit_graph_backfill(instance, execution.load_definitions(), tiles,
+                                                 models=not args.skip_models)
+    print(f"backfill {backfill_id} submitted (the UI's Backfills page shows it per partition)")
+    with backfill.daemon_for(instance) as daemon:
+        if daemon is None:
+            print("a Dagster daemon is already running on this instance: it runs the backfill")
+        outcome = backfill.follow(instance, backfill_id, tiles=len(tiles))
+    print(f"backfill {backfill_id}: {outcome.status} in {outcome.seconds:.0f}s")
+    steps = [(step_seconds(instance, rid), counts_from_log(instance, rid)) for rid in outcome.runs]
+    failed = [f"{', '.join(assets)} [{part}] (run {rid})" for rid, (status, part, assets) in outcome.runs.items()
+              if status != "SUCCESS"]
+    if not outcome.ok and not failed:
+        failed = [f"backfill {backfill_id} ended {outcome.status}"]
+    return steps, failed
 
 
 def _cmd_serve(args) -> int:
@@ -164,7 +204,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--images-per-tile", type=int, default=None, help="data-set size (default GEO_ASSETS_IMAGES_PER_TILE or 90)")
     run.add_argument("--tiles", type=int, default=0, help="only the first N tiles (0: all)")
     run.add_argument("--max-epochs", type=int, default=0, help="override training epochs")
-    run.add_argument("--skip-models", action="store_true", help="stop after embeddings")
+    run.add_argument("--skip-models", action="store_true", help="stop after the tile assets")
+    run.add_argument("--in-process", action="store_true",
+                     help="run every step in this process, one Dagster run after another (tests, debugging); "
+                          "default: one backfill launched by the Dagster daemon, runs in their own processes")
     run.set_defaults(func=_cmd_run)
 
     serve = sub.add_parser("serve", help="serve the synthetic UK over the Mapillary API contract on 127.0.0.1")

@@ -98,12 +98,12 @@ def materialize_report(instance, resources, **kwargs):
 def sync_geocells(instance: dg.DagsterInstance, resources: dict) -> list[dg.RunRequest]:
     """Evaluate the geocell sensor once and apply its partition adds/removes to the
     instance; returns the training runs it requests (new sizes only)."""
-    from geo_assets.defs.sensors import geocell_sizes_sensor
     from geo_assets.geocell_sizes import read_geocells
 
     read_geocells(resources["storage"].storage_dir)  # a refused list raises here, with the line that is wrong
+    sensor = load_definitions().get_sensor_def("geocell_sizes_sensor")
     context = dg.build_sensor_context(instance=instance, resources={"storage": resources["storage"]})
-    result = geocell_sizes_sensor(context)
+    result = sensor(context)
     if isinstance(result, dg.SkipReason):
         return []
     for request in result.dynamic_partitions_requests or []:

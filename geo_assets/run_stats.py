@@ -42,6 +42,18 @@ def materialization_counts(result) -> dict[str, dict]:
     return out
 
 
+def counts_from_log(instance: dg.DagsterInstance, run_id: str) -> dict[str, dict]:
+    """The same counts as `materialization_counts`, read from a finished run's event log
+    (runs launched by the daemon, in other processes)."""
+    out = {}
+    for entry in instance.all_logs(run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION):
+        mat = entry.asset_materialization
+        keys = COUNT_KEYS.get(mat.asset_key.to_user_string()) if mat is not None else None
+        if keys:
+            out[mat.asset_key.to_user_string()] = {k: mat.metadata[k].value for k in keys if k in mat.metadata}
+    return out
+
+
 def stage_totals(per_run: list[tuple[dict[str, float], dict[str, dict]]]) -> dict[str, dict]:
     """Sum step seconds and the 'computed now' count per asset over runs given as
     (step_seconds, materialization_counts) pairs."""

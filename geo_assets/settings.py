@@ -65,6 +65,7 @@ class GeoSettings:
     images_per_tile: int = DEFAULT_IMAGES_PER_TILE
     geocell_sizes: tuple[str, ...] = DEFAULT_GEOCELL_SIZES
     source: str = "synthetic"
+    max_epochs: int | None = None  # GEO_ASSETS_MAX_EPOCHS: cap on training epochs (None: the model's default)
 
     def with_storage(self, storage_dir: Path | str, models_dir: Path | str) -> "GeoSettings":
         """The same settings over other data and model folders (benchmarks, tests)."""
@@ -84,4 +85,5 @@ class GeoSettings:
             images_per_tile=_env_number("GEO_ASSETS_IMAGES_PER_TILE", DEFAULT_IMAGES_PER_TILE, int),
             geocell_sizes=geocells,
             source=_env_choice("GEO_ASSETS_SOURCE", "synthetic", SOURCES),
+            max_epochs=_env_number("GEO_ASSETS_MAX_EPOCHS", None, int),
         )

@@ -149,7 +149,7 @@ def _run_config(images_per_tile: int, easyocr_cap: int) -> dict:
 
 
 def _test_split_count(layout, tile: str) -> int:
-    from geo_assets.ingest.pull import RAW_IMAGES_SCHEMA
+    from geo_assets.store.schemas import RAW_IMAGES_SCHEMA
     from geo_assets.model.splits import assign_splits
     from geo_assets.store.parquet import read_table
 

@@ -6,13 +6,14 @@ import dagster as dg
 import pytest
 
 from geo_assets.defs.partitions import GEOCELL_PARTITIONS_NAME, model_partition_key, tile_keys
-from geo_assets.defs.sensors import geocell_requests, geocell_sizes_sensor
+from geo_assets.defs.sensors import geocell_requests
 from geo_assets.execution import load_definitions
 from geo_assets.geocell_sizes import write_geocells
 from geo_assets_tests.dagster_helpers import materialize_tile, metadata
 
 TILES = tile_keys()
 defs = load_definitions()
+geocell_sizes_sensor = defs.get_sensor_def("geocell_sizes_sensor")
 TILE_STAGES = ["ocr_text", "blurred_images", "captions", "embeddings", "gazetteer_attack"]
 
 

@@ -10,7 +10,6 @@ import pytest
 from geo_assets.definitions import MODEL_ASSET_NAMES, REPORT_ASSET_NAMES, TILE_ASSET_NAMES, defs
 from geo_assets.defs.partitions import GEOCELL_PARTITIONS_NAME, model_partition_key, tile_keys, tile_partitions_for
 from geo_assets.defs.resources import StorageResource, build_resources
-from geo_assets.defs.sensors import geocell_sizes_sensor
 from geo_assets.geocell_sizes import write_geocells
 from geo_assets.progress import ProgressBar, format_duration, progress_line
 from geo_assets.settings import GeoSettings
@@ -82,7 +81,8 @@ def test_daily_pull_requests_one_run_per_tile_keyed_by_day(loaded):
     assert len({r.run_key for r in requests}) == len(requests)  # the daemon launches each once
 
 
-def test_geocell_sensor_adds_removes_and_then_skips(tmp_path):
+def test_geocell_sensor_adds_removes_and_then_skips(tmp_path, loaded):
+    geocell_sizes_sensor = loaded.get_sensor_def("geocell_sizes_sensor")
     storage = StorageResource(storage_dir=str(tmp_path / "storage"), models_dir=str(tmp_path / "models"))
     write_geocells(tmp_path / "storage", ["0.1", "0.2"])
     with dg.instance_for_test() as instance:
@@ -101,6 +101,14 @@ def test_geocell_sensor_adds_removes_and_then_skips(tmp_path):
         instance.delete_dynamic_partition(GEOCELL_PARTITIONS_NAME, "0.5")
         again = geocell_sizes_sensor(dg.build_sensor_context(instance=instance, resources={"storage": storage}))
         assert isinstance(again, dg.SkipReason) and "unchanged" in again.skip_message
+
+
+def test_automation_off_loads_schedule_and_sensors_stopped(monkeypatch, loaded):
+    assert {s.default_status for s in loaded.sensors} == {dg.DefaultSensorStatus.RUNNING}
+    monkeypatch.setenv("GEO_ASSETS_AUTOMATION", "off")  # the main job's own daemon
+    quiet = defs()
+    assert {s.default_status for s in quiet.sensors} == {dg.DefaultSensorStatus.STOPPED}
+    assert quiet.get_schedule_def("daily_pull").default_status == dg.DefaultScheduleStatus.STOPPED
 
 
 def test_mapillary_token_is_an_env_var_never_a_value(monkeypatch):

@@ -13,7 +13,7 @@ import pytest
 
 from geo_assets.defs.partitions import tile_keys
 from geo_assets.defs.resources import ImageSourceResource, StorageResource
-from geo_assets.ingest.pull import RAW_IMAGES_SCHEMA, RAW_REJECTS_SCHEMA
+from geo_assets.store.schemas import RAW_IMAGES_SCHEMA, RAW_REJECTS_SCHEMA
 from geo_assets.store.parquet import read_table
 from geo_assets_tests.dagster_helpers import materialize_tile, metadata
 

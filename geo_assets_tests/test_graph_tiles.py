@@ -7,7 +7,7 @@ import pytest
 
 from geo_assets.defs.partitions import tile_keys
 from geo_assets.defs.resources import CaptionerResource
-from geo_assets.ingest.pull import RAW_IMAGES_SCHEMA
+from geo_assets.store.schemas import RAW_IMAGES_SCHEMA
 from geo_assets.store.catalog import query_connection
 from geo_assets.store.parquet import read_table
 from geo_assets_tests.dagster_helpers import checks, data_version, materialize_tile, metadata

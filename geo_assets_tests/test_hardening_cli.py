@@ -62,7 +62,9 @@ def test_grid_refuses_past_the_cap_and_keeps_the_defaults():
 
 def test_geocell_sensor_refuses_a_tiny_size_in_the_file(tmp_path):
     from geo_assets.defs.resources import StorageResource
-    from geo_assets.defs.sensors import geocell_sizes_sensor
+    from geo_assets.execution import load_definitions
+
+    geocell_sizes_sensor = load_definitions().get_sensor_def("geocell_sizes_sensor")
 
     storage = tmp_path / "storage"
     storage.mkdir()

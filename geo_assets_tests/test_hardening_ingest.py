@@ -16,7 +16,8 @@ from geo_assets.defs.partitions import tile_keys
 from geo_assets.defs.resources import ImageSourceResource, StorageResource
 from geo_assets.geo.bbox import BBox
 from geo_assets.geo.tiles import Tile
-from geo_assets.ingest.pull import MAX_DOWNLOAD_STRIKES, RAW_IMAGES_SCHEMA, RAW_REJECTS_SCHEMA, pull_tile
+from geo_assets.ingest.pull import MAX_DOWNLOAD_STRIKES, pull_tile
+from geo_assets.store.schemas import RAW_IMAGES_SCHEMA, RAW_REJECTS_SCHEMA
 from geo_assets.mapillary.client import MapillaryClient
 from geo_assets.mapillary.errors import MapillaryDownloadError, MapillaryRequestError, MapillaryUnavailableError
 from geo_assets.store.layout import StorageLayout, UnsafePathError

@@ -10,7 +10,8 @@ import pytest
 
 from geo_assets.geo.bbox import UK_REGION, BBox
 from geo_assets.geo.tiles import Tile, tiles_for_region
-from geo_assets.ingest.pull import RAW_IMAGES_SCHEMA, RAW_REJECTS_SCHEMA, PullResult, pull_tile
+from geo_assets.ingest.pull import PullResult, pull_tile
+from geo_assets.store.schemas import RAW_IMAGES_SCHEMA, RAW_REJECTS_SCHEMA
 from geo_assets.mapillary.client import MapillaryClient
 from geo_assets.mapillary.errors import MapillaryUnavailableError
 from geo_assets.store.layout import StorageLayout

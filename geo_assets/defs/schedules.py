@@ -4,12 +4,16 @@ import dagster as dg
 
 from geo_assets.defs.jobs import pull_job
 from geo_assets.defs.partitions import tile_partitions_for
+from geo_assets.defs.sensors import automation_status
 
 PULL_CRON = "0 2 * * *"
 
 
 def build_daily_pull(tiles: dg.PartitionsDefinition) -> dg.ScheduleDefinition:
-    @dg.schedule(job=pull_job, cron_schedule=PULL_CRON, default_status=dg.DefaultScheduleStatus.RUNNING)
+    running = automation_status() == dg.DefaultSensorStatus.RUNNING
+    status = dg.DefaultScheduleStatus.RUNNING if running else dg.DefaultScheduleStatus.STOPPED
+
+    @dg.schedule(job=pull_job, cron_schedule=PULL_CRON, default_status=status)
     def daily_pull(context: dg.ScheduleEvaluationContext):
         """Every day, one run per tile; each appends only new images. Downstream stages
         react through automation conditions only where a tile's data version changed."""

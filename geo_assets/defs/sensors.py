@@ -9,6 +9,7 @@ rather than adding partitions themselves; model automation does not train missin
 partitions, so a size is never trained twice.
 """
 
+import os
 from pathlib import Path
 
 import dagster as dg
@@ -19,6 +20,7 @@ from geo_assets.defs.resources import StorageResource
 from geo_assets.geocell_sizes import read_geocells
 from geo_assets.settings import BLUR_VARIANTS
 
+AUTOMATION_ENV = "GEO_ASSETS_AUTOMATION"
 MODEL_ASSET_KEYS = [dg.AssetKey("geolocator_model"), dg.AssetKey("model_evaluation")]
 
 
@@ -39,10 +41,8 @@ def geocell_requests(configured: list[str], existing: list[str]) -> tuple[list[s
     return added, removed, runs
 
 
-@dg.sensor(job=train_job, minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING)
-def geocell_sizes_sensor(context: dg.SensorEvaluationContext, storage: StorageResource):
-    """Reads the configured geocell sizes (storage/geocells.txt); a new size becomes a
-    dynamic partition plus two runs (blurred, unblurred); a removed size is dropped."""
+def evaluate_geocell_sizes(context: dg.SensorEvaluationContext, storage: StorageResource):
+    """The geocell sensor's tick: partition adds/removes and the runs for new sizes."""
     try:
         configured = read_geocells(Path(storage.storage_dir))
     except ValueError as exc:  # a garbled line or a size past the cell cap: add nothing, say why
@@ -60,14 +60,31 @@ def geocell_sizes_sensor(context: dg.SensorEvaluationContext, storage: StorageRe
     return dg.SensorResult(run_requests=runs, dynamic_partitions_requests=requests)
 
 
-automation_sensor = dg.AutomationConditionSensorDefinition(
-    "default_automation_condition_sensor",
-    target=dg.AssetSelection.all(),
-    default_status=dg.DefaultSensorStatus.RUNNING,
-    minimum_interval_seconds=30,
-)
+def automation_status() -> dg.DefaultSensorStatus:
+    """RUNNING, unless GEO_ASSETS_AUTOMATION=off (the main job's own daemon: its backfill
+    owns every run, so nothing else may launch one)."""
+    off = os.environ.get(AUTOMATION_ENV, "").strip().lower() == "off"
+    return dg.DefaultSensorStatus.STOPPED if off else dg.DefaultSensorStatus.RUNNING
+
+
+def build_sensors() -> list[dg.SensorDefinition]:
+    status = automation_status()
+
+    @dg.sensor(job=train_job, minimum_interval_seconds=30, default_status=status)
+    def geocell_sizes_sensor(context: dg.SensorEvaluationContext, storage: StorageResource):
+        """Reads the configured geocell sizes (storage/geocells.txt); a new size becomes a
+        dynamic partition plus two runs (blurred, unblurred); a removed size is dropped."""
+        return evaluate_geocell_sizes(context, storage)
+
+    automation_sensor = dg.AutomationConditionSensorDefinition(
+        "default_automation_condition_sensor",
+        target=dg.AssetSelection.all(),
+        default_status=status,
+        minimum_interval_seconds=30,
+    )
+    return [geocell_sizes_sensor, automation_sensor]
 
 
 @dg.definitions
 def defs() -> dg.Definitions:
-    return dg.Definitions(sensors=[geocell_sizes_sensor, automation_sensor])
+    return dg.Definitions(sensors=build_sensors())

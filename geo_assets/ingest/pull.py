@@ -45,7 +45,6 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-import pyarrow as pa
 
 from geo_assets.geo.tiles import Tile
 from geo_assets.ingest.validate import (
@@ -60,7 +59,6 @@ from geo_assets.mapillary.errors import MapillaryDownloadError, MapillaryError, 
 from geo_assets.mapillary.redact import redact
 from geo_assets.store.layout import StorageLayout, UnsafePathError
 from geo_assets.store.parquet import atomic_write_bytes
-from geo_assets.store.schemas import RAW_IMAGES_SCHEMA, RAW_REJECTS_SCHEMA  # noqa: F401 (re-exported)
 
 _log = logging.getLogger(__name__)
 

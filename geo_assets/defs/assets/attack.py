@@ -23,10 +23,8 @@ import dagster as dg
 import pyarrow as pa
 
 from geo_assets.attack.gazetteer import DEFAULT_RULE, RULES, locate
-from geo_assets.defs.automation import TILE_AUTOMATION
-from geo_assets.defs.metadata import (
-    OWNERS, data_version_of, parquet_rows, records_table, table_asset_metadata, with_table_metadata,
-)
+from geo_assets.defs.metadata import data_version_of, records_table
+from geo_assets.defs.tile_assets import tile_asset, with_row_count
 from geo_assets.defs.partitions import tile_partitions_for
 from geo_assets.defs.resources import StorageResource
 from geo_assets.geo.haversine import haversine_km
@@ -213,23 +211,20 @@ def materialize_gazetteer_attack(context: dg.AssetExecutionContext, config: Atta
 
 
 def build_gazetteer_attack(tiles: dg.PartitionsDefinition) -> dg.AssetsDefinition:
-    @dg.asset(
-        partitions_def=tiles,
-        automation_condition=TILE_AUTOMATION,
+    @tile_asset(
+        tiles,
         deps=["raw_images", "ocr_text", "blurred_images", "captions"],
         code_version="gazetteer_attack-v1",
         group_name="attack",
         kinds={"python", "parquet"},
-        owners=OWNERS,
-        metadata=table_asset_metadata(ATTACK_SCHEMA),
+        schema=ATTACK_SCHEMA,
     )
     def gazetteer_attack(context: dg.AssetExecutionContext, config: AttackConfig, storage: StorageResource):
         """The gazetteer attacker on every image's OCR text, unblurred and blurred: printed
         coordinates, else the place the rule picks, else abstain. One row per (image,
         variant, engine) in `attack_guesses`, with the error in km."""
-        yield from with_table_metadata(
-            [materialize_gazetteer_attack(context, config, storage)],
-            lambda: parquet_rows(storage.layout().tile_table_files("attack_guesses", context.partition_key)))
+        yield from with_row_count([materialize_gazetteer_attack(context, config, storage)], storage, "attack_guesses",
+                                  context.partition_key)
 
     return gazetteer_attack
 

@@ -10,8 +10,8 @@ import numpy as np
 import pyarrow as pa
 
 from geo_assets.defs.assets.preprocess import GPU_POOL
-from geo_assets.defs.automation import TILE_AUTOMATION
-from geo_assets.defs.metadata import OWNERS, data_version_of, parquet_rows, with_table_metadata
+from geo_assets.defs.metadata import data_version_of
+from geo_assets.defs.tile_assets import tile_asset, with_row_count
 from geo_assets.defs.partitions import tile_partitions_for
 from geo_assets.defs.resources import EncoderResource, StorageResource
 from geo_assets.embed.encoders import encode_optional_texts
@@ -154,14 +154,12 @@ def _neighbour_sanity(rows: list[dict], queries: int = 3, k: int = 3) -> dict:
 
 
 def build_embeddings(tiles: dg.PartitionsDefinition) -> dg.AssetsDefinition:
-    @dg.asset(
-        partitions_def=tiles,
-        automation_condition=TILE_AUTOMATION,
+    @tile_asset(
+        tiles,
         deps=["raw_images", "blurred_images", "captions"],
         code_version="embeddings-v2",
         group_name="embeddings",
         kinds={"python", "pytorch", "parquet", "duckdb"},
-        owners=OWNERS,
         pool=GPU_POOL,
         check_specs=[dg.AssetCheckSpec("embeddings_finite_and_sized", asset="embeddings", blocking=True,
                                        description="no NaN/inf and the expected dimensions; blocking, so a "
@@ -170,9 +168,8 @@ def build_embeddings(tiles: dg.PartitionsDefinition) -> dg.AssetsDefinition:
     def embeddings(context: dg.AssetExecutionContext, config: EmbeddingConfig, storage: StorageResource, encoders: EncoderResource):
         """Text CLS, image CLS and the fused vector per (image, variant). Rows whose image,
         caption and encoders are unchanged are kept; only new ones are encoded."""
-        yield from with_table_metadata(
-            materialize_embeddings(context, config, storage, encoders),
-            lambda: parquet_rows(storage.layout().tile_table_files("embeddings", context.partition_key)))
+        yield from with_row_count(materialize_embeddings(context, config, storage, encoders), storage, "embeddings",
+                                  context.partition_key)
 
     return embeddings
 

@@ -7,14 +7,14 @@ import dagster as dg
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from geo_assets.defs.metadata import (
-    OWNERS, counts_md, data_version_of, parquet_rows, preview_md, table_asset_metadata, with_table_metadata,
-)
+from geo_assets.defs.metadata import counts_md, data_version_of, preview_md
+from geo_assets.defs.tile_assets import tile_asset, with_row_count
 from geo_assets.defs.partitions import tile_partitions_for
 from geo_assets.defs.resources import ImageSourceResource, StorageResource
 from geo_assets.geo.bbox import in_region
 from geo_assets.geo.tiles import Tile
-from geo_assets.ingest.pull import DUPLICATE_DISTANCE_M, RAW_IMAGES_SCHEMA, RAW_REJECTS_SCHEMA, pull_tile
+from geo_assets.ingest.pull import DUPLICATE_DISTANCE_M, pull_tile
+from geo_assets.store.schemas import RAW_IMAGES_SCHEMA, RAW_REJECTS_SCHEMA
 from geo_assets.mapillary.errors import MapillaryUnavailableError
 from geo_assets.store.locks import partition_lock, remove_orphan_temp_files
 from geo_assets.settings import GeoSettings
@@ -137,13 +137,13 @@ def pull_raw_images(
 
 
 def build_raw_images(tiles: dg.PartitionsDefinition) -> dg.AssetsDefinition:
-    @dg.asset(
-        partitions_def=tiles,
+    @tile_asset(
+        tiles,
+        automation=None,  # pulled by the daily schedule, not by automation
         code_version="raw_images-v2",
         group_name="ingest",
         kinds={"python", "parquet"},
-        owners=OWNERS,
-        metadata=table_asset_metadata(RAW_IMAGES_SCHEMA),
+        schema=RAW_IMAGES_SCHEMA,
         check_specs=[
             dg.AssetCheckSpec("unique_image_ids", asset="raw_images", description="no image id or sha256 stored twice"),
             dg.AssetCheckSpec("coordinates_in_region", asset="raw_images", description="every image lies in its tile and the region"),
@@ -154,9 +154,8 @@ def build_raw_images(tiles: dg.PartitionsDefinition) -> dg.AssetsDefinition:
     ):
         """Images of one tile: only ids never seen are fetched (cursor = newest captured_at
         stored), validated, and appended; rejected items are kept with their reason."""
-        layout = storage.layout()
-        yield from with_table_metadata(pull_raw_images(context, config, storage, image_source),
-                                       lambda: parquet_rows(layout.tile_table_files("raw_images", context.partition_key)))
+        yield from with_row_count(pull_raw_images(context, config, storage, image_source), storage, "raw_images",
+                                  context.partition_key)
 
     return raw_images
 

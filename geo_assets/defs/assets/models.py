@@ -12,7 +12,6 @@ import json
 import time
 
 import dagster as dg
-import numpy as np
 import pyarrow as pa
 
 from geo_assets.defs.automation import EVALUATION_AUTOMATION, MODEL_AUTOMATION
@@ -62,7 +61,8 @@ class TrainingConfig(dg.Config):
     table marks its test rows with the default fractions."""
     seed_protocol_twin: bool = True
     """Also train under the seed's random 80/20 per-image split, for the side-by-side table."""
-    max_epochs: int = _TRAIN_DEFAULTS.max_epochs
+    max_epochs: int | None = None
+    """None: GEO_ASSETS_MAX_EPOCHS when set (`geo-assets run --max-epochs`), else TrainConfig's default."""
     early_stopping_patience: int = _TRAIN_DEFAULTS.patience
     batch_size: int = _TRAIN_DEFAULTS.batch_size
     lr: float = _TRAIN_DEFAULTS.lr
@@ -80,7 +80,10 @@ class TrainingConfig(dg.Config):
                            validation_fraction=self.validation_fraction, test_fraction=self.test_fraction)
 
     def train_kwargs(self) -> dict:
-        return {"lr": self.lr, "batch_size": self.batch_size, "max_epochs": self.max_epochs,
+        max_epochs = self.max_epochs
+        if max_epochs is None:
+            max_epochs = GeoSettings.from_env().max_epochs or _TRAIN_DEFAULTS.max_epochs
+        return {"lr": self.lr, "batch_size": self.batch_size, "max_epochs": max_epochs,
                 "patience": self.early_stopping_patience, "haversine_weight": self.haversine_weight, "seed": self.seed}
 
 

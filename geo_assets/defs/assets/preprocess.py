@@ -15,10 +15,8 @@ import dagster as dg
 import numpy as np
 import pyarrow as pa
 
-from geo_assets.defs.automation import TILE_AUTOMATION
-from geo_assets.defs.metadata import (
-    OWNERS, data_version_of, parquet_rows, preview_md, table_asset_metadata, with_table_metadata,
-)
+from geo_assets.defs.metadata import data_version_of, preview_md
+from geo_assets.defs.tile_assets import tile_asset, with_row_count
 from geo_assets.defs.partitions import tile_partitions_for
 from geo_assets.defs.resources import CaptionerResource, ImageSourceResource, OcrResource, StorageResource
 from geo_assets.store.images import UnreadableImage, load_bgr
@@ -340,31 +338,26 @@ def materialize_captions(
 
 
 def build_preprocess_assets(tiles: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
-    @dg.asset(
-        partitions_def=tiles,
-        automation_condition=TILE_AUTOMATION,
+    @tile_asset(
+        tiles,
         deps=["raw_images"],
         code_version="ocr_text-v1",
         group_name="preprocess",
         kinds={"python", "parquet"},
-        owners=OWNERS,
-        metadata=table_asset_metadata(OCR_SCHEMA),
+        schema=OCR_SCHEMA,
     )
     def ocr_text(context: dg.AssetExecutionContext, storage: StorageResource, ocr: OcrResource):
         """One OCR pass per image: words, boxes and confidences. These boxes drive both
         the cleaned caption text and the blur, so no image is OCR'd twice by this engine."""
-        yield from with_table_metadata([materialize_ocr_text(context, storage, ocr)],
-                                       lambda: parquet_rows(storage.layout().tile_table_files("ocr_text", context.partition_key)))
+        yield from with_row_count([materialize_ocr_text(context, storage, ocr)], storage, "ocr_text", context.partition_key)
 
-    @dg.asset(
-        partitions_def=tiles,
-        automation_condition=TILE_AUTOMATION,
+    @tile_asset(
+        tiles,
         deps=["raw_images", "ocr_text"],
         code_version=f"blurred_images-{blur_mod.BLUR_VERSION}",
         group_name="preprocess",
         kinds={"python", "opencv", "parquet"},
-        owners=OWNERS,
-        metadata=table_asset_metadata(BLUR_SCHEMA),
+        schema=BLUR_SCHEMA,
         check_specs=[
             dg.AssetCheckSpec("blur_covers_ground_truth_text", asset="blurred_images",
                               description=">= 99% of the synthetic world's text boxes are >= 80% blurred"),
@@ -379,19 +372,16 @@ def build_preprocess_assets(tiles: dg.PartitionsDefinition) -> list[dg.AssetsDef
         """Gaussian blur over every text region: the OCR pass's boxes plus detection-only
         passes at more scales and lower thresholds (the seed's boxes alone miss small text).
         Writes the blurred JPEGs and the `blurred_images` table (boxes, re-read words)."""
-        yield from with_table_metadata(
-            materialize_blurred_images(context, config, storage, ocr, image_source),
-            lambda: parquet_rows(storage.layout().tile_table_files("blurred_images", context.partition_key)))
+        yield from with_row_count(materialize_blurred_images(context, config, storage, ocr, image_source), storage,
+                                  "blurred_images", context.partition_key)
 
-    @dg.asset(
-        partitions_def=tiles,
-        automation_condition=TILE_AUTOMATION,
+    @tile_asset(
+        tiles,
         deps=["raw_images", "ocr_text", "blurred_images"],
         code_version="captions-v1",
         group_name="preprocess",
         kinds={"python", "pytorch", "parquet"},
-        owners=OWNERS,
-        metadata=table_asset_metadata(CAPTION_SCHEMA),
+        schema=CAPTION_SCHEMA,
         pool=GPU_POOL,
         check_specs=[dg.AssetCheckSpec("no_coordinates_in_captions", asset="captions",
                                        description="no coordinate-like string survives into any caption")],
@@ -402,9 +392,8 @@ def build_preprocess_assets(tiles: dg.PartitionsDefinition) -> list[dg.AssetsDef
         """Caption text per (image, variant): generated caption + cleaned OCR text of that
         variant. Generated captions are cached by (image sha256, variant, captioner id),
         so re-materializing a tile captions only images never captioned."""
-        yield from with_table_metadata(
-            materialize_captions(context, config, storage, captioner),
-            lambda: parquet_rows(storage.layout().tile_table_files("captions", context.partition_key)))
+        yield from with_row_count(materialize_captions(context, config, storage, captioner), storage, "captions",
+                                  context.partition_key)
 
     return [ocr_text, blurred_images, captions]
 

@@ -1,0 +1,170 @@
+"""The main job as one Dagster asset backfill, run by the daemon.
+
+`submit_graph_backfill` asks the instance for one backfill over the whole graph:
+every tile asset for the chosen tiles, every model partition downstream of them,
+and the report. Dagster's backfill daemon launches each (asset, partition) run
+as soon as its inputs exist; the run queue (storage/dagster.yaml, or the
+deployment's dagster.yaml) decides how many run at once, keeps two runs of one
+partition apart (a tag limit on `dagster/partition`), and the run launcher
+starts each run in its own process (a pod on Kubernetes). The UI shows one
+backfill with per-partition status.
+
+`daemon_for` starts `dagster-daemon` for the duration of a command when none is
+heartbeating on this instance, with the graph's own sensors and schedule off (so
+they cannot launch runs the backfill already owns); `follow` draws the progress bar.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import dagster as dg
+from dagster._core.execution.backfill import BulkActionStatus, PartitionBackfill
+from dagster._core.storage.dagster_run import DagsterRunStatus, RunsFilter
+
+from geo_assets.definitions import MODEL_ASSET_NAMES, REPORT_ASSET_NAMES, TILE_ASSET_NAMES
+from geo_assets.defs.sensors import AUTOMATION_ENV
+from geo_assets.progress import ProgressBar
+from geo_assets.settings import PROJECT_ROOT
+
+BACKFILL_TAG = "dagster/backfill"
+DAEMON_FRESH_S = 60.0
+DONE = {BulkActionStatus.COMPLETED, BulkActionStatus.COMPLETED_SUCCESS, BulkActionStatus.COMPLETED_FAILED,
+        BulkActionStatus.FAILED, BulkActionStatus.CANCELED}
+
+
+def submit_graph_backfill(instance: dg.DagsterInstance, defs: dg.Definitions, tiles: list[str], *,
+                          models: bool = True, run_config: dict | None = None, title: str = "geo-assets run") -> str:
+    """One backfill: the tile assets for `tiles`, then (with `models`) every model partition
+    and the report. Returns the backfill id."""
+    names = list(TILE_ASSET_NAMES) + (list(MODEL_ASSET_NAMES) + list(REPORT_ASSET_NAMES) if models else [])
+    backfill_id = uuid.uuid4().hex[:8]
+    backfill = PartitionBackfill.from_asset_partitions(
+        backfill_id=backfill_id,
+        asset_graph=defs.resolve_asset_graph(),
+        partition_names=list(tiles),
+        asset_selection=[dg.AssetKey(n) for n in names],
+        backfill_timestamp=time.time(),
+        tags={"geo_assets/step": "main job"},
+        dynamic_partitions_store=instance,
+        all_partitions=False,
+        title=title,
+        description=f"{len(tiles)} tiles" + (", every model partition and the privacy report" if models else ""),
+        run_config=run_config,
+    )
+    instance.add_backfill(backfill)
+    return backfill_id
+
+
+def daemon_running(instance: dg.DagsterInstance, fresh_s: float = DAEMON_FRESH_S) -> bool:
+    """Whether a daemon heartbeated on this instance in the last `fresh_s` seconds."""
+    beats = instance.get_daemon_heartbeats()
+    now = time.time()
+    return any(now - hb.timestamp < fresh_s for hb in beats.values())
+
+
+@contextlib.contextmanager
+def daemon_for(instance: dg.DagsterInstance, *, workspace: Path | None = None, env: dict | None = None,
+               log_path: Path | None = None, start_timeout_s: float = 120.0):
+    """A `dagster-daemon` for the block (none started when one already heartbeats)."""
+    if daemon_running(instance):
+        yield None
+        return
+    workspace = Path(workspace or PROJECT_ROOT / "workspace.yaml")
+    child_env = {**os.environ, **(env or {}), AUTOMATION_ENV: "off", "DAGSTER_HOME": instance.root_directory}
+    log_path = Path(log_path or Path(os.environ.get("DAGSTER_HOME") or instance.root_directory) / "logs" / "daemon.log")
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    exe = Path(sys.executable).with_name("dagster-daemon")
+    cmd = [str(exe), "run", "-w", str(workspace)] if exe.exists() else [sys.executable, "-m", "dagster._daemon", "run",
+                                                                       "-w", str(workspace)]
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(cmd, cwd=str(workspace.parent), env=child_env, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    try:
+        deadline = time.monotonic() + start_timeout_s
+        while not daemon_running(instance, fresh_s=start_timeout_s):
+            if proc.poll() is not None:
+                raise RuntimeError(f"dagster-daemon exited with {proc.returncode}; see {log_path}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"dagster-daemon did not heartbeat within {start_timeout_s:.0f}s; see {log_path}")
+            time.sleep(1.0)
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+@dataclass
+class BackfillOutcome:
+    backfill_id: str
+    status: str
+    seconds: float
+    runs: dict = field(default_factory=dict)  # run_id -> (status, partition, assets)
+
+    @property
+    def failed_runs(self) -> list[str]:
+        return [rid for rid, (status, _, _) in self.runs.items() if status == DagsterRunStatus.FAILURE.value]
+
+    @property
+    def ok(self) -> bool:
+        return self.status in (BulkActionStatus.COMPLETED.value, BulkActionStatus.COMPLETED_SUCCESS.value)
+
+
+def backfill_runs(instance: dg.DagsterInstance, backfill_id: str) -> list:
+    return list(instance.get_runs(filters=RunsFilter(tags={BACKFILL_TAG: backfill_id})))
+
+
+def follow(instance: dg.DagsterInstance, backfill_id: str, *, tiles: int, stream=None, poll_s: float = 2.0,
+           timeout_s: float | None = None) -> BackfillOutcome:
+    """Wait for the backfill, drawing tile runs done (and images/s) on the progress bar."""
+    started = time.perf_counter()
+    bar = ProgressBar("tiles", tiles, stream=stream)
+    seen: set[str] = set()
+    while True:
+        backfill = instance.get_backfill(backfill_id)
+        if backfill is None:
+            raise RuntimeError(f"backfill {backfill_id} is not in this instance")
+        for run in backfill_runs(instance, backfill_id):
+            if run.run_id in seen or not run.is_finished:
+                continue
+            seen.add(run.run_id)
+            assets = run.asset_selection or set()
+            images = _new_images(instance, run) if dg.AssetKey("raw_images") in assets else 0
+            # A tile is done when its last stages are (the backfill runs raw_images first).
+            done = 1 if dg.AssetKey("embeddings") in assets else 0
+            note = "" if run.status == DagsterRunStatus.SUCCESS else \
+                f"{run.tags.get('dagster/partition')} {run.status.value} (run {run.run_id[:8]})"
+            if done or images or note:
+                bar.update(done, images, note=note)
+        if backfill.status in DONE:
+            break
+        if timeout_s is not None and time.perf_counter() - started > timeout_s:
+            raise TimeoutError(f"backfill {backfill_id} still {backfill.status.value} after {timeout_s:.0f}s")
+        time.sleep(poll_s)
+    bar.close()
+    runs = {r.run_id: (r.status.value, r.tags.get("dagster/partition"),
+                       sorted(k.to_user_string() for k in (r.asset_selection or [])))
+            for r in backfill_runs(instance, backfill_id)}
+    return BackfillOutcome(backfill_id, backfill.status.value, time.perf_counter() - started, runs)
+
+
+def _new_images(instance: dg.DagsterInstance, run) -> int:
+    """new_images from the raw_images materialization of a finished run (0 if none)."""
+    for entry in instance.all_logs(run.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION):
+        mat = entry.asset_materialization
+        if mat is not None and mat.asset_key == dg.AssetKey("raw_images"):
+            value = mat.metadata.get("new_images")
+            return int(value.value) if value is not None else 0
+    return 0
