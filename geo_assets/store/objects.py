@@ -31,7 +31,10 @@ when the holder dies). On S3 a lease object is created with a conditional PUT
 two waiters cannot both win), and deleted with `If-Match` so a holder never
 deletes someone else's lease. Expiry is judged from the object's server-side
 LastModified, so only the reader's clock skew (seconds) matters against a TTL
-of minutes. Where a store lacks conditional writes, one run per partition must
+of minutes. AWS S3 and moto honour If-Match on DELETE; a store that ignores it
+could let a holder whose lease was already taken over (and who has not yet
+noticed, at most ttl/4) delete the new holder's lease. Where a store lacks
+conditional writes, one run per partition must
 come from the run queue instead (`dagster/partition` tag limit, deploy/dagster.yaml).
 """
 
