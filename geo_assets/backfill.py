@@ -79,7 +79,7 @@ def daemon_for(instance: dg.DagsterInstance, *, workspace: Path | None = None, e
         return
     workspace = Path(workspace or PROJECT_ROOT / "workspace.yaml")
     child_env = {**os.environ, **(env or {}), AUTOMATION_ENV: "off", "DAGSTER_HOME": instance.root_directory}
-    log_path = Path(log_path or Path(os.environ.get("DAGSTER_HOME") or instance.root_directory) / "logs" / "daemon.log")
+    log_path = Path(log_path or Path(os.environ.get("DAGSTER_HOME") or instance.root_directory) / "daemon" / "daemon.log")
     log_path.parent.mkdir(parents=True, exist_ok=True)
     exe = Path(sys.executable).with_name("dagster-daemon")
     cmd = [str(exe), "run", "-w", str(workspace)] if exe.exists() else [sys.executable, "-m", "dagster._daemon", "run",

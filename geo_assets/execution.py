@@ -101,7 +101,7 @@ def sync_geocells(instance: dg.DagsterInstance, resources: dict) -> list[dg.RunR
     from geo_assets.geocell_sizes import read_geocells
 
     read_geocells(resources["storage"].storage_dir)  # a refused list raises here, with the line that is wrong
-    sensor = load_definitions().get_sensor_def("geocell_sizes_sensor")
+    sensor = load_definitions().resolve_sensor_def("geocell_sizes_sensor")
     context = dg.build_sensor_context(instance=instance, resources={"storage": resources["storage"]})
     result = sensor(context)
     if isinstance(result, dg.SkipReason):

@@ -38,6 +38,13 @@ def _env_number(name: str, default, kind: type):
         raise ValueError(f"{name} must be {'an integer' if kind is int else 'a number'}, got {value!r}") from exc
 
 
+def _env_choice(name: str, default: str, choices: tuple[str, ...]) -> str:
+    value = (os.environ.get(name) or default).strip()
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+    return value
+
+
 def _env_region(name: str, default: tuple[BBox, ...]) -> tuple[BBox, ...]:
     """Boxes as 'minLon,minLat,maxLon,maxLat' separated by ';' (the tests use a small one)."""
     value = os.environ.get(name)
@@ -47,13 +54,6 @@ def _env_region(name: str, default: tuple[BBox, ...]) -> tuple[BBox, ...]:
         return tuple(BBox.from_query(part) for part in value.split(";") if part.strip())
     except ValueError as exc:
         raise ValueError(f"{name}: {exc}") from exc
-
-
-def _env_choice(name: str, default: str, choices: tuple[str, ...]) -> str:
-    value = (os.environ.get(name) or default).strip()
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
-    return value
 
 
 @dataclass(frozen=True)

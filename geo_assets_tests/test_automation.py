@@ -13,7 +13,7 @@ from geo_assets_tests.dagster_helpers import materialize_tile, metadata
 
 TILES = tile_keys()
 defs = load_definitions()
-geocell_sizes_sensor = defs.get_sensor_def("geocell_sizes_sensor")
+geocell_sizes_sensor = defs.resolve_sensor_def("geocell_sizes_sensor")
 TILE_STAGES = ["ocr_text", "blurred_images", "captions", "embeddings", "gazetteer_attack"]
 
 

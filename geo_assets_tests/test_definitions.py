@@ -71,7 +71,7 @@ def test_settings_are_read_when_definitions_are_built(monkeypatch):
 
 def test_daily_pull_requests_one_run_per_tile_keyed_by_day(loaded):
     tiles = tile_partitions_for()
-    schedule = loaded.get_schedule_def("daily_pull")
+    schedule = loaded.resolve_schedule_def("daily_pull")
     assert schedule.cron_schedule == "0 2 * * *" and schedule.job_name == "pull_new_images"
     context = dg.build_schedule_context(scheduled_execution_time=dt.datetime(2026, 12, 1, 2, 0),
                                         repository_def=loaded.get_repository_def())
@@ -82,7 +82,7 @@ def test_daily_pull_requests_one_run_per_tile_keyed_by_day(loaded):
 
 
 def test_geocell_sensor_adds_removes_and_then_skips(tmp_path, loaded):
-    geocell_sizes_sensor = loaded.get_sensor_def("geocell_sizes_sensor")
+    geocell_sizes_sensor = loaded.resolve_sensor_def("geocell_sizes_sensor")
     storage = StorageResource(storage_dir=str(tmp_path / "storage"), models_dir=str(tmp_path / "models"))
     write_geocells(tmp_path / "storage", ["0.1", "0.2"])
     with dg.instance_for_test() as instance:
@@ -108,7 +108,7 @@ def test_automation_off_loads_schedule_and_sensors_stopped(monkeypatch, loaded):
     monkeypatch.setenv("GEO_ASSETS_AUTOMATION", "off")  # the main job's own daemon
     quiet = defs()
     assert {s.default_status for s in quiet.sensors} == {dg.DefaultSensorStatus.STOPPED}
-    assert quiet.get_schedule_def("daily_pull").default_status == dg.DefaultScheduleStatus.STOPPED
+    assert quiet.resolve_schedule_def("daily_pull").default_status == dg.DefaultScheduleStatus.STOPPED
 
 
 def test_mapillary_token_is_an_env_var_never_a_value(monkeypatch):

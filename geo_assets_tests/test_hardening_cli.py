@@ -64,7 +64,7 @@ def test_geocell_sensor_refuses_a_tiny_size_in_the_file(tmp_path):
     from geo_assets.defs.resources import StorageResource
     from geo_assets.execution import load_definitions
 
-    geocell_sizes_sensor = load_definitions().get_sensor_def("geocell_sizes_sensor")
+    geocell_sizes_sensor = load_definitions().resolve_sensor_def("geocell_sizes_sensor")
 
     storage = tmp_path / "storage"
     storage.mkdir()

@@ -73,7 +73,9 @@ def evaluate(model: GeolocatorMLP, gallery: Gallery | None, spec: ModelSpec, ds:
         "image_id": test.image_ids, "sequence_id": test.sequence_ids, "text_reliant": test.text_reliant.tolist(),
         "true_lat": test.lat.tolist(), "true_lon": test.lon.tolist(), "pred_lat": pred["lat"].tolist(),
         "pred_lon": pred["lon"].tolist(), "km": outcomes["km"].tolist(), "cell_hit": outcomes["cell_hit"].tolist(),
-        "top5_hit": outcomes["top5_hit"].tolist(), "top10_hit": outcomes["top10_hit"].tolist(),
+        "top5_hit": outcomes["top5_hit"].tolist(),
+        # A model with fewer than 10 classes has no top-10 (metrics.per_image_outcomes): null.
+        "top10_hit": outcomes["top10_hit"].tolist() if "top10_hit" in outcomes else [None] * int(ev.size),
         "confidence": np.asarray(pred["confidence"], np.float64).tolist(), "source": [str(s) for s in pred["source"]],
     }
     sources = {s: int(np.count_nonzero(pred["source"] == s)) for s in ("offset", "retrieval", "gazetteer")}

@@ -24,8 +24,7 @@ import pyarrow as pa
 
 from geo_assets.attack.gazetteer import DEFAULT_RULE, RULES, locate
 from geo_assets.defs.metadata import data_version_of, records_table
-from geo_assets.defs.tile_assets import tile_asset, with_row_count
-from geo_assets.defs.partitions import tile_partitions_for
+from geo_assets.defs.tile_assets import tile_asset, tile_definitions, with_row_count
 from geo_assets.defs.resources import StorageResource
 from geo_assets.geo.haversine import haversine_km
 from geo_assets.model.splits import SplitConfig, assign_splits
@@ -223,12 +222,10 @@ def build_gazetteer_attack(tiles: dg.PartitionsDefinition) -> dg.AssetsDefinitio
         """The gazetteer attacker on every image's OCR text, unblurred and blurred: printed
         coordinates, else the place the rule picks, else abstain. One row per (image,
         variant, engine) in `attack_guesses`, with the error in km."""
-        yield from with_row_count([materialize_gazetteer_attack(context, config, storage)], storage, "attack_guesses",
-                                  context.partition_key)
+        events = [materialize_gazetteer_attack(context, config, storage)]
+        yield from with_row_count(events, storage, "attack_guesses", context.partition_key)
 
     return gazetteer_attack
 
 
-@dg.definitions
-def defs() -> dg.Definitions:
-    return dg.Definitions(assets=[build_gazetteer_attack(tile_partitions_for())])
+defs = tile_definitions(build_gazetteer_attack)

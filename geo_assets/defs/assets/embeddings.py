@@ -11,8 +11,7 @@ import pyarrow as pa
 
 from geo_assets.defs.assets.preprocess import GPU_POOL
 from geo_assets.defs.metadata import data_version_of
-from geo_assets.defs.tile_assets import tile_asset, with_row_count
-from geo_assets.defs.partitions import tile_partitions_for
+from geo_assets.defs.tile_assets import tile_asset, tile_definitions, with_row_count
 from geo_assets.defs.resources import EncoderResource, StorageResource
 from geo_assets.embed.encoders import encode_optional_texts
 from geo_assets.embed.fusion import CrossAttentionFusion
@@ -168,12 +167,10 @@ def build_embeddings(tiles: dg.PartitionsDefinition) -> dg.AssetsDefinition:
     def embeddings(context: dg.AssetExecutionContext, config: EmbeddingConfig, storage: StorageResource, encoders: EncoderResource):
         """Text CLS, image CLS and the fused vector per (image, variant). Rows whose image,
         caption and encoders are unchanged are kept; only new ones are encoded."""
-        yield from with_row_count(materialize_embeddings(context, config, storage, encoders), storage, "embeddings",
-                                  context.partition_key)
+        events = materialize_embeddings(context, config, storage, encoders)
+        yield from with_row_count(events, storage, "embeddings", context.partition_key)
 
     return embeddings
 
 
-@dg.definitions
-def defs() -> dg.Definitions:
-    return dg.Definitions(assets=[build_embeddings(tile_partitions_for())])
+defs = tile_definitions(build_embeddings)

@@ -8,8 +8,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from geo_assets.defs.metadata import counts_md, data_version_of, preview_md
-from geo_assets.defs.tile_assets import tile_asset, with_row_count
-from geo_assets.defs.partitions import tile_partitions_for
+from geo_assets.defs.tile_assets import tile_asset, tile_definitions, with_row_count
 from geo_assets.defs.resources import ImageSourceResource, StorageResource
 from geo_assets.geo.bbox import in_region
 from geo_assets.geo.tiles import Tile
@@ -154,12 +153,10 @@ def build_raw_images(tiles: dg.PartitionsDefinition) -> dg.AssetsDefinition:
     ):
         """Images of one tile: only ids never seen are fetched (cursor = newest captured_at
         stored), validated, and appended; rejected items are kept with their reason."""
-        yield from with_row_count(pull_raw_images(context, config, storage, image_source), storage, "raw_images",
-                                  context.partition_key)
+        events = pull_raw_images(context, config, storage, image_source)
+        yield from with_row_count(events, storage, "raw_images", context.partition_key)
 
     return raw_images
 
 
-@dg.definitions
-def defs() -> dg.Definitions:
-    return dg.Definitions(assets=[build_raw_images(tile_partitions_for())])
+defs = tile_definitions(build_raw_images)

@@ -16,8 +16,7 @@ import numpy as np
 import pyarrow as pa
 
 from geo_assets.defs.metadata import data_version_of, preview_md
-from geo_assets.defs.tile_assets import tile_asset, with_row_count
-from geo_assets.defs.partitions import tile_partitions_for
+from geo_assets.defs.tile_assets import tile_asset, tile_definitions, with_row_count
 from geo_assets.defs.resources import CaptionerResource, ImageSourceResource, OcrResource, StorageResource
 from geo_assets.store.images import UnreadableImage, load_bgr
 from geo_assets.store.schemas import (
@@ -349,7 +348,8 @@ def build_preprocess_assets(tiles: dg.PartitionsDefinition) -> list[dg.AssetsDef
     def ocr_text(context: dg.AssetExecutionContext, storage: StorageResource, ocr: OcrResource):
         """One OCR pass per image: words, boxes and confidences. These boxes drive both
         the cleaned caption text and the blur, so no image is OCR'd twice by this engine."""
-        yield from with_row_count([materialize_ocr_text(context, storage, ocr)], storage, "ocr_text", context.partition_key)
+        events = [materialize_ocr_text(context, storage, ocr)]
+        yield from with_row_count(events, storage, "ocr_text", context.partition_key)
 
     @tile_asset(
         tiles,
@@ -372,8 +372,8 @@ def build_preprocess_assets(tiles: dg.PartitionsDefinition) -> list[dg.AssetsDef
         """Gaussian blur over every text region: the OCR pass's boxes plus detection-only
         passes at more scales and lower thresholds (the seed's boxes alone miss small text).
         Writes the blurred JPEGs and the `blurred_images` table (boxes, re-read words)."""
-        yield from with_row_count(materialize_blurred_images(context, config, storage, ocr, image_source), storage,
-                                  "blurred_images", context.partition_key)
+        events = materialize_blurred_images(context, config, storage, ocr, image_source)
+        yield from with_row_count(events, storage, "blurred_images", context.partition_key)
 
     @tile_asset(
         tiles,
@@ -392,12 +392,10 @@ def build_preprocess_assets(tiles: dg.PartitionsDefinition) -> list[dg.AssetsDef
         """Caption text per (image, variant): generated caption + cleaned OCR text of that
         variant. Generated captions are cached by (image sha256, variant, captioner id),
         so re-materializing a tile captions only images never captioned."""
-        yield from with_row_count(materialize_captions(context, config, storage, captioner), storage, "captions",
-                                  context.partition_key)
+        events = materialize_captions(context, config, storage, captioner)
+        yield from with_row_count(events, storage, "captions", context.partition_key)
 
     return [ocr_text, blurred_images, captions]
 
 
-@dg.definitions
-def defs() -> dg.Definitions:
-    return dg.Definitions(assets=build_preprocess_assets(tile_partitions_for()))
+defs = tile_definitions(build_preprocess_assets)
