@@ -82,32 +82,22 @@ class Rendered:
 
 # --- palettes (RGB) -------------------------------------------------------------
 
-_PALETTES = {
-    "scotland": dict(sky=(150, 163, 182), clear=(118, 158, 208), grass=(95, 125, 70), field=(122, 128, 82),
-                     hill=(108, 96, 98), high=(124, 104, 116), sea=(62, 92, 122), sand=(190, 180, 150),
-                     build=((150, 150, 145), (178, 128, 104), (226, 222, 214), (118, 118, 116)),
-                     roof=((70, 75, 82), (92, 92, 98)), road=(92, 92, 98)),
-    "wales": dict(sky=(160, 178, 198), clear=(124, 168, 214), grass=(68, 140, 58), field=(92, 152, 70),
-                  hill=(80, 110, 70), high=(96, 100, 92), sea=(66, 104, 134), sand=(200, 188, 150),
-                  build=((114, 120, 128), (200, 190, 160), (230, 225, 210), (170, 160, 150)),
-                  roof=((54, 60, 70), (70, 70, 82)), road=(90, 90, 96)),
-    "northern_ireland": dict(sky=(164, 178, 198), clear=(128, 168, 214), grass=(48, 150, 70), field=(80, 162, 82),
-                             hill=(70, 122, 62), high=(90, 112, 82), sea=(64, 100, 130), sand=(196, 186, 152),
-                             build=((232, 232, 226), (176, 170, 160), (170, 90, 70), (210, 200, 180)),
-                             roof=((60, 60, 66), (82, 76, 76)), road=(86, 86, 92)),
-    "north_england": dict(sky=(170, 178, 192), clear=(130, 164, 208), grass=(95, 130, 70), field=(132, 140, 82),
-                          hill=(130, 115, 80), high=(120, 104, 86), sea=(70, 104, 132), sand=(200, 190, 155),
-                          build=((110, 100, 86), (150, 76, 60), (130, 120, 100), (170, 160, 140)),
-                          roof=((60, 60, 70), (82, 70, 66)), road=(100, 100, 102)),
-    "midlands": dict(sky=(170, 193, 218), clear=(134, 174, 220), grass=(100, 145, 75), field=(152, 160, 90),
-                     hill=(110, 136, 86), high=(112, 120, 92), sea=(72, 112, 140), sand=(205, 192, 150),
-                     build=((165, 86, 60), (150, 80, 66), (186, 112, 82), (200, 190, 170)),
-                     roof=((122, 62, 50), (92, 62, 56)), road=(106, 106, 106)),
-    "south_england": dict(sky=(142, 184, 232), clear=(110, 168, 234), grass=(120, 155, 80), field=(210, 190, 110),
-                          hill=(130, 150, 90), high=(122, 140, 96), sea=(74, 128, 166), sand=(218, 204, 160),
-                          build=((200, 180, 140), (235, 230, 220), (170, 90, 66), (190, 176, 150)),
-                          roof=((150, 80, 60), (122, 70, 56)), road=(112, 112, 114)),
-}
+def _load_palettes() -> dict:
+    """Regional colours (data/palettes.csv): one (r, g, b) per part, or a tuple of them where
+    the part has an index (building and roof variants)."""
+    import csv
+    from importlib.resources import files
+
+    out: dict = {}
+    with files("geo_assets.data").joinpath("palettes.csv").open(newline="") as fh:
+        for row in csv.DictReader(fh):
+            colour = (int(row["r"]), int(row["g"]), int(row["b"]))
+            parts = out.setdefault(row["region"], {})
+            parts[row["part"]] = (*parts.get(row["part"], ()), colour) if row["index"] != "" else colour
+    return out
+
+
+_PALETTES = _load_palettes()
 _OVERCAST = {"scotland": 0.6, "wales": 0.55, "northern_ireland": 0.55, "north_england": 0.5, "midlands": 0.4, "south_england": 0.3}
 
 _SHOP_SUFFIXES = ("Fish Bar", "Pharmacy", "Motors", "Bakery", "Post Office", "Dental Care", "Tandoori", "Launderette",
