@@ -161,10 +161,11 @@ def _test_split_count(layout, tile: str) -> int:
 
 @pytest.mark.slow
 def test_gazetteer_attack_asset_then_rerun_runs_no_ocr(dagster_resources):
-    from geo_assets.defs.assets.attack import ATTACK_SCHEMA, attack_table_path
+    from geo_assets.defs.assets.attack import attack_table_path
+    from geo_assets.store.schemas import ATTACK_SCHEMA
     from geo_assets.definitions import TILE_ASSET_NAMES
     from geo_assets.execution import all_assets
-    from geo_assets.ingest.pull import RAW_IMAGES_SCHEMA
+    from geo_assets.store.schemas import RAW_IMAGES_SCHEMA
     from geo_assets.store.parquet import read_table
     from geo_assets_tests.dagster_helpers import metadata
 
