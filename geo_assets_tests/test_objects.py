@@ -9,7 +9,7 @@ import time
 import pyarrow as pa
 import pytest
 
-from geo_assets.ingest.pull import RAW_IMAGES_SCHEMA
+from geo_assets.store.schemas import RAW_IMAGES_SCHEMA
 from geo_assets.store.layout import UnsafePathError
 from geo_assets.store.objects import LeaseLost, LockTimeout, ObjectStore, S3ObjectStore
 from geo_assets_tests.services import moto_server, s3_env, s3_root  # noqa: F401 - fixtures

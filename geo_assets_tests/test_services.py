@@ -12,7 +12,7 @@ import pyarrow as pa
 import pytest
 from PIL import Image
 
-from geo_assets.ingest.pull import RAW_IMAGES_SCHEMA
+from geo_assets.store.schemas import RAW_IMAGES_SCHEMA
 from geo_assets.store.objects import ObjectStore, S3ObjectStore
 from geo_assets_tests.services import (  # noqa: F401 - fixtures
     moto_server, postgres_db, postgres_server, s3_env, s3_root,
