@@ -70,7 +70,7 @@ def _run_backfill(args, instance, tiles) -> tuple[list, list[str]]:
     with backfill.daemon_for(instance) as daemon:
         if daemon is None:
             print("a Dagster daemon is already running on this instance: it runs the backfill")
-        outcome = backfill.follow(instance, backfill_id, tiles=len(tiles))
+        outcome = backfill.follow(instance, backfill_id, tiles=len(tiles), daemon=daemon)
     print(f"backfill {backfill_id}: {outcome.status} in {outcome.seconds:.0f}s")
     steps = [(step_seconds(instance, rid), counts_from_log(instance, rid)) for rid in outcome.runs]
     failed = [f"{', '.join(assets)} [{part}] (run {rid})" for rid, (status, part, assets) in outcome.runs.items()

@@ -66,18 +66,23 @@ def _run_cli(args: list[str], env: dict, log: Path, timeout_s: float) -> subproc
                                 cwd=PROJECT_ROOT, env=env, stdout=fh, stderr=subprocess.STDOUT)
 
 
-def _pids_of_run(run_id: str) -> list[int]:
-    """The run worker and its step processes: every process whose command line names the run."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and int(entry.name) != os.getpid():
-            try:
-                cmdline = (entry / "cmdline").read_bytes()
-            except OSError:
-                continue
-            if run_id.encode() in cmdline:
-                pids.append(int(entry.name))
-    return pids
+def _pids_of_run(instance, run_id: str) -> list[int]:
+    """The run worker and its step processes: every live process that wrote an event of the run,
+    except the code server (it reports the launch) and this test."""
+    pids = set()
+    for entry in instance.all_logs(run_id):
+        pid = entry.dagster_event.pid if entry.dagster_event is not None else None
+        if pid and pid != os.getpid():
+            pids.add(pid)
+    alive = []
+    for pid in sorted(pids):
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"api\x00grpc" not in cmdline and b"dagster-daemon" not in cmdline:
+            alive.append(pid)
+    return alive
 
 
 def _local_snapshot() -> dict:
@@ -109,7 +114,7 @@ class Killer(threading.Thread):
                     continue
                 mats = self.instance.all_logs(run.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION)
                 if any(m.asset_materialization.asset_key == dg.AssetKey("raw_images") for m in mats):
-                    pids = _pids_of_run(run.run_id)
+                    pids = _pids_of_run(self.instance, run.run_id)
                     for pid in pids:
                         try:
                             os.kill(pid, signal.SIGKILL)
