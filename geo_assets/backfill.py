@@ -164,7 +164,7 @@ def follow(instance: dg.DagsterInstance, backfill_id: str, *, tiles: int, stream
             assets = run.asset_selection or set()
             images = _new_images(instance, run) if dg.AssetKey("raw_images") in assets else 0
             # A tile is done when its last stages are (the backfill runs raw_images first).
-            done = 1 if dg.AssetKey("embeddings") in assets else 0
+            done = 1 if dg.AssetKey("embeddings") in assets and run.status == DagsterRunStatus.SUCCESS else 0
             note = "" if run.status == DagsterRunStatus.SUCCESS else \
                 f"{run.tags.get('dagster/partition')} {run.status.value} (run {run.run_id[:8]})"
             if done or images or note:
@@ -178,9 +178,13 @@ def follow(instance: dg.DagsterInstance, backfill_id: str, *, tiles: int, stream
             raise TimeoutError(f"backfill {backfill_id} still {backfill.status.value} after {timeout_s:.0f}s")
         time.sleep(poll_s)
     bar.close()
-    runs = {r.run_id: (r.status.value, r.tags.get("dagster/partition"),
-                       sorted(k.to_user_string() for k in (r.asset_selection or [])))
-            for r in backfill_runs(instance, backfill_id)}
+    all_runs = backfill_runs(instance, backfill_id)
+    # A run whose process died and that run_retries re-ran successfully is not a failure of
+    # the backfill: report the retry's status in its place.
+    retried_ok = {r.tags.get("dagster/parent_run_id") for r in all_runs if r.status == DagsterRunStatus.SUCCESS}
+    runs = {r.run_id: ("RETRIED" if r.run_id in retried_ok and r.status == DagsterRunStatus.FAILURE else r.status.value,
+                       r.tags.get("dagster/partition"), sorted(k.to_user_string() for k in (r.asset_selection or [])))
+            for r in all_runs}
     return BackfillOutcome(backfill_id, backfill.status.value, time.perf_counter() - started, runs)
 
 

@@ -74,7 +74,7 @@ def _run_backfill(args, instance, tiles) -> tuple[list, list[str]]:
     print(f"backfill {backfill_id}: {outcome.status} in {outcome.seconds:.0f}s")
     steps = [(step_seconds(instance, rid), counts_from_log(instance, rid)) for rid in outcome.runs]
     failed = [f"{', '.join(assets)} [{part}] (run {rid})" for rid, (status, part, assets) in outcome.runs.items()
-              if status != "SUCCESS"]
+              if status not in ("SUCCESS", "RETRIED")]
     if not outcome.ok and not failed:
         failed = [f"backfill {backfill_id} ended {outcome.status}"]
     return steps, failed

@@ -201,6 +201,8 @@ def test_backfill_on_postgres_and_s3_survives_a_killed_run(s3_run):
     from dagster._core.storage.dagster_run import DagsterRunStatus
 
     assert s3_run["rc"] == 0, s3_run["log"][-4000:]
+    # The retry covered the killed run: the first `geo-assets run` already succeeded.
+    assert s3_run["first_rc"] == 0 and s3_run["reruns"] == 0, s3_run["log"][-4000:]
     print(f"\nS3 + Postgres backfill: {s3_run['seconds']:.0f}s, first rc {s3_run['first_rc']}, reruns {s3_run['reruns']}")
     killer = s3_run["killer"]
     assert killer.killed_run is not None, "no tile run was caught mid-tile to kill"
@@ -282,7 +284,8 @@ def test_s3_backfill_equals_local_in_process(s3_run, tmp_path):
     for blur in ("blurred", "unblurred"):
         ev = [json.loads((lay.model_dir(blur, GEOCELL) / "evaluation.json").read_text()) for lay in (remote, here)]
         assert _strip(ev[0]) == _strip(ev[1]), blur
-        assert ev[0]["metrics"]["median_km"]["value"] is not None
+        # 24 images leave the grouped test split empty (NaN metrics); the seed-protocol twin has numbers.
+        assert ev[0]["seed_protocol"]["metrics"]["median_km"]["value"] is not None
     reports = [json.loads((lay.reports_dir / "privacy_report.json").read_text()) for lay in (remote, here)]
     assert _strip(reports[0]) == _strip(reports[1])
     assert (remote.reports_dir / "privacy_report.md").read_text() == (here.reports_dir / "privacy_report.md").read_text()
