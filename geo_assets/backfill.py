@@ -70,16 +70,35 @@ def daemon_running(instance: dg.DagsterInstance, fresh_s: float = DAEMON_FRESH_S
     return any(now - hb.timestamp < fresh_s for hb in beats.values())
 
 
+def daemon_alive(instance: dg.DagsterInstance, wait_s: float = 45.0) -> bool:
+    """Whether a daemon is heartbeating now. A recent heartbeat alone is not enough: a daemon
+    that stopped seconds ago (the last `geo-assets run`) left one, and trusting it would leave
+    the backfill with nobody to launch its runs. A live daemon beats every 30 s, so wait up to
+    `wait_s` for a beat newer than this call."""
+    if not daemon_running(instance):
+        return False
+    since = time.time()
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        if any(hb.timestamp > since for hb in instance.get_daemon_heartbeats().values()):
+            return True
+        time.sleep(1.0)
+    return False
+
+
 @contextlib.contextmanager
 def daemon_for(instance: dg.DagsterInstance, *, workspace: Path | None = None, env: dict | None = None,
                log_path: Path | None = None, start_timeout_s: float = 120.0):
-    """A `dagster-daemon` for the block (none started when one already heartbeats)."""
-    if daemon_running(instance):
+    """A `dagster-daemon` for the block (none started when one is heartbeating)."""
+    if daemon_alive(instance):
         yield None
         return
     workspace = Path(workspace or PROJECT_ROOT / "workspace.yaml")
     child_env = {**os.environ, **(env or {}), AUTOMATION_ENV: "off", "DAGSTER_HOME": instance.root_directory}
-    log_path = Path(log_path or Path(os.environ.get("DAGSTER_HOME") or instance.root_directory) / "daemon" / "daemon.log")
+    # Not $DAGSTER_HOME/logs: Dagster's telemetry uploader owns that folder, moves it to
+    # .logs_queue/ and deletes it, taking the daemon's log with it.
+    log_path = Path(log_path or Path(os.environ.get("DAGSTER_HOME") or instance.root_directory) / "geo_assets"
+                    / "daemon.log")
     log_path.parent.mkdir(parents=True, exist_ok=True)
     exe = Path(sys.executable).with_name("dagster-daemon")
     cmd = [str(exe), "run", "-w", str(workspace)] if exe.exists() else [sys.executable, "-m", "dagster._daemon", "run",
@@ -127,8 +146,10 @@ def backfill_runs(instance: dg.DagsterInstance, backfill_id: str) -> list:
 
 
 def follow(instance: dg.DagsterInstance, backfill_id: str, *, tiles: int, stream=None, poll_s: float = 2.0,
-           timeout_s: float | None = None) -> BackfillOutcome:
-    """Wait for the backfill, drawing tile runs done (and images/s) on the progress bar."""
+           timeout_s: float | None = None, daemon: subprocess.Popen | None = None) -> BackfillOutcome:
+    """Wait for the backfill, drawing tile runs done (and images/s) on the progress bar.
+    With `daemon` (the one daemon_for started), stop with an error if it exits: nothing
+    would launch the remaining runs, and the wait would never end."""
     started = time.perf_counter()
     bar = ProgressBar("tiles", tiles, stream=stream)
     seen: set[str] = set()
@@ -143,20 +164,27 @@ def follow(instance: dg.DagsterInstance, backfill_id: str, *, tiles: int, stream
             assets = run.asset_selection or set()
             images = _new_images(instance, run) if dg.AssetKey("raw_images") in assets else 0
             # A tile is done when its last stages are (the backfill runs raw_images first).
-            done = 1 if dg.AssetKey("embeddings") in assets else 0
+            done = 1 if dg.AssetKey("embeddings") in assets and run.status == DagsterRunStatus.SUCCESS else 0
             note = "" if run.status == DagsterRunStatus.SUCCESS else \
                 f"{run.tags.get('dagster/partition')} {run.status.value} (run {run.run_id[:8]})"
             if done or images or note:
                 bar.update(done, images, note=note)
         if backfill.status in DONE:
             break
+        if daemon is not None and daemon.poll() is not None:
+            raise RuntimeError(f"dagster-daemon exited with {daemon.returncode} while backfill {backfill_id} was "
+                               f"{backfill.status.value}; rerun `geo-assets run` to finish it")
         if timeout_s is not None and time.perf_counter() - started > timeout_s:
             raise TimeoutError(f"backfill {backfill_id} still {backfill.status.value} after {timeout_s:.0f}s")
         time.sleep(poll_s)
     bar.close()
-    runs = {r.run_id: (r.status.value, r.tags.get("dagster/partition"),
-                       sorted(k.to_user_string() for k in (r.asset_selection or [])))
-            for r in backfill_runs(instance, backfill_id)}
+    all_runs = backfill_runs(instance, backfill_id)
+    # A run whose process died and that run_retries re-ran successfully is not a failure of
+    # the backfill: report the retry's status in its place.
+    retried_ok = {r.tags.get("dagster/parent_run_id") for r in all_runs if r.status == DagsterRunStatus.SUCCESS}
+    runs = {r.run_id: ("RETRIED" if r.run_id in retried_ok and r.status == DagsterRunStatus.FAILURE else r.status.value,
+                       r.tags.get("dagster/partition"), sorted(k.to_user_string() for k in (r.asset_selection or [])))
+            for r in all_runs}
     return BackfillOutcome(backfill_id, backfill.status.value, time.perf_counter() - started, runs)
 
 

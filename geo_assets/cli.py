@@ -70,11 +70,11 @@ def _run_backfill(args, instance, tiles) -> tuple[list, list[str]]:
     with backfill.daemon_for(instance) as daemon:
         if daemon is None:
             print("a Dagster daemon is already running on this instance: it runs the backfill")
-        outcome = backfill.follow(instance, backfill_id, tiles=len(tiles))
+        outcome = backfill.follow(instance, backfill_id, tiles=len(tiles), daemon=daemon)
     print(f"backfill {backfill_id}: {outcome.status} in {outcome.seconds:.0f}s")
     steps = [(step_seconds(instance, rid), counts_from_log(instance, rid)) for rid in outcome.runs]
     failed = [f"{', '.join(assets)} [{part}] (run {rid})" for rid, (status, part, assets) in outcome.runs.items()
-              if status != "SUCCESS"]
+              if status not in ("SUCCESS", "RETRIED")]
     if not outcome.ok and not failed:
         failed = [f"backfill {backfill_id} ended {outcome.status}"]
     return steps, failed

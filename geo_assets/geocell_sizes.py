@@ -18,12 +18,13 @@ from geo_assets.geo.bbox import region_bounds
 from geo_assets.geo.geocells import check_geocell_count, geocell_key
 from geo_assets.settings import GeoSettings
 from geo_assets.store.parquet import atomic_write_bytes
+from geo_assets.store.paths import storage_root
 
 FILE_NAME = "geocells.txt"
 
 
 def config_path(storage_dir: Path) -> Path:
-    return Path(storage_dir) / FILE_NAME
+    return storage_root(storage_dir) / FILE_NAME
 
 
 def checked_key(size: str | float, settings: GeoSettings | None = None) -> str:
@@ -88,4 +89,4 @@ def remove_geocell(storage_dir: Path, size: str | float) -> tuple[list[str], boo
 def _list_lock(storage_dir: Path):
     from geo_assets.store.locks import partition_lock
 
-    return partition_lock(Path(storage_dir), "geocells", "list", timeout_s=60.0)
+    return partition_lock(storage_root(storage_dir), "geocells", "list", timeout_s=60.0)

@@ -11,6 +11,10 @@ from geo_assets.settings import PROJECT_ROOT, GeoSettings
 
 def ensure_dagster_home(settings: GeoSettings | None = None) -> Path:
     settings = settings or GeoSettings.from_env()
+    if not os.environ.get("DAGSTER_HOME") and not isinstance(settings.storage_dir, Path):
+        # The instance (SQLite files or a dagster.yaml pointing at Postgres) is never on S3.
+        raise RuntimeError(f"GEO_ASSETS_STORAGE is {settings.storage_dir}: set DAGSTER_HOME to a local folder "
+                           "holding dagster.yaml (SQLite there, or Postgres as in deploy/dagster.yaml)")
     home = Path(os.environ.get("DAGSTER_HOME") or settings.storage_dir).expanduser().resolve()
     home.mkdir(parents=True, exist_ok=True)
     yaml_path = home / "dagster.yaml"

@@ -22,9 +22,13 @@ BLUR_VARIANTS = ("unblurred", "blurred")
 SOURCES = ("synthetic", "mapillary")
 
 
-def _env_path(name: str, default: Path) -> Path:
+def _env_path(name: str, default: Path):
+    """A local folder (absolute Path) or, for `s3://bucket/prefix`, an ObjectPath (never
+    passed through Path(), which would turn it into a local folder named 's3:')."""
+    from geo_assets.store.paths import storage_root
+
     value = os.environ.get(name)
-    return Path(value).expanduser().resolve() if value else default.resolve()
+    return storage_root(value) if value else default.resolve()
 
 
 def _env_number(name: str, default, kind: type):
@@ -58,7 +62,7 @@ def _env_region(name: str, default: tuple[BBox, ...]) -> tuple[BBox, ...]:
 
 @dataclass(frozen=True)
 class GeoSettings:
-    storage_dir: Path
+    storage_dir: Path  # or an s3:// ObjectPath (store/paths.py)
     models_dir: Path
     region: tuple[BBox, ...] = UK_REGION
     tile_size: float = DEFAULT_TILE_SIZE
@@ -69,8 +73,9 @@ class GeoSettings:
 
     def with_storage(self, storage_dir: Path | str, models_dir: Path | str) -> "GeoSettings":
         """The same settings over other data and model folders (benchmarks, tests)."""
-        return replace(self, storage_dir=Path(storage_dir).expanduser().resolve(),
-                       models_dir=Path(models_dir).expanduser().resolve())
+        from geo_assets.store.paths import storage_root
+
+        return replace(self, storage_dir=storage_root(storage_dir), models_dir=storage_root(models_dir))
 
     @classmethod
     def from_env(cls) -> "GeoSettings":

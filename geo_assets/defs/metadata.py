@@ -53,10 +53,22 @@ def column_schema(schema: pa.Schema) -> dg.TableSchema:
 
 
 def parquet_rows(paths) -> int:
-    """Rows in these Parquet files, from their footers (no data read); missing files count 0."""
+    """Rows in these Parquet files (local or s3://), from their footers (no data read); missing files count 0."""
     import pyarrow.parquet as pq
 
-    return sum(pq.ParquetFile(p).metadata.num_rows for p in paths if Path(p).exists())
+    from geo_assets.store.paths import ObjectPath, as_path
+
+    total = 0
+    for p in map(as_path, paths):
+        if isinstance(p, ObjectPath):
+            try:
+                with p.open("rb") as fh:
+                    total += pq.ParquetFile(fh).metadata.num_rows
+            except FileNotFoundError:
+                pass
+        elif p.exists():
+            total += pq.ParquetFile(p).metadata.num_rows
+    return total
 
 
 def with_table_metadata(events, row_count: Callable[[], int]):
@@ -78,7 +90,9 @@ def table_asset_metadata(schema: pa.Schema) -> dict:
 
 def png_md(path: Path, alt: str = "plot") -> dg.MetadataValue:
     """A PNG inline in Markdown metadata (data URI), so the UI shows the plot itself."""
-    data = base64.b64encode(Path(path).read_bytes()).decode()
+    from geo_assets.store.paths import as_path
+
+    data = base64.b64encode(as_path(path).read_bytes()).decode()
     return dg.MetadataValue.md(f"![{alt}](data:image/png;base64,{data})")
 
 
@@ -92,13 +106,17 @@ def _thumb_data_uri(image_bgr: np.ndarray, width: int = 160) -> str:
 
 
 def preview_md(paths: list[Path], captions: list[str] | None = None, width: int = 160) -> dg.MetadataValue:
-    """A few thumbnails inline (base64), with a caption each."""
+    """A few thumbnails inline (base64), with a caption each; images local or s3://."""
+    from geo_assets.store.images import UnreadableImage, load_bgr
+    from geo_assets.store.paths import as_path
+
     cells = []
     for i, path in enumerate(paths):
-        image = cv2.imread(str(path))
-        if image is None:
+        try:
+            image = load_bgr(as_path(path))
+        except UnreadableImage:
             continue
-        label = captions[i] if captions else Path(path).stem
+        label = captions[i] if captions else as_path(path).stem
         cells.append(f"![{label}]({_thumb_data_uri(image, width)})<br/>{label}")
     if not cells:
         return dg.MetadataValue.md("(no images)")

@@ -6,13 +6,13 @@ per process; resources only hold configuration.
 
 import functools
 import secrets
-from pathlib import Path
 
 import dagster as dg
 from pydantic import PrivateAttr
 
 from geo_assets.settings import GeoSettings
 from geo_assets.store.layout import StorageLayout
+from geo_assets.store.paths import storage_root
 
 TOKEN_ENV = "MAPILLARY_ACCESS_TOKEN"
 
@@ -25,13 +25,13 @@ def synthetic_world(seed: int):
 
 
 class StorageResource(dg.ConfigurableResource):
-    """Where data (storage/) and trained models (models/) live."""
+    """Where data (storage/) and trained models (models/) live: local folders or s3://bucket/prefix."""
 
     storage_dir: str
     models_dir: str
 
     def layout(self) -> StorageLayout:
-        return StorageLayout(Path(self.storage_dir).resolve(), Path(self.models_dir).resolve())
+        return StorageLayout(storage_root(self.storage_dir), storage_root(self.models_dir))
 
 
 def fault_profile(name: str):

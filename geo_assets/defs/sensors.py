@@ -10,7 +10,7 @@ partitions, so a size is never trained twice.
 """
 
 import os
-from pathlib import Path
+from geo_assets.store.paths import storage_root
 
 import dagster as dg
 
@@ -44,7 +44,7 @@ def geocell_requests(configured: list[str], existing: list[str]) -> tuple[list[s
 def evaluate_geocell_sizes(context: dg.SensorEvaluationContext, storage: StorageResource):
     """The geocell sensor's tick: partition adds/removes and the runs for new sizes."""
     try:
-        configured = read_geocells(Path(storage.storage_dir))
+        configured = read_geocells(storage_root(storage.storage_dir))
     except ValueError as exc:  # a garbled line or a size past the cell cap: add nothing, say why
         context.log.error(f"geocell sizes refused: {exc}")
         return dg.SkipReason(f"geocell sizes refused, nothing added: {exc}")

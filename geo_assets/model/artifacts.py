@@ -33,6 +33,7 @@ from geo_assets.geo.bbox import BBox
 from geo_assets.geo.geocells import GeocellGrid
 from geo_assets.model.geolocator import GeolocatorMLP, build_from_config
 from geo_assets.store.parquet import atomic_write_bytes
+from geo_assets.store.paths import as_path
 
 FORMAT = "geo_assets.geolocator/1"
 WEIGHTS_FILE = "model.pt"
@@ -110,7 +111,7 @@ def save_model(directory: str | Path, model: GeolocatorMLP, meta: dict | None = 
 
     The grid comes from `grid` or `meta["grid"]` (a GeocellGrid or {"bounds": [min_lon,
     min_lat, max_lon, max_lat], "size": s}) and must match the model's cells and size."""
-    directory = Path(directory)
+    directory = as_path(directory)
     meta = dict(meta or {})
     grid_src = grid if grid is not None else meta.get("grid")
     if grid_src is None:
@@ -149,7 +150,7 @@ def _grid_matches(grid: GeocellGrid, model: GeolocatorMLP) -> bool:
 
 def read_meta(directory: str | Path) -> dict:
     """model.json only (cheap: no weights)."""
-    directory = Path(directory)
+    directory = as_path(directory)
     if not directory.is_dir():
         raise ModelArtifactError(f"model folder {directory} does not exist")
     path = directory / META_FILE
@@ -171,7 +172,7 @@ def read_meta(directory: str | Path) -> dict:
 
 def load_model(directory: str | Path, device: str | None = "auto") -> LoadedModel:
     """Rebuild the model in eval mode on `device` ('auto' = CUDA when present)."""
-    directory = Path(directory)
+    directory = as_path(directory)
     meta = read_meta(directory)
     weights_path = directory / WEIGHTS_FILE
     if not weights_path.is_file():

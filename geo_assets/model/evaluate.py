@@ -69,13 +69,18 @@ def evaluate(model: GeolocatorMLP, gallery: Gallery | None, spec: ModelSpec, ds:
         text_metrics = bootstrap_metrics(sub_out, groups=[g for g, s in zip(groups, sub) if s], n_boot=n_boot)
     else:
         text_metrics = {}
+    top10 = outcomes.get("top10_hit")
+    if top10 is None:
+        # Under 10 classes (a coarse geocell over a small region) there is no top-10 metric,
+        # but the per-image row still has a flag: the top 10 then holds every class.
+        true_cell = np.asarray(grid.cell_of(test.lat, test.lon)).reshape(-1) if len(test) else np.zeros(0, np.int64)
+        topk = np.asarray(pred["topk"]).reshape(len(test), -1)
+        top10 = np.any(topk == true_cell[:, None], axis=1)
     rows = {
         "image_id": test.image_ids, "sequence_id": test.sequence_ids, "text_reliant": test.text_reliant.tolist(),
         "true_lat": test.lat.tolist(), "true_lon": test.lon.tolist(), "pred_lat": pred["lat"].tolist(),
         "pred_lon": pred["lon"].tolist(), "km": outcomes["km"].tolist(), "cell_hit": outcomes["cell_hit"].tolist(),
-        "top5_hit": outcomes["top5_hit"].tolist(),
-        # A model with fewer than 10 classes has no top-10 (metrics.per_image_outcomes): null.
-        "top10_hit": outcomes["top10_hit"].tolist() if "top10_hit" in outcomes else [None] * int(ev.size),
+        "top5_hit": outcomes["top5_hit"].tolist(), "top10_hit": top10.tolist(),
         "confidence": np.asarray(pred["confidence"], np.float64).tolist(), "source": [str(s) for s in pred["source"]],
     }
     sources = {s: int(np.count_nonzero(pred["source"] == s)) for s in ("offset", "retrieval", "gazetteer")}

@@ -141,7 +141,9 @@ def _truth(path: Path, world) -> dict | None:
 
 
 def discover_models(models_dir: Path) -> list[Path]:
-    return sorted(p.parent for p in Path(models_dir).glob("*/*/model.json"))
+    from geo_assets.store.paths import storage_root
+
+    return sorted(p.parent for p in storage_root(models_dir).glob("*/*/model.json"))  # local or s3://
 
 
 def predict_images(paths: list[Path], models_dir: Path | str | None = None, *, ocr_engine: str = "rapidocr",
@@ -164,7 +166,7 @@ def predict_images(paths: list[Path], models_dir: Path | str | None = None, *, o
     if all(image is None for _, image in inputs):
         return [entry for entry, _ in inputs]
 
-    models_dir = Path(models_dir) if models_dir else settings.models_dir
+    models_dir = models_dir or settings.models_dir
     model_dirs = discover_models(models_dir)
     if not model_dirs:
         raise PredictionError(f"no trained models under {models_dir}: run `geo-assets run` first")

@@ -51,7 +51,11 @@ class Gallery:
 
     @classmethod
     def load(cls, path) -> "Gallery":
-        with np.load(path) as z:
+        import io
+
+        from geo_assets.store.paths import as_path
+
+        with np.load(io.BytesIO(as_path(path).read_bytes())) as z:  # local or s3://
             return cls(h=z["h"].astype(np.float32), lat=z["lat"], lon=z["lon"], cls=z["cls"])
 
 

@@ -18,11 +18,14 @@ that resamples whole sequences):
 from __future__ import annotations
 
 import json
+import io
 from pathlib import Path
 
 import numpy as np
 
 from geo_assets.model.uncertainty import bootstrap_metrics, describe_difference, json_safe, paired_difference
+from geo_assets.store.parquet import atomic_write_bytes
+from geo_assets.store.paths import as_path
 
 FIG18_COLUMNS = [
     ("median_km", "Median km", "{:.1f}"),
@@ -51,7 +54,7 @@ SEED_FIGURE_18 = {
 def collect_evaluations(paths: list[Path]) -> list[dict]:
     """The given evaluation.json files (absent ones skipped), ordered by geocell then blur."""
     found = []
-    for path in sorted(Path(p) for p in paths):
+    for path in sorted(as_path(p) for p in paths):
         if not path.exists():
             continue
         try:
@@ -268,10 +271,9 @@ def plot_within_distance(predictions: dict, out_path: Path) -> Path:
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_path.with_suffix(".tmp.png")
-    fig.savefig(tmp)
+    out_path = as_path(out_path)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
     plt.close(fig)
-    tmp.replace(out_path)
+    atomic_write_bytes(out_path, buf.getvalue())  # local rename or one S3 PUT
     return out_path

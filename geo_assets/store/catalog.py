@@ -11,6 +11,11 @@ already landed in Parquet by then, and the views are a convenience. When the
 file stays locked (another process holds geo.duckdb open for writing, e.g. a
 DuckDB shell) it logs a warning, remembers the tables in `geo.duckdb.pending`,
 and the next refresh (any step, any process) creates them too.
+
+On s3:// storage there is no catalog file (DuckDB cannot write its database file to
+S3): `refresh_views` does nothing, and `query_connection` builds the same views in
+memory over `s3://` globs, read through the fsspec filesystem registered with DuckDB
+(no httpfs extension, which cannot be downloaded here).
 """
 
 from __future__ import annotations
@@ -98,6 +103,10 @@ def refresh_views(layout: StorageLayout, tables: tuple[str, ...] = TABLES, *, wa
 
     Never raises: on a busy or broken catalog file it warns (through `logger`, or
     this module's log), records the tables as pending and returns []."""
+    from geo_assets.store.paths import ObjectPath
+
+    if isinstance(layout.root, ObjectPath):
+        return []  # no catalog file on S3: query_connection builds the views per connection
     logger = logger or log
     wanted = set(tables) | _read_pending(layout)
     present = [t for t in TABLES if t in wanted and any((layout.root / "tables" / t).glob("**/*.parquet"))]
@@ -128,11 +137,19 @@ def refresh_views(layout: StorageLayout, tables: tuple[str, ...] = TABLES, *, wa
 @contextmanager
 def query_connection(layout: StorageLayout):
     """A connection that sees every table: in-memory views over the same Parquet
-    globs, so reading never contends for the catalog file's lock."""
+    globs, so reading never contends for the catalog file's lock. Works for local and s3:// roots."""
+    from geo_assets.store.paths import ObjectPath
+
     con = duckdb.connect(":memory:")
     try:
+        if isinstance(layout.root, ObjectPath):
+            # One listing of tables/ instead of one per table; DuckDB reads s3:// through s3fs.
+            con.register_filesystem(layout.root.fs)
+            present = {k.split("/", 1)[0] for k in (layout.root / "tables").keys() if k.endswith(".parquet")}
+        else:
+            present = {t for t in TABLES if any((layout.root / "tables" / t).glob("**/*.parquet"))}
         for table in TABLES:
-            if any((layout.root / "tables" / table).glob("**/*.parquet")):
+            if table in present:
                 con.execute(_view_sql(layout, table))
         yield con
     finally:

@@ -34,7 +34,10 @@ def safe_component(name: str, what: str) -> str:
 
 
 def _inside(path: Path, root: Path) -> Path:
-    """`path` when it resolves under `root` (symlinks followed), else UnsafePathError."""
+    """`path` when it resolves under `root` (symlinks followed), else UnsafePathError.
+    An s3:// path (store/paths.py) is already confined: it refuses '..' and hidden components."""
+    if not isinstance(path, Path):
+        return path
     real_root = os.path.realpath(root)
     real = os.path.realpath(path)
     if os.path.commonpath([real_root, real]) != real_root:
@@ -44,12 +47,14 @@ def _inside(path: Path, root: Path) -> Path:
 
 @dataclass(frozen=True)
 class StorageLayout:
-    root: Path
+    root: Path  # or an s3:// ObjectPath (store/paths.py): same operations
     models_root: Path
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "root", Path(self.root))
-        object.__setattr__(self, "models_root", Path(self.models_root))
+        from geo_assets.store.paths import as_path
+
+        object.__setattr__(self, "root", as_path(self.root))
+        object.__setattr__(self, "models_root", as_path(self.models_root))
 
     def _under_root(self, *parts: str) -> Path:
         return _inside(self.root.joinpath(*parts), self.root)
@@ -78,7 +83,7 @@ class StorageLayout:
     def table_glob(self, table: str) -> str:
         if table not in TABLES:
             raise ValueError(f"unknown table {table!r}; known: {TABLES}")
-        return str(self.root / "tables" / table / "**" / "*.parquet")
+        return str(self.root / "tables" / table) + "/**/*.parquet"
 
     def cache_path(self, name: str, tile: str) -> Path:
         """Per-tile cache files: concurrent runs on different tiles never share a file."""

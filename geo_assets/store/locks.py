@@ -1,9 +1,16 @@
 """Per-partition locks: two runs of the same asset partition take turns instead of
-both doing a read-modify-write of the same files."""
+both doing a read-modify-write of the same files.
+
+Local storage: fcntl on a file under <root>/locks (the kernel releases it when the
+holder dies). s3:// storage: the S3 lease of store/objects.py under
+<prefix>/.leases/locks/, which works across machines; a holder that dies leaves it
+until it expires (GEO_ASSETS_LEASE_TTL_S, default 120 s), then the next run takes it over.
+"""
 
 from __future__ import annotations
 
 import fcntl
+import os
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -11,6 +18,12 @@ from pathlib import Path
 
 @contextmanager
 def partition_lock(root: Path, asset: str, partition: str, timeout_s: float = 3600.0):
+    from geo_assets.store.paths import ObjectPath
+
+    if isinstance(root, ObjectPath):
+        with _lease_store(str(root)).lock(f"locks/{asset}/{partition}", timeout_s=timeout_s, ttl_s=lease_ttl_s()):
+            yield
+        return
     path = Path(root) / "locks" / asset / f"{partition}.lock"
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -23,6 +36,17 @@ def partition_lock(root: Path, asset: str, partition: str, timeout_s: float = 36
             yield
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def lease_ttl_s() -> float:
+    value = os.environ.get("GEO_ASSETS_LEASE_TTL_S")
+    return float(value) if value else 120.0
+
+
+def _lease_store(uri: str):
+    from geo_assets.store.objects import S3ObjectStore
+
+    return S3ObjectStore(uri)
 
 
 def flock_until(fh, deadline: float, on_timeout, poll_s: float) -> None:
@@ -38,7 +62,12 @@ def flock_until(fh, deadline: float, on_timeout, poll_s: float) -> None:
 
 
 def remove_orphan_temp_files(folder: Path) -> int:
-    """Temp files left by a killed writer (`.<name>.<random>.tmp`); call under the lock."""
+    """Temp files left by a killed writer (`.<name>.<random>.tmp`); call under the lock.
+    None on S3: an object is published whole by one PUT, so no temp object exists."""
+    from geo_assets.store.paths import ObjectPath
+
+    if isinstance(folder, ObjectPath):
+        return 0
     folder = Path(folder)
     if not folder.exists():
         return 0

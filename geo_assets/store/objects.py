@@ -5,8 +5,8 @@
 `tables/embeddings/tile=a/variant=blurred/data.parquet`, each component a plain
 name as in `store/layout.py`) and offer the same operations: bytes and Parquet
 tables in and out, exists / list / delete, a partition lock, and DuckDB over
-the stored Parquet. Not yet wired into the assets (they still use
-`StorageLayout` paths); see docs/DEPLOY.md.
+the stored Parquet. The assets reach it through `StorageLayout` paths:
+store/paths.py's `ObjectPath` for s3:// roots (docs/DEPLOY.md, "Object storage").
 
 Library: fsspec + s3fs. fsspec (and universal-pathlib) already come with
 Dagster, so S3 support adds s3fs only; s3fs exposes S3's conditional writes

@@ -21,6 +21,13 @@ import pyarrow.parquet as pq
 ORPHAN_AGE_S = 600.0
 
 
+def _remote(path) -> bool:
+    # An s3:// path (store/paths.py ObjectPath): one PUT publishes atomically, no temp file.
+    from geo_assets.store.paths import ObjectPath
+
+    return isinstance(path, ObjectPath)
+
+
 def _current_umask() -> int:
     try:
         with open("/proc/self/status") as fh:
@@ -64,6 +71,8 @@ def _fsync_dir(folder: Path) -> None:
 
 def remove_orphans_of(path: Path, min_age_s: float = ORPHAN_AGE_S) -> int:
     """Remove `.<name>.*.tmp` files of `path` older than `min_age_s` (a killed writer's)."""
+    if _remote(path):
+        return 0
     path = Path(path)
     removed = 0
     now = time.time()
@@ -99,22 +108,39 @@ def _publish(path: Path, write) -> None:
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
+    if _remote(path):
+        path.write_bytes(data)
+        return
     _publish(path, lambda tmp: Path(tmp).write_bytes(data))
 
 
 def write_table(path: Path, table: pa.Table) -> None:
-    """Write `table` to `path` via a temp file in the same folder and an atomic rename."""
+    """Write `table` to `path` via a temp file in the same folder and an atomic rename
+    (on S3: the finished file in one PUT)."""
+    if _remote(path):
+        from geo_assets.store.objects import table_to_bytes
+
+        path.write_bytes(table_to_bytes(table))
+        return
     _publish(path, lambda tmp: pq.write_table(table, tmp, compression="zstd"))
 
 
 def read_table(path: Path, schema: pa.Schema | None = None) -> pa.Table:
     """Read a Parquet file; a missing file reads as an empty table of `schema`."""
-    path = Path(path)
-    if not path.exists():
-        if schema is None:
-            raise FileNotFoundError(path)
-        return schema.empty_table()
-    table = pq.read_table(path)
+    if _remote(path):
+        try:
+            table = pq.read_table(pa.BufferReader(path.read_bytes()))
+        except FileNotFoundError:
+            if schema is None:
+                raise
+            return schema.empty_table()
+    else:
+        path = Path(path)
+        if not path.exists():
+            if schema is None:
+                raise FileNotFoundError(path)
+            return schema.empty_table()
+        table = pq.read_table(path)
     if schema is not None:
         missing = [f.name for f in schema if f.name not in table.column_names]
         if missing:

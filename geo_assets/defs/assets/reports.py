@@ -4,7 +4,6 @@ held-out test images with intervals, next to the model-free gazetteer attacker."
 import json
 
 import dagster as dg
-import pyarrow.parquet as pq
 
 from geo_assets.defs.automation import REPORT_AUTOMATION
 from geo_assets.defs.metadata import OWNERS, data_version_of, png_md
@@ -12,7 +11,7 @@ from geo_assets.defs.partitions import split_model_partition_key
 from geo_assets.defs.resources import StorageResource
 from geo_assets.model.report import build_privacy_report, collect_evaluations, plot_within_distance
 from geo_assets.store.catalog import query_connection
-from geo_assets.store.parquet import atomic_write_bytes
+from geo_assets.store.parquet import atomic_write_bytes, read_table
 
 
 def _attack_rows(layout) -> list[dict]:
@@ -37,7 +36,7 @@ def materialize_privacy_report(context: dg.AssetExecutionContext, storage: Stora
     for e in evaluations:
         path = layout.model_dir(e["blur"], e["geocell"]) / "predictions.parquet"
         if path.exists():
-            predictions[(e["blur"], e["geocell"])] = pq.read_table(path).to_pydict()
+            predictions[(e["blur"], e["geocell"])] = read_table(path).to_pydict()
     report = build_privacy_report(evaluations, predictions, _attack_rows(layout))
     out = layout.reports_dir
     atomic_write_bytes(out / "privacy_report.md", report["markdown"].encode())
