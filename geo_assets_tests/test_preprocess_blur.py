@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from geo_assets.preprocess import blur
-from geo_assets.preprocess.bench import matching_words
+from geo_assets.bench.ocr_engines import matching_words
 from geo_assets.preprocess.ocr import make_ocr_engine
 from geo_assets.preprocess.text_images import make_text_image, text_images
 

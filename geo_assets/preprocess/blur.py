@@ -20,7 +20,7 @@ to cells of a quarter of the text height, then Gaussian blurred with sigma 0.35 
 the text height (computed at the pixelated resolution, so large text costs no more
 than small text).
 
-Measured (``python -m geo_assets.preprocess.bench``; primary OCR RapidOCR; 2 CPU
+Measured (``python -m geo_assets.bench.ocr_engines``; primary OCR RapidOCR; 2 CPU
 cores; seconds from a quiet machine unless marked):
 
 rendered test images (``text_images``, 40 images / 145 boxes, seeds 1000+):
@@ -68,7 +68,7 @@ import numpy as np
 
 from geo_assets.preprocess.ocr import Box, normalize_box
 
-BLUR_VERSION = "blur-v2"
+BLUR_VERSION = "blur-v3"
 """Bump when the regions or the blur change: blurred images are recomputed."""
 
 SIGMA_FRAC = 0.35
@@ -77,8 +77,11 @@ PIXEL_FRAC = 0.25
 """Mosaic cell size as a fraction of the text height, applied before the Gaussian."""
 MIN_SIGMA = 2.0
 MAX_KERNEL = 151
-DEFAULT_SCALES = (1.0, 1.5)
-"""Scales (x native size) of the detection passes on the contrast-normalised image."""
+DEFAULT_SCALES: tuple[float, ...] = ()
+"""Scales (x native size) of extra detection passes on the contrast-normalised image. None by
+default since blur-v3: the OCR pass's own detector map, post-processed with low thresholds
+(``RapidOcrEngine.read_with_regions``), covers as much ground truth as the (1.0, 1.5) passes
+did, with less area blurred (module docstring, issue 16)."""
 DEFAULT_PADDING_FRAC = 0.15
 """Padding on every side of a region, as a fraction of its text height..."""
 DEFAULT_PADDING_PX = 4
@@ -245,6 +248,35 @@ def blur_mask(boxes: Iterable, image_shape, *, padding_frac: float = DEFAULT_PAD
         poly = pad_box(box, padding_frac=padding_frac, padding_px=padding_px)
         cv2.fillPoly(mask, [np.round(poly).astype(np.int32)], 1)
     return mask.astype(bool)
+
+
+def changed_windows(mask: np.ndarray, context_px: int = 48, max_share: float = 0.6) -> list[tuple[int, int, int, int]] | None:
+    """Windows (x0, y0, x1, y1) that hold every pixel of ``mask`` with ``context_px`` around
+    it, merged until none overlap; None when they would cover more than ``max_share`` of
+    the image (then one full pass costs less than the windows)."""
+    h, w = mask.shape[:2]
+    if not mask.any():
+        return []
+    grown = cv2.dilate(mask.astype(np.uint8), np.ones((2 * context_px + 1, 2 * context_px + 1), np.uint8))
+    n, _, stats, _ = cv2.connectedComponentsWithStats(grown, connectivity=8)
+    rects = [[int(x), int(y), int(x + rw), int(y + rh)] for x, y, rw, rh, _ in stats[1:n]]
+    merged = True
+    while merged:  # bounding boxes of separate blobs can still overlap: merge them
+        merged = False
+        for i in range(len(rects)):
+            for j in range(i + 1, len(rects)):
+                a, b = rects[i], rects[j]
+                if a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]:
+                    rects[i] = [min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3])]
+                    del rects[j]
+                    merged = True
+                    break
+            if merged:
+                break
+    area = sum((r[2] - r[0]) * (r[3] - r[1]) for r in rects)
+    if area > max_share * h * w:
+        return None
+    return [tuple(r) for r in rects]
 
 
 # --------------------------------------------------------------------------- blur

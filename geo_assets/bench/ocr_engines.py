@@ -1,7 +1,7 @@
 """Measure OCR speed, blur coverage and post-blur readability on rendered text images.
 
-    python -m geo_assets.preprocess.bench --images 40 --engines rapidocr,easyocr
-    python -m geo_assets.preprocess.bench --world --seed 0 --images 60 --scales 1.0,3.0
+    python -m geo_assets.bench.ocr_engines --images 40 --engines rapidocr,easyocr
+    python -m geo_assets.bench.ocr_engines --world --seed 0 --images 60 --scales 1.0,3.0
 
 For every image: one OCR pass with the primary engine (its boxes feed the blur,
 as in the asset graph), text-region detection + blur, then every engine reads the
