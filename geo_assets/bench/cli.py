@@ -172,10 +172,12 @@ def main(argv: list[str] | None = None) -> int:
         parse_sizes(args.sizes)
     except argparse.ArgumentTypeError as exc:
         parser.error(str(exc))
+    if args.per_image < 0 or args.per_image_rounds < 1:
+        parser.error("--per-image must be >= 0 and --per-image-rounds >= 1")
     if args.images < 1 or args.tiles < 1 or args.epochs < 1 or args.train_rows < 1 or args.easyocr_images < 1:
         parser.error("--images, --tiles, --epochs, --train-rows and --easyocr-images must be >= 1")
-    if args.skip_stages and args.skip_incremental:
-        parser.error("nothing to do: --skip-stages and --skip-incremental together")
+    if args.skip_stages and args.skip_incremental and not args.per_image:
+        parser.error("nothing to do: --skip-stages and --skip-incremental together, without --per-image")
     report = run_bench(args)
     out = Path(args.out) if args.out else default_out()
     out.parent.mkdir(parents=True, exist_ok=True)

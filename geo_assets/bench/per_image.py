@@ -20,8 +20,10 @@ previous (the code before issue 16, kept here only to compare with):
   embeddings      the same encoders, the image backbone run again
 
 Quality on the same images (synthetic world ground truth): text boxes >= 80% blurred,
-blurred share of the image, true words RapidOCR reads on the blurred images (the full
-re-read, both paths) and, on a subset, true words EasyOCR reads on them.
+blurred share of the image, true words RapidOCR reads on the blurred images (a full read
+of every blurred image, whatever the path's own re-read) and, on a subset, true words
+EasyOCR reads on them; and how often the current windowed re-read differs from a full read
+(raw words, and the cleaned text that goes into the caption).
 """
 
 from __future__ import annotations
@@ -137,18 +139,25 @@ class _Paths:
                          "fused": np.concatenate(fused) if fused else np.zeros((0, 0))}
 
 
-def _quality(ids, images, variants, world, easy, easy_images: int, padding: dict) -> dict:
+def _quality(ids, images, variants, world, easy, easy_images: int, padding: dict, full_reads: list) -> dict:
+    """Coverage, area and readability; readability from a full read of every blurred image
+    (``full_reads``), whatever the path's own re-read was."""
     from geo_assets.bench.ocr_engines import matching_words
     from geo_assets.preprocess import blur as blur_mod
+    from geo_assets.preprocess.text_cleaning import clean_ocr_text
 
     coverages, area, rapid_leaks, easy_leaks = [], [], [], []
+    raw_differ = clean_differ = 0
     for k, (image_id, im, v) in enumerate(zip(ids, images, variants)):
         truths = [t.text for t in world.ground_truth(image_id)]
         mask = blur_mod.blur_mask(v.boxes, im.shape, **padding)
         area.append(float(mask.mean()))
+        full = full_reads[k]
+        raw_differ += sorted(w.text for w in full) != sorted(w.text for w in v.words_after)
+        clean_differ += clean_ocr_text([w.text for w in full]) != clean_ocr_text([w.text for w in v.words_after])
         if truths:
             coverages += blur_mod.blur_coverage(mask, [t.polygon for t in world.ground_truth(image_id)], im.shape)
-            rapid_leaks += matching_words(v.words_after, truths)
+            rapid_leaks += matching_words(full, truths)
     with_text = [k for k, i in enumerate(ids) if world.ground_truth(i)][:easy_images]
     for k in with_text:
         easy_leaks += matching_words(easy.read(variants[k].image_bgr), [t.text for t in world.ground_truth(ids[k])])
@@ -156,6 +165,7 @@ def _quality(ids, images, variants, world, easy, easy_images: int, padding: dict
     return {"text_boxes": int(len(cov)), "covered_80pct_share": round(float((cov >= 0.8).mean()), 4) if len(cov) else 1.0,
             "blurred_area_share": round(float(np.mean(area)), 4), "rapidocr_true_words_after": len(rapid_leaks),
             "easyocr_images": len(with_text), "easyocr_true_words_after": len(easy_leaks),
+            "reread_vs_full_read_raw_words_differ": raw_differ, "reread_vs_full_read_cleaned_text_differs": clean_differ,
             "leaked_examples": (rapid_leaks + easy_leaks)[:10]}
 
 
@@ -193,8 +203,11 @@ def bench_per_image(images: int = 24, *, rounds: int = 2, easyocr_images: int = 
     world = synthetic_world(0)
     easy = OcrResource().second()
     padding = {"padding_frac": blur_mod.DEFAULT_PADDING_FRAC, "padding_px": blur_mod.DEFAULT_PADDING_PX}
-    quality = {p: _quality(ids, imgs, outputs[p]["variants"], world, easy, easyocr_images, padding)
-               for p in ("previous", "current")}
+    quality = {}
+    for p in ("previous", "current"):
+        variants = outputs[p]["variants"]
+        full = [v.words_after if p == "previous" else paths.engine.read(v.image_bgr) for v in variants]
+        quality[p] = _quality(ids, imgs, variants, world, easy, easyocr_images, padding, full)
     # The unblurred variant's outputs must not change; the blurred variant's follow the new regions.
     n = len(imgs)
     same_words = all([w.to_dict() for w in a] == [w.to_dict() for w in b]

@@ -69,6 +69,7 @@ def blur_quality_table(result: dict) -> str:
     rows = []
     for path, q in result["quality"].items():
         rows.append([path, q["text_boxes"], f"{100 * q['covered_80pct_share']:.1f}%", f"{100 * q['blurred_area_share']:.2f}%",
-                     q["rapidocr_true_words_after"], f"{q['easyocr_true_words_after']} (on {q['easyocr_images']})"])
-    return format_table(["path", "text boxes", ">= 80% blurred", "image area blurred", "RapidOCR true words after",
-                         "EasyOCR true words after"], rows, "lrrrrr")
+                     q["rapidocr_true_words_after"], f"{q['easyocr_true_words_after']} (on {q['easyocr_images']})",
+                     f"{q['reread_vs_full_read_raw_words_differ']} / {q['reread_vs_full_read_cleaned_text_differs']}"])
+    return format_table(["path", "text boxes", ">= 80% blurred", "image area blurred", "RapidOCR true words after (full read)",
+                         "EasyOCR true words after", "images where re-read != full read: raw / cleaned"], rows, "lrrrrrr")
