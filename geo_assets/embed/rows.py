@@ -8,7 +8,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from geo_assets.embed.encoders import encode_optional_texts
 
 
 @dataclass
@@ -29,8 +28,15 @@ def encode_batch(text_encoder, image_encoder, fusion, captions: list[str], ocr_t
                  images_rgb: list[np.ndarray]) -> EncodedBatch:
     """Encode one batch of rows (caption, cleaned OCR text, RGB image), as the asset stores them."""
     t0 = time.perf_counter()
-    text_cls = text_encoder.encode(list(captions))
-    ocr_cls = encode_optional_texts(text_encoder, list(ocr_texts))
+    captions, ocr_texts = list(captions), list(ocr_texts)
+    # One encoder call for both (length-sorted batches pack better than two calls);
+    # an empty OCR text gets zeros, as encode_optional_texts gives it.
+    present = [i for i, t in enumerate(ocr_texts) if t and t.strip()]
+    both = text_encoder.encode(captions + [ocr_texts[i] for i in present])
+    text_cls = both[: len(captions)]
+    ocr_cls = np.zeros((len(ocr_texts), text_encoder.dim), dtype=np.float32)
+    if present:
+        ocr_cls[present] = both[len(captions):]
     t1 = time.perf_counter()
     encoded = image_encoder.encode(list(images_rgb))
     t2 = time.perf_counter()
