@@ -16,6 +16,13 @@ in pixels of the input image (top-left, top-right, bottom-right, bottom-left),
 and both offer ``detect()``: detection only, no recognition, at a chosen scale
 and with optionally lowered thresholds. ``blur.detect_text_regions`` uses it.
 
+``read_with_regions()`` is ``read()`` plus the low-threshold regions of the same
+detector pass (RapidOCR: its probability map post-processed twice, no second
+inference): the ``ocr_text`` asset keeps them for the blur, which then needs no
+detection pass of its own. ``RapidOcrEngine.read_windows()`` reads only given
+windows of an image, at the full pass's scale: the blur's re-read, where only the
+blurred regions changed.
+
 Engines are expensive to build: ``make_ocr_engine`` keeps one per (name, device)
 per process. Each engine serialises its own calls with a lock, so sharing the
 cached instance between threads is safe.
