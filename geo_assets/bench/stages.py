@@ -86,7 +86,9 @@ def bench_stages(workdir: Path, *, images: int = DEFAULT_IMAGES, easyocr_images:
     from geo_assets.model.train import TrainConfig, train_geolocator
     from geo_assets.predict_images import predict_images
     from geo_assets.preprocess.ocr import make_ocr_engine
-    from geo_assets.preprocess.variants import caption_text, generate_captions, make_blurred_variant, ocr_image
+    from geo_assets.preprocess.variants import (
+        caption_text, encode_jpeg, generate_captions, make_blurred_variant, ocr_image,
+    )
     from geo_assets.settings import BLUR_VARIANTS
     from geo_assets.store.layout import StorageLayout
     from geo_assets.synthetic.server import LocalMapillaryServer
@@ -165,6 +167,8 @@ def bench_stages(workdir: Path, *, images: int = DEFAULT_IMAGES, easyocr_images:
     with Meter() as m:
         variants = [make_blurred_variant(im, rapid, p.words, regions=p.regions, **blur_config.variant_kwargs())
                     for im, p in zip(bgr, passes)]
+        for v in variants:  # the asset stores each as a JPEG
+            encode_jpeg(v.image_bgr)
     done(_stage("blur (detect + blur + re-read)", n, m,
                 note=f"as the blurred_images asset: the OCR pass's regions, {scales}, sign boards, blur, one re-read",
                 boxes=sum(len(v.boxes) for v in variants), scales=list(blur_config.scales)))
