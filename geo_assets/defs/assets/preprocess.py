@@ -90,7 +90,7 @@ class BlurConfig(dg.Config):
     partitions_def=tile_partitions,
     automation_condition=TILE_AUTOMATION,
     deps=["raw_images"],
-    code_version="ocr_text-v2",
+    code_version="ocr_text-v1",
     group_name="preprocess",
     kinds={"python", "parquet"},
 )
