@@ -110,6 +110,30 @@ def test_efficientnet_top_labels_on_a_real_photo(effnet):
     assert len(effnet.top_labels([cat], k=3)[0]) == 3
 
 
+def test_labels_and_tokens_share_one_backbone_pass(effnet):
+    """The captioner's labels and the encoder's tokens of the same image come from one pass
+    (feature cache), and equal what a fresh, uncached, default-memory-format model gives."""
+    from geo_assets.embed.encoders import EfficientNetLite0Encoder
+
+    images = _images(4, h=480, w=640, seed=3)
+    effnet.clear_feature_cache()
+    labels = effnet.top_labels(images, k=5)
+    calls = []
+    original = effnet.model.extract_features
+    effnet.model.extract_features = lambda x: calls.append(len(x)) or original(x)
+    try:
+        cached = effnet.encode(images)
+        assert calls == []  # every image hit the cache
+        effnet.encode(_images(1, h=480, w=640, seed=4))
+        assert calls == [1]
+    finally:
+        del effnet.model.extract_features
+    plain = EfficientNetLite0Encoder(channels_last=False, cache_items=0)
+    reference = plain.encode(images)
+    assert np.allclose(cached.tokens, reference.tokens, atol=1e-4)
+    assert [[n for n, _ in row] for row in plain.top_labels(images, k=5)] == [[n for n, _ in row] for row in labels]
+
+
 def test_image_encoder_cache_and_kinds(effnet):
     assert make_image_encoder() is effnet
     assert make_image_encoder(batch_size=4).model is effnet.model

@@ -5,9 +5,10 @@ import numpy as np
 import pytest
 
 from geo_assets.preprocess import blur
-from geo_assets.preprocess.bench import matching_words
+from geo_assets.bench.ocr_engines import matching_words
 from geo_assets.preprocess.ocr import make_ocr_engine
 from geo_assets.preprocess.text_images import make_text_image, text_images
+from geo_assets.preprocess.variants import make_blurred_variant, ocr_image, reread_blurred
 
 SHAPE = (480, 640)
 
@@ -174,7 +175,8 @@ def test_sign_boards_cover_tiny_faint_world_text_the_detector_misses(image_id, t
     img = cv2.imdecode(np.frombuffer(rendered.jpeg, np.uint8), cv2.IMREAD_COLOR)
     polygon = [list(p) for t in rendered.texts if t.text == text for p in t.polygon]
     engine = make_ocr_engine("rapidocr", "cpu")
-    words = [w.box for w in engine.read(img)]
+    ocr_pass = ocr_image(engine, img)
+    words = [w.box for w in ocr_pass.words] + ocr_pass.regions  # what the blurred_images asset starts from
     without = blur.detect_text_regions(img, [engine], words, sign_boards=False)
     with_boards = blur.detect_text_regions(img, [engine], words)
     assert blur.blur_coverage(without, [polygon], img.shape)[0] < 0.8
@@ -195,9 +197,10 @@ def _blur_and_check(images, reader_names):
     coverages, before, after = [], 0, []
     for ti in images:
         truths = [t.text for t in ti.texts]
-        words = primary.read(ti.image_bgr)
+        ocr_pass = ocr_image(primary, ti.image_bgr)  # the OCR pass: words + its low-threshold regions
+        words = ocr_pass.words
         before += len(matching_words(words, truths))
-        boxes = blur.detect_text_regions(ti.image_bgr, [primary], [w.box for w in words])
+        boxes = blur.detect_text_regions(ti.image_bgr, [primary], [w.box for w in words] + ocr_pass.regions)
         coverages += blur.blur_coverage(boxes, [t.polygon for t in ti.texts], ti.image_bgr.shape)
         blurred = blur.blur_regions(ti.image_bgr, boxes)
         for reader in readers:
@@ -223,3 +226,43 @@ def test_blur_coverage_and_readability_on_many_images_with_both_engines():
     busiest = sorted(images, key=lambda ti: -len(ti.texts))[:2]
     _, before_e, after_e = _blur_and_check(busiest, ["easyocr"])
     assert after_e == []
+
+
+def test_changed_windows_hold_the_changes_with_context_and_do_not_overlap():
+    mask = np.zeros(SHAPE, bool)
+    assert blur.changed_windows(mask) == []
+    mask[100:110, 100:150] = True
+    mask[100:110, 200:250] = True  # 50 px apart: their context overlaps, one window
+    mask[400:410, 500:520] = True
+    windows = blur.changed_windows(mask, context_px=30)
+    assert len(windows) == 2
+    for x0, y0, x1, y1 in windows:
+        assert 0 <= x0 < x1 <= SHAPE[1] and 0 <= y0 < y1 <= SHAPE[0]
+    covered = np.zeros(SHAPE, bool)
+    for x0, y0, x1, y1 in windows:
+        covered[y0:y1, x0:x1] = True
+    assert covered[mask].all() and covered[70:140, 70:280].all()
+    assert not covered[250:300].any()
+    big = np.zeros(SHAPE, bool)
+    big[::60, ::60] = True  # context everywhere: one full read is cheaper
+    assert blur.changed_windows(big, context_px=48) is None
+
+
+def test_windowed_reread_reads_what_a_full_read_reads_where_the_image_changed():
+    """The blurred variant's re-read looks only around the blurred regions; elsewhere the image
+    is the original, whose words were all blurred. On a rendered sign with an unblurred word
+    left in place, the windows find the words a full read finds near the changes."""
+    engine = make_ocr_engine("rapidocr")
+    ti = make_text_image(1003, overlay_prob=0.0)
+    ocr_pass = ocr_image(engine, ti.image_bgr)
+    variant = make_blurred_variant(ti.image_bgr, engine, ocr_pass.words, regions=ocr_pass.regions)
+    truths = [t.text for t in ti.texts]
+    assert matching_words(ocr_pass.words, truths) and variant.boxes
+    assert matching_words(variant.words_after, truths) == []
+    # A changed image region with readable text in it: the windowed read finds it, like a full read.
+    page = make_text_image(1004, overlay_prob=0.0).image_bgr
+    changed = np.zeros(SHAPE, bool)
+    changed[:, : SHAPE[1] // 2] = True
+    windowed = reread_blurred(engine, page, changed)
+    full = [w for w in engine.read(page) if np.asarray(w.box)[:, 0].max() < SHAPE[1] // 2]
+    assert {w.text for w in full} <= {w.text for w in windowed}

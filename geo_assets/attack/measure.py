@@ -65,15 +65,16 @@ def ocr_samples(world, n: int, seed: int = 7):
     import numpy as np
 
     from geo_assets.preprocess.ocr import make_ocr_engine
-    from geo_assets.preprocess.variants import make_blurred_variant
+    from geo_assets.preprocess.variants import make_blurred_variant, ocr_image
 
     metas = [m for m in (world.meta(i) for i in world.ids) if m.has_sign or m.has_dashcam]
     engine = make_ocr_engine("rapidocr", "cpu")
     out = []
     for m in random.Random(seed).sample(metas, min(n, len(metas))):
         image = cv2.imdecode(np.frombuffer(world.render(m.id).jpeg, np.uint8), cv2.IMREAD_COLOR)
-        words = engine.read(image)
-        blurred = make_blurred_variant(image, engine, words)
+        ocr_pass = ocr_image(engine, image)
+        words = ocr_pass.words
+        blurred = make_blurred_variant(image, engine, words, regions=ocr_pass.regions)
         out.append((m, [t.text for t in world.ground_truth(m.id)], [w.text for w in words],
                     [w.text for w in blurred.words_after]))
     return out

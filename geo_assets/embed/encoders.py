@@ -229,13 +229,17 @@ class HfTextEncoder:
         texts = _check_texts(texts)
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         torch = self._torch
+        # Batches of similar length: padding to the longest text in a batch is most of the
+        # cost when short and long captions mix (the attention mask makes the order irrelevant).
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         with torch.inference_mode():
-            for start in range(0, len(texts), self.batch_size):
-                batch = texts[start : start + self.batch_size]
-                enc = self.tokenizer(batch, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
+            for start in range(0, len(order), self.batch_size):
+                idx = order[start : start + self.batch_size]
+                enc = self.tokenizer([texts[i] for i in idx], padding=True, truncation=True, max_length=self.max_length,
+                                     return_tensors="pt")
                 enc = {k: v.to(self.device) for k, v in enc.items()}
                 hidden = self.model(**enc).last_hidden_state
-                out[start : start + len(batch)] = hidden[:, 0, :].float().cpu().numpy()
+                out[idx] = hidden[:, 0, :].float().cpu().numpy()
         return out
 
     def __repr__(self) -> str:
@@ -265,11 +269,52 @@ def _imagenet_categories() -> list[str]:
     return list(_IMAGENET_CATEGORIES)
 
 
+FEATURE_CACHE_ITEMS = 256
+"""Backbone outputs kept per process (~245 KB each: 60 MB): a 90-image tile's two variants fit."""
+
+
+class _FeatureCache:
+    """LRU of backbone outputs keyed by a digest of the preprocessed input tensor: the same
+    input gives the same output, so a hit is exact, whatever file or variant it came from."""
+
+    def __init__(self, items: int):
+        from collections import OrderedDict
+
+        self.items = int(items)
+        self._data: OrderedDict = OrderedDict()
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def key(x: np.ndarray) -> bytes:
+        return hashlib.blake2b(np.ascontiguousarray(x).tobytes(), digest_size=16).digest()
+
+    def get(self, key: bytes):
+        with self._lock:
+            value = self._data.get(key)
+            if value is not None:
+                self._data.move_to_end(key)
+            return value
+
+    def put(self, key: bytes, value) -> None:
+        if self.items <= 0:
+            return
+        with self._lock:
+            self._data[key] = value
+            self._data.move_to_end(key)
+            while len(self._data) > self.items:
+                self._data.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._data.clear()
+
+
 class EfficientNetLite0Encoder:
     """EfficientNet-Lite0 (ImageNet): 49 tokens of 1280 from the last feature map,
     CLS = their mean; `top_labels` uses the ImageNet classifier head."""
 
-    def __init__(self, weights_path: str | Path | None = None, *, batch_size: int = 32, device: str | None = "auto"):
+    def __init__(self, weights_path: str | Path | None = None, *, batch_size: int = 32, device: str | None = "auto",
+                 channels_last: bool = True, cache_items: int | None = None):
         import torch
         from efficientnet_lite_pytorch import EfficientNet
 
@@ -291,7 +336,10 @@ class EfficientNetLite0Encoder:
         except Exception as exc:
             raise ModelNotFoundError(f"image encoder: cannot load EfficientNet-Lite0 weights from {weights_path}: {exc}") from exc
         self.device = pick_device(device)
-        self.model = model.to(self.device).eval()
+        # channels_last: the depthwise convolutions run ~1.6x faster on CPU in this layout
+        # (measured on 2 cores, batch 32); the outputs differ only by float rounding.
+        self._format = torch.channels_last if channels_last else torch.contiguous_format
+        self.model = model.to(self.device, memory_format=self._format).eval()
         for p in self.model.parameters():
             p.requires_grad_(False)
         self.batch_size = int(batch_size)
@@ -301,20 +349,51 @@ class EfficientNetLite0Encoder:
         self.encoder_id = f"image:efficientnet-lite0:{weights_path.stem}:meanpool-7x7:{IMAGE_SIZE}-imagenet-{PREPROCESS_VERSION}"
         self._torch = torch
         self._labels: list[str] | None = None
+        self._features = _FeatureCache(FEATURE_CACHE_ITEMS if cache_items is None else cache_items)
 
-    def _batches(self, images_rgb):
+    def _forward(self, images_rgb) -> tuple[np.ndarray, np.ndarray]:
+        """(tokens (N, 49, 1280), logits (N, 1000)) from one backbone pass per distinct input.
+
+        The captioner (labels) and the encoder (tokens) need the same backbone pass on the
+        same image; a small per-process cache keyed by the preprocessed input lets the
+        second caller reuse the first's pass (``embeddings`` after ``captions`` in one run)."""
         images_rgb = list(images_rgb)
-        for start in range(0, len(images_rgb), self.batch_size):
-            x = preprocess_imagenet(images_rgb[start : start + self.batch_size])
-            yield start, self._torch.from_numpy(x).to(self.device)
-
-    def encode(self, images_rgb: list[np.ndarray]) -> EncodedImages:
         n = len(images_rgb)
         tokens = np.zeros((n, self.n_tokens, self.dim), dtype=np.float32)
-        with self._torch.inference_mode():
-            for start, x in self._batches(images_rgb):
-                fmap = self.model.extract_features(x)  # (B, 1280, 7, 7)
-                tokens[start : start + len(x)] = fmap.flatten(2).transpose(1, 2).float().cpu().numpy()
+        logits = np.zeros((n, 1000), dtype=np.float32)
+        torch = self._torch
+        with torch.inference_mode():
+            for start in range(0, n, self.batch_size):
+                x = preprocess_imagenet(images_rgb[start : start + self.batch_size])
+                keys = [_FeatureCache.key(row) for row in x]
+                todo = []
+                for i, key in enumerate(keys):
+                    hit = self._features.get(key)
+                    if hit is None:
+                        todo.append(i)
+                    else:
+                        tokens[start + i], logits[start + i] = hit
+                if not todo:
+                    continue
+                xt = torch.from_numpy(x[todo]).to(self.device).contiguous(memory_format=self._format)
+                fmap = self.model.extract_features(xt)  # (B, 1280, 7, 7)
+                head = self._head(fmap, xt)
+                tok = fmap.flatten(2).transpose(1, 2).float().cpu().numpy()
+                lg = head.float().cpu().numpy()
+                for j, i in enumerate(todo):
+                    tokens[start + i], logits[start + i] = tok[j], lg[j]
+                    self._features.put(keys[i], (tok[j].copy(), lg[j].copy()))
+        return tokens, logits
+
+    def _head(self, fmap, x):
+        """The classifier on an already computed feature map (EfficientNet.forward's second half)."""
+        model = self.model
+        if getattr(model._global_params, "local_pooling", False):  # not lite0's config; keep the exact forward
+            return model(x)
+        return model._fc(model._dropout(model._avg_pooling(fmap).flatten(1)))
+
+    def encode(self, images_rgb: list[np.ndarray]) -> EncodedImages:
+        tokens, _ = self._forward(images_rgb)
         return EncodedImages(cls=tokens.mean(axis=1), tokens=tokens)
 
     def top_labels(self, images_rgb: list[np.ndarray], k: int = 5) -> list[list[tuple[str, float]]]:
@@ -322,14 +401,18 @@ class EfficientNetLite0Encoder:
         if self._labels is None:
             self._labels = _imagenet_categories()
         k = max(1, min(int(k), len(self._labels)))
+        _, logits = self._forward(images_rgb)
         result: list[list[tuple[str, float]]] = []
-        with self._torch.inference_mode():
-            for _, x in self._batches(images_rgb):
-                probs = self._torch.softmax(self.model(x).float(), dim=1)
-                values, idx = probs.topk(k, dim=1)
-                for vs, js in zip(values.cpu().tolist(), idx.cpu().tolist()):
-                    result.append([(self._labels[j], float(v)) for v, j in zip(vs, js)])
+        if not len(logits):
+            return result
+        probs = self._torch.softmax(self._torch.from_numpy(logits), dim=1)
+        values, idx = probs.topk(k, dim=1)
+        for vs, js in zip(values.tolist(), idx.tolist()):
+            result.append([(self._labels[j], float(v)) for v, j in zip(vs, js)])
         return result
+
+    def clear_feature_cache(self) -> None:
+        self._features.clear()
 
     def __repr__(self) -> str:
         return f"EfficientNetLite0Encoder({self.encoder_id!r}, device={self.device})"

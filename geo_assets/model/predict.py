@@ -198,10 +198,11 @@ def _predict_one(entry: dict, path: Path, image, engine, captioner, text_encoder
     from geo_assets.attack.gazetteer import locate
     from geo_assets.embed.encoders import encode_optional_texts
     from geo_assets.model.dataset import FEATURES, assemble_features
-    from geo_assets.preprocess.variants import caption_text, make_blurred_variant
+    from geo_assets.preprocess.variants import caption_text, make_blurred_variant, ocr_image
 
-    words = engine.read(image)
-    blurred = make_blurred_variant(image, engine, words)
+    ocr_pass = ocr_image(engine, image)
+    words = ocr_pass.words
+    blurred = make_blurred_variant(image, engine, words, regions=ocr_pass.regions)
     variants = {"unblurred": (image, words), "blurred": (blurred.image_bgr, blurred.words_after)}
     features = {}
     for name, (bgr, variant_words) in variants.items():

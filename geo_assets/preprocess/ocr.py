@@ -16,6 +16,13 @@ in pixels of the input image (top-left, top-right, bottom-right, bottom-left),
 and both offer ``detect()``: detection only, no recognition, at a chosen scale
 and with optionally lowered thresholds. ``blur.detect_text_regions`` uses it.
 
+``read_with_regions()`` is ``read()`` plus the low-threshold regions of the same
+detector pass (RapidOCR: its probability map post-processed twice, no second
+inference): the ``ocr_text`` asset keeps them for the blur, which then needs no
+detection pass of its own. ``RapidOcrEngine.read_windows()`` reads only given
+windows of an image, at the full pass's scale: the blur's re-read, where only the
+blurred regions changed.
+
 Engines are expensive to build: ``make_ocr_engine`` keeps one per (name, device)
 per process. Each engine serialises its own calls with a lock, so sharing the
 cached instance between threads is safe.
@@ -85,6 +92,8 @@ class OcrEngine(Protocol):
 
     def read_batch(self, images: Sequence[np.ndarray]) -> list[list[OcrWord]]: ...
 
+    def read_with_regions(self, image_bgr: np.ndarray) -> tuple[list[OcrWord], list[Box]]: ...
+
     def detect(self, image_bgr: np.ndarray, *, low_threshold: bool = False, scale: float = 1.0) -> list[Box]: ...
 
 
@@ -119,6 +128,19 @@ def cuda_available() -> bool:
 
 
 # --------------------------------------------------------------------------- RapidOCR
+
+
+def _clean_boxes(boxes, h: int, w: int) -> list[Box]:
+    """Detector boxes clipped to the image, slivers (a side <= 3 px) dropped."""
+    out = []
+    for box in boxes:
+        box = np.asarray(box, dtype=float)
+        box[:, 0] = np.clip(box[:, 0], 0, w - 1)
+        box[:, 1] = np.clip(box[:, 1], 0, h - 1)
+        if np.linalg.norm(box[0] - box[1]) <= 3 or np.linalg.norm(box[0] - box[3]) <= 3:
+            continue
+        out.append(normalize_box(box))
+    return out
 
 
 class RapidOcrEngine:
@@ -167,6 +189,86 @@ class RapidOcrEngine:
     def read_batch(self, images: Iterable[np.ndarray]) -> list[list[OcrWord]]:
         return [self.read(img) for img in images]
 
+    def read_with_regions(self, image_bgr: np.ndarray) -> tuple[list[OcrWord], list[Box]]:
+        """``read()``'s words plus the low-threshold text regions of the same detector pass.
+
+        One detector run serves the OCR and the blur: RapidOCR's own steps (resize,
+        letterbox, detection at min side 736, sort, crop, angle classifier, recogniser,
+        score filter), with the probability map kept and post-processed a second time
+        with ``DET_LOW`` thresholds. The words equal ``read()``'s (tested)."""
+        image_bgr = _check_image(image_bgr)
+        ocr = self._ocr
+        raw_h, raw_w = image_bgr.shape[:2]
+        with self._lock:
+            img, ratio_h, ratio_w = ocr.preprocess(image_bgr)
+            record: dict = {"preprocess": {"ratio_h": ratio_h, "ratio_w": ratio_w}}
+            img, record = ocr.maybe_add_letterbox(img, record)
+            det = ocr.text_det
+            x = det.get_preprocess(max(img.shape[0], img.shape[1]))(img)
+            if x is None:
+                return [], []
+            pred = det.infer(x)[0]
+            shape = (img.shape[0], img.shape[1])
+            dt_boxes, _ = det.postprocess_op(pred, shape)
+            dt_boxes = det.filter_tag_det_res(dt_boxes, shape)
+            low, _ = self._post[True](pred, shape)
+            result = []
+            if dt_boxes is not None and len(dt_boxes) >= 1:
+                dt_boxes = ocr.sorted_boxes(dt_boxes)
+                crops = ocr.get_crop_img_list(img, dt_boxes)
+                if ocr.use_cls:
+                    crops, _, _ = ocr.text_cls(crops)
+                rec, _ = ocr.text_rec(crops, False)
+                boxes = ocr._get_origin_points(dt_boxes, record, raw_h, raw_w)
+                result = [(box, r[0], r[1]) for box, r in zip(boxes, rec) if float(r[1]) >= ocr.text_score]
+            regions = ocr._get_origin_points(list(low), record, raw_h, raw_w) if len(low) else []
+        words = []
+        for box, text, score in result:
+            text = str(text).strip()
+            if text:
+                words.append(OcrWord(text, float(score), normalize_box(box.tolist())))
+        return words, _clean_boxes(regions, raw_h, raw_w)
+
+    def read_windows(self, image_bgr: np.ndarray, windows: Sequence[tuple[int, int, int, int]]) -> list[OcrWord]:
+        """``read()`` restricted to the given (x0, y0, x1, y1) windows: the detector at the scale
+        of the full pass on each window, recognition on the window's crops, the words in
+        RapidOCR's reading order. For a re-read where only those windows changed."""
+        image_bgr = _check_image(image_bgr)
+        ocr = self._ocr
+        h, w = image_bgr.shape[:2]
+        det = ocr.text_det
+        # RapidOCR's pass scales the whole image so that its short side is limit_side_len.
+        ratio = det.limit_side_len / min(h, w) if det.limit_type == "min" and min(h, w) < det.limit_side_len else 1.0
+        found = []
+        with self._lock:
+            for x0, y0, x1, y1 in windows:
+                crop = np.ascontiguousarray(image_bgr[y0:y1, x0:x1])
+                ch, cw = crop.shape[:2]
+                if ch < 4 or cw < 4:
+                    continue
+                rh = max(32, int(round(ch * ratio / 32.0)) * 32)
+                rw = max(32, int(round(cw * ratio / 32.0)) * 32)
+                x = cv2.resize(crop, (rw, rh))
+                x = ((x.astype(np.float32) / 255.0 - 0.5) / 0.5).transpose(2, 0, 1)[None]
+                pred = det.infer(np.ascontiguousarray(x, dtype=np.float32))[0]
+                boxes, _ = det.postprocess_op(pred, (ch, cw))
+                boxes = det.filter_tag_det_res(boxes, (ch, cw))
+                if boxes is None or len(boxes) < 1:
+                    continue
+                boxes = ocr.sorted_boxes(boxes)
+                crops = ocr.get_crop_img_list(crop, boxes)
+                if ocr.use_cls:
+                    crops, _, _ = ocr.text_cls(crops)
+                rec, _ = ocr.text_rec(crops, False)
+                for box, r in zip(boxes, rec):
+                    if float(r[1]) >= ocr.text_score and str(r[0]).strip():
+                        found.append((np.asarray(box, dtype=np.float32) + (x0, y0), str(r[0]).strip(), float(r[1])))
+        if not found:
+            return []
+        order = ocr.sorted_boxes(np.stack([b for b, _, _ in found]))
+        by_box = {b.tobytes(): (t, sc) for b, t, sc in found}
+        return [OcrWord(by_box[b.tobytes()][0], by_box[b.tobytes()][1], normalize_box(b.tolist())) for b in order]
+
     def probability_map(self, image_bgr: np.ndarray, *, scale: float = 1.0) -> np.ndarray:
         """The DB text-probability map at ``scale`` x the native size (float32, HxW of the resized input)."""
         image_bgr = _check_image(image_bgr)
@@ -187,15 +289,7 @@ class RapidOcrEngine:
         h, w = image_bgr.shape[:2]
         pred = self.probability_map(image_bgr, scale=scale)
         boxes, _ = self._post[bool(low_threshold)](pred[None, None], (h, w))
-        out = []
-        for box in boxes:
-            box = np.asarray(box, dtype=float)
-            box[:, 0] = np.clip(box[:, 0], 0, w - 1)
-            box[:, 1] = np.clip(box[:, 1], 0, h - 1)
-            if np.linalg.norm(box[0] - box[1]) <= 3 or np.linalg.norm(box[0] - box[3]) <= 3:
-                continue
-            out.append(normalize_box(box))
-        return out
+        return _clean_boxes(boxes, h, w)
 
 
 # --------------------------------------------------------------------------- EasyOCR
@@ -240,6 +334,10 @@ class EasyOcrEngine:
 
     def read_batch(self, images: Iterable[np.ndarray]) -> list[list[OcrWord]]:
         return [self.read(img) for img in images]
+
+    def read_with_regions(self, image_bgr: np.ndarray) -> tuple[list[OcrWord], list[Box]]:
+        """``read()``'s words plus a low-threshold detection pass (CRAFT keeps no reusable map here)."""
+        return self.read(image_bgr), self.detect(image_bgr, low_threshold=True)
 
     def detect(self, image_bgr: np.ndarray, *, low_threshold: bool = False, scale: float = 1.0) -> list[Box]:
         image_bgr = _check_image(image_bgr)

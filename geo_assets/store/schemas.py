@@ -48,6 +48,12 @@ BLUR_CHECK_CACHE_SCHEMA = pa.schema([
 ])
 """What the second OCR engine read on a blurred image, so a rerun's check costs no OCR."""
 
+OCR_REGIONS_CACHE_SCHEMA = pa.schema([
+    ("image_sha256", pa.string()), ("engine", pa.string()), ("regions_json", pa.string()),
+])
+"""The OCR pass's low-threshold detector regions per image: the blur's candidates, so the
+blur runs no detector pass of its own."""
+
 CAPTION_CACHE_SCHEMA = pa.schema([
     ("image_sha256", pa.string()), ("variant", pa.string()), ("captioner_id", pa.string()), ("generated", pa.string()),
 ])

@@ -2,7 +2,6 @@
 for both variants, one Parquet file per (tile, variant), visible in DuckDB."""
 
 import hashlib
-import time
 
 import cv2
 import dagster as dg
@@ -13,9 +12,9 @@ from geo_assets.defs.assets.preprocess import GPU_POOL
 from geo_assets.defs.metadata import data_version_of
 from geo_assets.defs.tile_assets import tile_asset, tile_definitions, with_row_count
 from geo_assets.defs.resources import EncoderResource, StorageResource
-from geo_assets.embed.encoders import encode_optional_texts
 from geo_assets.embed.fusion import CrossAttentionFusion
 from geo_assets.embed.neighbours import nearest_neighbours, neighbour_distance_summary
+from geo_assets.embed.rows import encode_batch
 from geo_assets.settings import BLUR_VARIANTS
 from geo_assets.store.catalog import refresh_views
 from geo_assets.store.images import load_bgr
@@ -72,24 +71,16 @@ def materialize_embeddings(context: dg.AssetExecutionContext, config: EmbeddingC
                     blur_paths = {r["image_id"]: r["blurred_path"] for r in read_table(layout.table_path("blurred_images", tile), BLUR_SCHEMA).to_pylist()}
                 paths = [img["path"] if variant == "unblurred" else blur_paths[cap["image_id"]] for cap, img, _ in batch]
                 rgb = [cv2.cvtColor(load_bgr(layout.root / p), cv2.COLOR_BGR2RGB) for p in paths]
-                t0 = time.perf_counter()
-                text_cls = text_encoder.encode([cap["caption"] for cap, _, _ in batch])
-                ocr_cls = encode_optional_texts(text_encoder, [cap["ocr_clean"] for cap, _, _ in batch])
-                t1 = time.perf_counter()
-                encoded = image_encoder.encode(rgb)
-                t2 = time.perf_counter()
-                fused = fusion.fuse(text_cls, encoded.tokens)
-                t3 = time.perf_counter()
-                stats["text_s"] += t1 - t0
-                stats["image_s"] += t2 - t1
-                stats["fusion_s"] += t3 - t2
+                enc = encode_batch(text_encoder, image_encoder, fusion, [cap["caption"] for cap, _, _ in batch],
+                                   [cap["ocr_clean"] for cap, _, _ in batch], rgb)
+                for name, took in enc.seconds.items():
+                    stats[name] += took
                 for i, (cap, img, key) in enumerate(batch):
                     rows.append({
                         "image_id": cap["image_id"], "variant": variant, "lat": img["lat"], "lon": img["lon"],
                         "sequence_id": img.get("sequence_id") or "",
                         "image_sha256": key[0], "caption_sha256": key[1], "encoder_key": key[2],
-                        "text_emb": text_cls[i].astype(np.float32), "image_emb": encoded.cls[i].astype(np.float32),
-                        "fused": fused[i].astype(np.float32), "ocr_emb": ocr_cls[i].astype(np.float32),
+                        "text_emb": enc.text[i], "image_emb": enc.image[i], "fused": enc.fused[i], "ocr_emb": enc.ocr[i],
                     })
                 stats["encoded"] += len(batch)
                 context.log.info(f"{variant}: encoded {min(start + config.batch_size, len(todo))}/{len(todo)}")

@@ -20,12 +20,13 @@ from geo_assets.defs.tile_assets import tile_asset, tile_definitions, with_row_c
 from geo_assets.defs.resources import CaptionerResource, ImageSourceResource, OcrResource, StorageResource
 from geo_assets.store.images import UnreadableImage, load_bgr
 from geo_assets.store.schemas import (
-    BLUR_CHECK_CACHE_SCHEMA, BLUR_SCHEMA, CAPTION_CACHE_SCHEMA, CAPTION_SCHEMA, OCR_SCHEMA, RAW_IMAGES_SCHEMA,
+    BLUR_CHECK_CACHE_SCHEMA, BLUR_SCHEMA, CAPTION_CACHE_SCHEMA, CAPTION_SCHEMA, OCR_REGIONS_CACHE_SCHEMA, OCR_SCHEMA,
+    RAW_IMAGES_SCHEMA,
 )
 from geo_assets.preprocess import blur as blur_mod
 from geo_assets.preprocess.ocr import OcrWord
 from geo_assets.preprocess.text_cleaning import contains_coordinates
-from geo_assets.preprocess.variants import caption_text, make_blurred_variant
+from geo_assets.preprocess.variants import caption_text, encode_jpeg, generate_captions, make_blurred_variant, ocr_image
 from geo_assets.settings import BLUR_VARIANTS
 from geo_assets.store.locks import partition_lock
 from geo_assets.store.parquet import atomic_write_bytes, read_table, rows_by, write_table
@@ -46,12 +47,22 @@ def _words_from_json(text: str | None) -> list:
     return [OcrWord.from_dict(d) for d in json.loads(text)] if text else []
 
 
+def _boxes_json(boxes: list) -> str:
+    return json.dumps([np.asarray(b, dtype=float).round(1).tolist() for b in boxes])
+
+
+def _read_regions(path) -> tuple[pa.Table, dict]:
+    table = read_table(path, OCR_REGIONS_CACHE_SCHEMA)
+    return table, {(r["image_sha256"], r["engine"]): r["regions_json"] for r in table.to_pylist()}
+
+
 class BlurConfig(dg.Config):
     padding_frac: float = blur_mod.DEFAULT_PADDING_FRAC
     padding_px: int = blur_mod.DEFAULT_PADDING_PX
     scales: list[float] = list(blur_mod.DEFAULT_SCALES)
-    """Detection passes (on the contrast-normalised image) beyond the OCR pass. [1.0, 3.0]
-    covers >= 99% of the synthetic world's text boxes at ~3x the blur cost (blur.py)."""
+    """Detection passes (on the contrast-normalised image) beyond the OCR pass, whose own
+    low-threshold regions are always blurred. None by default (blur-v3); [1.0, 1.5] was the
+    blur-v2 default, at ~0.27 s/image more for no more coverage (blur.py)."""
     original_scales: list[float] = list(blur_mod.DEFAULT_ORIGINAL_SCALES)
     """Extra detection passes on the original image; [2.0] adds ~0.4 s/image."""
     sign_boards: bool = blur_mod.DEFAULT_SIGN_BOARDS
@@ -83,17 +94,27 @@ def materialize_ocr_text(context: dg.AssetExecutionContext, storage: StorageReso
         engine = ocr.primary()
         engine_id = _engine_id(engine)
         done = {(r["image_id"], r["sha256"]): r for r in read_table(out_path, OCR_SCHEMA).to_pylist() if r["engine"] == engine_id}
+        # The same detector pass's low-threshold regions, kept for the blur (a row without
+        # them, from before they were kept, is read again: the words come out the same).
+        regions_path = layout.cache_path("ocr_regions", tile)
+        regions_table, regions = _read_regions(regions_path)
+        new_regions = []
 
         rows, computed, errors, seconds = [], 0, 0, 0.0
         for img in images.to_pylist():
             key = (img["image_id"], img["sha256"])
-            if key in done:
+            if key in done and (done[key]["error"] or (img["sha256"], engine_id) in regions):
                 rows.append(done[key])
                 continue
             started = time.perf_counter()
             try:
-                words = engine.read(load_bgr(layout.root / img["path"]))
+                result = ocr_image(engine, load_bgr(layout.root / img["path"]))
+                words = result.words
                 row = {"words_json": _words_json(words), "n_words": len(words), "error": None}
+                if (img["sha256"], engine_id) not in regions:
+                    regions[(img["sha256"], engine_id)] = _boxes_json(result.regions)
+                    new_regions.append({"image_sha256": img["sha256"], "engine": engine_id,
+                                        "regions_json": regions[(img["sha256"], engine_id)]})
             except UnreadableImage as exc:  # recorded, the run goes on with the other images
                 row = {"words_json": "[]", "n_words": 0, "error": str(exc)}
                 errors += 1
@@ -102,6 +123,9 @@ def materialize_ocr_text(context: dg.AssetExecutionContext, storage: StorageReso
             seconds += took
             computed += 1
             rows.append({"image_id": img["image_id"], "sha256": img["sha256"], "engine": engine_id, "seconds": took, **row})
+        if new_regions:  # before the table: a table row always has its regions
+            write_table(regions_path, pa.concat_tables(
+                [regions_table, pa.Table.from_pylist(new_regions, schema=OCR_REGIONS_CACHE_SCHEMA)]))
         table = pa.Table.from_pylist(rows, schema=OCR_SCHEMA)
         write_table(out_path, table)
         return dg.MaterializeResult(
@@ -148,6 +172,7 @@ def materialize_blurred_images(
         version = config.blur_version()
         done = {(r["image_id"], r["sha256"]): r for r in read_table(out_path, BLUR_SCHEMA).to_pylist()
                 if r["blur_version"] == version and r["ocr_engine"] == engine_id}
+        _, regions = _read_regions(layout.cache_path("ocr_regions", tile))
 
         rows, computed, seconds, new_ids = [], 0, 0.0, []
         for img in images.to_pylist():
@@ -164,16 +189,19 @@ def materialize_blurred_images(
                 if ocr_row["error"]:
                     raise UnreadableImage(ocr_row["error"])
                 image = load_bgr(layout.root / img["path"])
-                variant = make_blurred_variant(image, engine, _words_from_json(ocr_row["words_json"]), **config.variant_kwargs())
-                ok, buf = cv2.imencode(".jpg", variant.image_bgr, [cv2.IMWRITE_JPEG_QUALITY, 92])
-                if not ok:
+                cached = regions.get((img["sha256"], engine_id))
+                # None (no cached regions): make_blurred_variant runs the OCR pass's detector again.
+                image_regions = json.loads(cached) if cached is not None else None
+                variant = make_blurred_variant(image, engine, _words_from_json(ocr_row["words_json"]),
+                                               regions=image_regions, **config.variant_kwargs())
+                data = encode_jpeg(variant.image_bgr)
+                if data is None:
                     raise UnreadableImage("could not encode blurred image")
-                data = buf.tobytes()
                 blurred_path = layout.blurred_image_path(tile, img["image_id"])
                 atomic_write_bytes(blurred_path, data)
                 row = {**base, "blurred_path": str(blurred_path.relative_to(layout.root)),
                        "blurred_sha256": hashlib.sha256(data).hexdigest(),
-                       "boxes_json": json.dumps([np.asarray(b, dtype=float).round(1).tolist() for b in variant.boxes]),
+                       "boxes_json": _boxes_json(variant.boxes),
                        "n_boxes": len(variant.boxes), "ocr_words_json": _words_json(variant.words_after), "error": None}
                 new_ids.append(img["image_id"])
             except UnreadableImage as exc:
@@ -297,7 +325,7 @@ def materialize_captions(
         for start in range(0, len(todo), config.batch_size):
             batch = todo[start : start + config.batch_size]
             rgb = [cv2.cvtColor(load_bgr(layout.root / it[3]), cv2.COLOR_BGR2RGB) for it in batch]
-            for it, text in zip(batch, model.caption_batch(rgb)):
+            for it, text in zip(batch, generate_captions(model, rgb, config.batch_size)):
                 cache[(it[2], it[1], captioner_id)] = text
                 new_cache_rows.append({"image_sha256": it[2], "variant": it[1], "captioner_id": captioner_id, "generated": text})
             context.log.info(f"captioned {min(start + config.batch_size, len(todo))}/{len(todo)}")
@@ -346,8 +374,9 @@ def build_preprocess_assets(tiles: dg.PartitionsDefinition) -> list[dg.AssetsDef
         schema=OCR_SCHEMA,
     )
     def ocr_text(context: dg.AssetExecutionContext, storage: StorageResource, ocr: OcrResource):
-        """One OCR pass per image: words, boxes and confidences. These boxes drive both
-        the cleaned caption text and the blur, so no image is OCR'd twice by this engine."""
+        """One OCR pass per image: words, boxes and confidences, plus the same detector pass's
+        low-threshold regions (cache `ocr_regions`). These drive both the cleaned caption text
+        and the blur, so no image goes through this engine's detector twice before blurring."""
         events = [materialize_ocr_text(context, storage, ocr)]
         yield from with_row_count(events, storage, "ocr_text", context.partition_key)
 
