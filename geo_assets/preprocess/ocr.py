@@ -65,6 +65,16 @@ def normalize_box(box) -> Box:
     return [[float(x), float(y)] for x, y in arr]
 
 
+def _words(result) -> list[OcrWord]:
+    """Engine output as (box, text, score) triples -> OcrWords, empty texts dropped."""
+    words = []
+    for box, text, score in result or []:
+        text = str(text).strip()
+        if text:
+            words.append(OcrWord(text, float(score), normalize_box(box)))
+    return words
+
+
 @dataclass(frozen=True)
 class OcrWord:
     """One recognised text line/word: text, confidence in [0, 1], 4-point box."""
@@ -179,12 +189,7 @@ class RapidOcrEngine:
         image_bgr = _check_image(image_bgr)
         with self._lock:
             result, _ = self._ocr(image_bgr)
-        words = []
-        for box, text, score in result or []:
-            text = str(text).strip()
-            if text:
-                words.append(OcrWord(text, float(score), normalize_box(box)))
-        return words
+        return _words(result)
 
     def read_batch(self, images: Iterable[np.ndarray]) -> list[list[OcrWord]]:
         return [self.read(img) for img in images]
@@ -325,12 +330,7 @@ class EasyOcrEngine:
         with self._lock:
             horizontal, free = self._reader.detect(rgb)
             result = self._reader.recognize(grey, horizontal[0], free[0])
-        words = []
-        for box, text, score in result:
-            text = str(text).strip()
-            if text:
-                words.append(OcrWord(text, float(score), normalize_box(box)))
-        return words
+        return _words(result)
 
     def read_batch(self, images: Iterable[np.ndarray]) -> list[list[OcrWord]]:
         return [self.read(img) for img in images]
