@@ -181,6 +181,9 @@ class _Handler(BaseHTTPRequestHandler):
 class _QuietHTTPServer(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False
+    # Clients over max_connections wait in the listen backlog; socketserver's default of 5
+    # drops further SYNs, so a burst of clients would time out connecting instead of waiting.
+    request_queue_size = 128
     slots: threading.BoundedSemaphore  # set per server: at most this many handler threads
     stopping: threading.Event
 
