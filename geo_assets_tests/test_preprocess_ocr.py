@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from geo_assets.preprocess.blur import blur_coverage
-from geo_assets.preprocess.ocr import OcrEngine, OcrWord, make_ocr_engine, normalize_box, resolve_device
+from geo_assets.preprocess.ocr import OcrEngine, OcrWord, RapidOcrEngine, make_ocr_engine, normalize_box, resolve_device
 from geo_assets.preprocess.text_images import make_text_image
 
 
@@ -107,6 +107,31 @@ def test_read_with_regions_is_read_plus_the_same_pass_at_low_thresholds():
         if gt:
             assert np.mean(np.asarray(blur_coverage(regions, gt, (480, 640))) >= 0.8) >= 0.75
     assert engine.read_with_regions(np.full((480, 640, 3), 128, np.uint8)) == ([], [])
+
+
+def test_openvino_runtime_reads_what_onnxruntime_reads():
+    """The default CPU runtime (OpenVINO) runs RapidOCR's own models: same words and regions
+    as onnxruntime on synthetic-world images, scores equal to float rounding."""
+    from geo_assets.bench.per_image import world_sample
+
+    ov_engine = RapidOcrEngine(runtime="openvino")
+    ort_engine = RapidOcrEngine(runtime="onnxruntime")
+    assert ov_engine.runtime.startswith("openvino-") and ort_engine.runtime.startswith("onnxruntime-")
+    assert ov_engine.version == ort_engine.version  # same models: cached reads stay valid
+    assert make_ocr_engine("rapidocr").runtime.startswith("openvino-")  # the default on CPU
+    _, images = world_sample(12)
+    n_words = 0
+    for img in [sign_image(), *images]:
+        (words_ov, regions_ov), (words_ort, regions_ort) = ov_engine.read_with_regions(img), ort_engine.read_with_regions(img)
+        assert [w.text for w in words_ov] == [w.text for w in words_ort]
+        assert [w.box for w in words_ov] == [w.box for w in words_ort]
+        assert np.allclose([w.confidence for w in words_ov], [w.confidence for w in words_ort], atol=1e-3)
+        assert len(regions_ov) == len(regions_ort)
+        assert np.allclose(np.asarray(regions_ov).reshape(-1), np.asarray(regions_ort).reshape(-1), atol=1.0)
+        n_words += len(words_ov)
+    assert n_words >= 10
+    with pytest.raises(ValueError, match="unknown OCR runtime"):
+        RapidOcrEngine(runtime="tensorrt")
 
 
 def test_read_windows_over_the_whole_image_is_read_and_a_window_limits_it():

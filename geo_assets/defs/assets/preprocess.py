@@ -131,6 +131,7 @@ def materialize_ocr_text(context: dg.AssetExecutionContext, storage: StorageReso
         return dg.MaterializeResult(
             metadata={
                 "engine": engine_id,
+                "runtime": getattr(engine, "runtime", engine.device),
                 "images": len(rows),
                 "ocr_computed": computed,
                 "ocr_reused": len(rows) - computed,
