@@ -35,12 +35,12 @@ class Tile:
 
 
 def _land_fraction(bbox: BBox, samples: int = 12) -> float:
-    from global_land_mask import globe
+    from geo_assets.data.land_mask import is_land
 
     lats = np.linspace(bbox.min_lat, bbox.max_lat, samples)
     lons = np.linspace(bbox.min_lon, bbox.max_lon, samples)
     grid_lat, grid_lon = np.meshgrid(lats, lons)
-    return float(np.mean(globe.is_land(grid_lat, grid_lon)))
+    return float(np.mean(is_land(grid_lat, grid_lon)))
 
 
 @lru_cache(maxsize=32)

@@ -190,9 +190,9 @@ def _trees():
 
 
 def _is_land(lat: np.ndarray, lon: np.ndarray) -> np.ndarray:
-    from global_land_mask import globe
+    from geo_assets.data.land_mask import is_land
 
-    return globe.is_land(np.clip(lat, -90, 90), np.clip(lon, -180, 180))
+    return is_land(np.clip(lat, -90, 90), np.clip(lon, -180, 180))
 
 
 def _in_boxes(lat: np.ndarray, lon: np.ndarray, boxes) -> np.ndarray:
