@@ -156,3 +156,34 @@ def test_easyocr_reads_and_detects_for_real():
     assert any("sheffield" in t for t in texts), texts
     boxes = engine.detect(sign_image(), low_threshold=True, scale=1.0)
     assert len(boxes) >= 2 and all(len(b) == 4 for b in boxes)
+
+
+@pytest.mark.slow
+def test_easyocr_detector_under_openvino_reads_what_torch_reads(tmp_path, monkeypatch):
+    """The CPU default runs CRAFT under OpenVINO from an IR converted once and cached:
+    the same words and boxes as the torch detector; a second engine loads the cached IR."""
+    from geo_assets.bench.per_image import world_sample
+    from geo_assets.preprocess.ocr import EasyOcrEngine
+
+    monkeypatch.setenv("GEO_ASSETS_CACHE_DIR", str(tmp_path))
+    ov_engine = EasyOcrEngine(runtime="openvino")
+    ir = ov_engine._reader.detector.ir_path
+    assert ov_engine.runtime.startswith("openvino-") and ir.exists() and ir.with_suffix(".bin").exists()
+    assert ir.parent.parent == tmp_path and not list(ir.parent.glob(".craft-*"))  # no temporary left behind
+    mtime = ir.stat().st_mtime_ns
+    again = EasyOcrEngine(runtime="openvino")
+    assert again._reader.detector.ir_path == ir and ir.stat().st_mtime_ns == mtime  # loaded, not converted again
+    torch_engine = EasyOcrEngine(runtime="torch")
+    assert torch_engine.runtime == "torch" and torch_engine.version == ov_engine.version
+    ids, images = world_sample(40)
+    from geo_assets.defs.resources import synthetic_world
+
+    world = synthetic_world(0)
+    with_text = [im for i, im in zip(ids, images) if world.ground_truth(i)][:2]
+    n_words = 0
+    for img in [sign_image(), *with_text]:
+        a, b = again.read(img), torch_engine.read(img)
+        assert [(w.text, w.box) for w in a] == [(w.text, w.box) for w in b]
+        assert np.allclose([w.confidence for w in a], [w.confidence for w in b], atol=1e-3)
+        n_words += len(a)
+    assert n_words >= 4
