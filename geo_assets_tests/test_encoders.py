@@ -112,23 +112,28 @@ def test_efficientnet_top_labels_on_a_real_photo(effnet):
 
 def test_labels_and_tokens_share_one_backbone_pass(effnet):
     """The captioner's labels and the encoder's tokens of the same image come from one pass
-    (feature cache), and equal what a fresh, uncached, default-memory-format model gives."""
+    (feature cache), and equal what a fresh, uncached, default-memory-format torch model
+    gives (the default CPU runtime is OpenVINO: float rounding only)."""
     from geo_assets.embed.encoders import EfficientNetLite0Encoder
 
     images = _images(4, h=480, w=640, seed=3)
     effnet.clear_feature_cache()
     labels = effnet.top_labels(images, k=5)
     calls = []
-    original = effnet.model.extract_features
-    effnet.model.extract_features = lambda x: calls.append(len(x)) or original(x)
+    if effnet._openvino is not None:
+        original, owner, attr = effnet._openvino, effnet, "_openvino"
+    else:
+        original, owner, attr = effnet.model.extract_features, effnet.model, "extract_features"
+    setattr(owner, attr, lambda x: calls.append(len(x)) or original(x))
     try:
         cached = effnet.encode(images)
         assert calls == []  # every image hit the cache
         effnet.encode(_images(1, h=480, w=640, seed=4))
         assert calls == [1]
     finally:
-        del effnet.model.extract_features
-    plain = EfficientNetLite0Encoder(channels_last=False, cache_items=0)
+        setattr(owner, attr, original) if owner is effnet else delattr(owner, attr)
+    plain = EfficientNetLite0Encoder(channels_last=False, cache_items=0, runtime="torch")
+    assert plain.runtime == "torch" and plain.encoder_id == effnet.encoder_id
     reference = plain.encode(images)
     assert np.allclose(cached.tokens, reference.tokens, atol=1e-4)
     assert [[n for n, _ in row] for row in plain.top_labels(images, k=5)] == [[n for n, _ in row] for row in labels]
@@ -136,6 +141,9 @@ def test_labels_and_tokens_share_one_backbone_pass(effnet):
 
 def test_image_encoder_cache_and_kinds(effnet):
     assert make_image_encoder() is effnet
+    assert effnet.runtime.startswith("openvino-")  # the CPU default (a dependency, no GPU here)
+    with pytest.raises(ValueError, match="unknown image encoder runtime"):
+        EfficientNetLite0Encoder(runtime="tensorrt")
     assert make_image_encoder(batch_size=4).model is effnet.model
     with pytest.raises(ValueError, match="unknown image encoder"):
         make_image_encoder("resnet")

@@ -309,14 +309,47 @@ class _FeatureCache:
             self._data.clear()
 
 
+def _dist_version(dist: str) -> str:
+    import importlib.metadata
+
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def _features_and_logits(model):
+    """EfficientNet-Lite0's last feature map and its classifier head from one pass (what
+    ``_forward`` computes with ``extract_features`` + ``_head``), as one module to convert."""
+    import torch
+
+    class FeaturesAndLogits(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, x):
+            fmap = self.model.extract_features(x)
+            return fmap, model._fc(model._dropout(model._avg_pooling(fmap).flatten(1)))
+
+    return FeaturesAndLogits().eval()
+
+
 class EfficientNetLite0Encoder:
     """EfficientNet-Lite0 (ImageNet): 49 tokens of 1280 from the last feature map,
     CLS = their mean; `top_labels` uses the ImageNet classifier head."""
 
+    RUNTIMES = ("auto", "openvino", "torch")
+
     def __init__(self, weights_path: str | Path | None = None, *, batch_size: int = 32, device: str | None = "auto",
-                 channels_last: bool = True, cache_items: int | None = None):
+                 channels_last: bool = True, cache_items: int | None = None, runtime: str = "auto"):
         import torch
         from efficientnet_lite_pytorch import EfficientNet
+
+        from geo_assets import openvino_runtime
+
+        if runtime not in self.RUNTIMES:
+            raise ValueError(f"unknown image encoder runtime {runtime!r}; use one of {', '.join(self.RUNTIMES)}")
 
         if weights_path is None:
             try:
@@ -350,6 +383,16 @@ class EfficientNetLite0Encoder:
         self._torch = torch
         self._labels: list[str] | None = None
         self._features = _FeatureCache(FEATURE_CACHE_ITEMS if cache_items is None else cache_items)
+        # On CPU the same network runs ~5x faster under OpenVINO (f32; the feature map differs
+        # by float rounding, max 3e-5): the backbone and the classifier head in one call.
+        self._openvino = None
+        self.runtime = "torch"
+        if runtime == "openvino" or (runtime == "auto" and self.device.type == "cpu" and openvino_runtime.openvino_available()):
+            self._openvino = openvino_runtime.OpenVinoModule(
+                _features_and_logits(self.model), name=f"efficientnet-lite0:{_dist_version('efficientnet-lite-pytorch')}",
+                weights=weights_path, example_input=torch.zeros(1, 3, IMAGE_SIZE, IMAGE_SIZE),
+                input_shape=[-1, 3, IMAGE_SIZE, IMAGE_SIZE])
+            self.runtime = f"openvino-{openvino_runtime.openvino_version()}"
 
     def _forward(self, images_rgb) -> tuple[np.ndarray, np.ndarray]:
         """(tokens (N, 49, 1280), logits (N, 1000)) from one backbone pass per distinct input.
@@ -375,11 +418,15 @@ class EfficientNetLite0Encoder:
                         tokens[start + i], logits[start + i] = hit
                 if not todo:
                     continue
-                xt = torch.from_numpy(x[todo]).to(self.device).contiguous(memory_format=self._format)
-                fmap = self.model.extract_features(xt)  # (B, 1280, 7, 7)
-                head = self._head(fmap, xt)
-                tok = fmap.flatten(2).transpose(1, 2).float().cpu().numpy()
-                lg = head.float().cpu().numpy()
+                if self._openvino is not None:
+                    fmap_np, lg = self._openvino(x[todo])  # (B, 1280, 7, 7), (B, 1000)
+                    tok = fmap_np.reshape(len(todo), self.dim, -1).transpose(0, 2, 1)
+                else:
+                    xt = torch.from_numpy(x[todo]).to(self.device).contiguous(memory_format=self._format)
+                    fmap = self.model.extract_features(xt)  # (B, 1280, 7, 7)
+                    head = self._head(fmap, xt)
+                    tok = fmap.flatten(2).transpose(1, 2).float().cpu().numpy()
+                    lg = head.float().cpu().numpy()
                 for j, i in enumerate(todo):
                     tokens[start + i], logits[start + i] = tok[j], lg[j]
                     self._features.put(keys[i], (tok[j].copy(), lg[j].copy()))

@@ -172,7 +172,7 @@ class RapidOcrEngine:
         import onnxruntime as ort
         from rapidocr_onnxruntime import RapidOCR
 
-        from geo_assets.preprocess.openvino_runtime import openvino_available, openvino_version, use_openvino
+        from geo_assets.openvino_runtime import openvino_available, openvino_version, use_openvino
 
         if runtime not in self.RUNTIMES:
             raise ValueError(f"unknown OCR runtime {runtime!r}; use one of {', '.join(self.RUNTIMES)}")
@@ -327,7 +327,7 @@ class EasyOcrEngine:
         import easyocr
         import easyocr_en_models
 
-        from geo_assets.preprocess import openvino_runtime
+        from geo_assets import openvino_runtime
 
         if runtime not in self.RUNTIMES:
             raise ValueError(f"unknown OCR runtime {runtime!r}; use one of {', '.join(self.RUNTIMES)}")
