@@ -65,6 +65,13 @@ def test_instance_yaml_typos_fail(tmp_path, broken, wrong):
 def test_local_default_stays_sqlite(tmp_path):
     config = _load_instance_dict((ROOT / "storage" / "dagster.yaml").read_text(), tmp_path)
     assert "storage" not in config and "run_storage" not in config  # SQLite under DAGSTER_HOME
+    from dagster import DagsterInstance
+
+    # The queue's settings from both blocks reach the instance's run coordinator.
+    with DagsterInstance.from_config(str(tmp_path / "home")) as instance:
+        coordinator = instance.run_coordinator
+        assert coordinator.dequeue_interval_seconds == 1
+        assert instance.get_concurrency_config().run_queue_config.max_concurrent_runs == 1
 
 
 def _helm(path: Path) -> dict:

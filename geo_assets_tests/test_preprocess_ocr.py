@@ -134,6 +134,19 @@ def test_openvino_runtime_reads_what_onnxruntime_reads():
         RapidOcrEngine(runtime="tensorrt")
 
 
+def test_detector_input_is_rapidocrs_preprocessing_bit_for_bit():
+    from geo_assets.preprocess.ocr import _detector_input
+
+    det = make_ocr_engine("rapidocr")._ocr.text_det
+    rng = np.random.default_rng(5)
+    for img in (sign_image(), rng.integers(0, 256, (480, 640, 3), dtype=np.uint8),
+                rng.integers(0, 256, (37, 1200, 3), dtype=np.uint8)):
+        pre = det.get_preprocess(max(img.shape[:2]))
+        expected, got = pre(img), _detector_input(pre, img)
+        assert got.dtype == expected.dtype == np.float32 and got.shape == expected.shape
+        assert np.array_equal(got.view(np.uint32), expected.view(np.uint32))
+
+
 def test_read_windows_over_the_whole_image_is_read_and_a_window_limits_it():
     engine = make_ocr_engine("rapidocr")
     img = sign_image()

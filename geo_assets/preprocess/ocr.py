@@ -154,6 +154,24 @@ def _clean_boxes(boxes, h: int, w: int) -> list[Box]:
     return out
 
 
+def _detector_input(pre, img: np.ndarray) -> np.ndarray | None:
+    """``pre(img)`` (RapidOCR's ``DetPreProcess``: resize, normalise, CHW, batch of one), bit for
+    bit, with the normalisation as a 256-entry table per channel built by ``pre.normalize``
+    itself: RapidOCR computes it in float64 over the whole image, 36 ms of a 0.15 s read."""
+    resized = pre.resize(img)
+    if resized is None:
+        return None
+    if resized.dtype != np.uint8 or resized.ndim != 3:
+        return pre(img)
+    channels = resized.shape[2]
+    table = pre.normalize(np.repeat(np.arange(256, dtype=np.uint8)[:, None, None], channels, axis=2))[:, 0, :]
+    table = np.ascontiguousarray(table.T, dtype=np.float32)  # (C, 256)
+    out = np.empty((1, channels, *resized.shape[:2]), dtype=np.float32)
+    for c in range(channels):
+        np.take(table[c], resized[:, :, c], out=out[0, c])
+    return out
+
+
 class RapidOcrEngine:
     """PP-OCRv4 (det + cls + rec) from the ONNX models bundled in rapidocr_onnxruntime."""
 
@@ -225,7 +243,7 @@ class RapidOcrEngine:
             record: dict = {"preprocess": {"ratio_h": ratio_h, "ratio_w": ratio_w}}
             img, record = ocr.maybe_add_letterbox(img, record)
             det = ocr.text_det
-            x = det.get_preprocess(max(img.shape[0], img.shape[1]))(img)
+            x = _detector_input(det.get_preprocess(max(img.shape[0], img.shape[1])), img)
             if x is None:
                 return [], []
             pred = det.infer(x)[0]
