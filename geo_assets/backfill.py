@@ -11,7 +11,8 @@ backfill with per-partition status.
 
 `daemon_for` starts `dagster-daemon` for the duration of a command when none is
 heartbeating on this instance, with the graph's own sensors and schedule off (so
-they cannot launch runs the backfill already owns); `follow` draws the progress bar.
+they cannot launch runs the backfill already owns), and one code server that the
+daemon and the runs it launches share; `follow` draws the progress bar.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import contextlib
 import os
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -86,43 +88,92 @@ def daemon_alive(instance: dg.DagsterInstance, wait_s: float = 45.0) -> bool:
     return False
 
 
+LOCATION_NAME = "geo_assets.definitions"
+"""The code location's name, as workspace.yaml's `python_module` entry names it."""
+
+
+def _stop(proc: subprocess.Popen, timeout_s: float = 30.0) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@contextlib.contextmanager
+def code_server(env: dict, log, *, start_timeout_s: float = 120.0):
+    """One `dagster api grpc` code server for the block; yields a workspace file pointing at it.
+
+    Why: a daemon given workspace.yaml's `python_module` entry starts its own code server and
+    replaces it at every workspace reload (each minute), each new one loading the definitions
+    again (~5 s of CPU on 2 cores, in the middle of the tile runs). A daemon pointed at a
+    running server only asks it again."""
+    from dagster._grpc.client import DagsterGrpcClient
+
+    with tempfile.TemporaryDirectory(prefix="geo-assets-code-") as tmp:
+        socket_path = str(Path(tmp) / "grpc.sock")
+        cmd = [sys.executable, "-m", "dagster", "api", "grpc", "--module-name", LOCATION_NAME,
+               "--working-directory", str(PROJECT_ROOT), "--location-name", LOCATION_NAME, "--socket", socket_path]
+        proc = subprocess.Popen(cmd, cwd=str(PROJECT_ROOT), env=env, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+        try:
+            client = DagsterGrpcClient(socket=socket_path)
+            deadline = time.monotonic() + start_timeout_s
+            while True:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"the code server exited with {proc.returncode}; see {log.name}")
+                try:
+                    client.ping("geo-assets")
+                    break
+                except Exception:  # not listening yet
+                    if time.monotonic() > deadline:
+                        raise RuntimeError(f"the code server did not answer within {start_timeout_s:.0f}s; "
+                                           f"see {log.name}") from None
+                    time.sleep(0.5)
+            workspace = Path(tmp) / "workspace.yaml"
+            workspace.write_text(f"load_from:\n  - grpc_server:\n      socket: {socket_path}\n"
+                                 f"      location_name: {LOCATION_NAME}\n")
+            yield workspace
+        finally:
+            _stop(proc)
+
+
 @contextlib.contextmanager
 def daemon_for(instance: dg.DagsterInstance, *, workspace: Path | None = None, env: dict | None = None,
                log_path: Path | None = None, start_timeout_s: float = 120.0):
-    """A `dagster-daemon` for the block (none started when one is heartbeating)."""
+    """A `dagster-daemon` for the block (none started when one is heartbeating). Without
+    `workspace`, it talks to one code server started for the block (`code_server`)."""
     if daemon_alive(instance):
         yield None
         return
-    workspace = Path(workspace or PROJECT_ROOT / "workspace.yaml")
     child_env = {**os.environ, **(env or {}), AUTOMATION_ENV: "off", "DAGSTER_HOME": instance.root_directory}
     # Not $DAGSTER_HOME/logs: Dagster's telemetry uploader owns that folder, moves it to
     # .logs_queue/ and deletes it, taking the daemon's log with it.
     log_path = Path(log_path or Path(os.environ.get("DAGSTER_HOME") or instance.root_directory) / "geo_assets"
                     / "daemon.log")
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    exe = Path(sys.executable).with_name("dagster-daemon")
-    cmd = [str(exe), "run", "-w", str(workspace)] if exe.exists() else [sys.executable, "-m", "dagster._daemon", "run",
-                                                                       "-w", str(workspace)]
-    with open(log_path, "ab") as log:
-        proc = subprocess.Popen(cmd, cwd=str(workspace.parent), env=child_env, stdout=log, stderr=subprocess.STDOUT,
+    with open(log_path, "ab") as log, contextlib.ExitStack() as stack:
+        if workspace is None:
+            workspace = stack.enter_context(code_server(child_env, log, start_timeout_s=start_timeout_s))
+        workspace = Path(workspace)
+        exe = Path(sys.executable).with_name("dagster-daemon")
+        cmd = [str(exe), "run", "-w", str(workspace)] if exe.exists() else [
+            sys.executable, "-m", "dagster._daemon", "run", "-w", str(workspace)]
+        proc = subprocess.Popen(cmd, cwd=str(PROJECT_ROOT), env=child_env, stdout=log, stderr=subprocess.STDOUT,
                                 start_new_session=True)
-    try:
-        deadline = time.monotonic() + start_timeout_s
-        while not daemon_running(instance, fresh_s=start_timeout_s):
-            if proc.poll() is not None:
-                raise RuntimeError(f"dagster-daemon exited with {proc.returncode}; see {log_path}")
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"dagster-daemon did not heartbeat within {start_timeout_s:.0f}s; see {log_path}")
-            time.sleep(1.0)
-        yield proc
-    finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        try:
+            deadline = time.monotonic() + start_timeout_s
+            while not daemon_running(instance, fresh_s=start_timeout_s):
+                if proc.poll() is not None:
+                    raise RuntimeError(f"dagster-daemon exited with {proc.returncode}; see {log_path}")
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"dagster-daemon did not heartbeat within {start_timeout_s:.0f}s; see {log_path}")
+                time.sleep(1.0)
+            yield proc
+        finally:
+            _stop(proc)  # the daemon before its code server
 
 
 @dataclass

@@ -114,10 +114,14 @@ def ir_path(name: str, weights: Path, directory: Path | None = None) -> Path:
 
 
 def _convert(net, example_input, input_shape: list[int], path: Path):
-    """Trace ``net`` and keep the IR at ``path``; written to a temporary folder and renamed
-    into place, the .xml last, so a reader never finds half of it. Returns the model."""
+    """Trace ``net`` (a module, or a function building it) and keep the IR at ``path``; written
+    to a temporary folder and renamed into place, the .xml last, so a reader never finds half
+    of it. Returns the model."""
     import openvino as ov
+    import torch
 
+    if not isinstance(net, torch.nn.Module):
+        net = net()
     model = ov.convert_model(net, example_input=example_input, input=[ov.PartialShape(input_shape)])
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -134,9 +138,10 @@ def _convert(net, example_input, input_shape: list[int], path: Path):
 class OpenVinoModule:
     """A torch module run by OpenVINO (f32): converted once, its IR cached in ``cache_dir()``.
 
-    ``name`` says which module and package version (part of the cache key, with the weights'
-    sha256); ``input_shape`` is the input's shape with -1 where it may vary. Called with a
-    float32 array, returns the module's outputs as arrays."""
+    ``net`` is the module, or a function that builds it (called only when the IR is not cached
+    yet). ``name`` says which module and package version (part of the cache key, with the
+    weights' sha256); ``input_shape`` is the input's shape with -1 where it may vary. Called
+    with a float32 array, returns the module's outputs as arrays."""
 
     def __init__(self, net, *, name: str, weights: Path, example_input, input_shape: list[int],
                  threads: int | None = None, directory: Path | None = None) -> None:

@@ -96,3 +96,25 @@ def test_bench_tiny_run_writes_every_stage_and_ratio(tmp_path, capsys):
         counts_d = r["d_recompute"]["runs"][0]["counts"]
         assert counts_d["ocr_text"]["ocr_computed"] == r["images_per_tile_after"]
     assert len(inc["growth"]) == 1 and inc["growth"][0]["total_images"] == pytest.approx(1.5)
+
+
+@pytest.mark.slow
+def test_per_image_bench_compares_both_paths_and_prints_tables(tmp_path, capsys):
+    """`geo-assets bench --per-image N`: the tile stages along the previous and the current code
+    on the same images, interleaved, the encoders' throughput, blur quality; tables and JSON."""
+    out = tmp_path / "per_image.json"
+    assert bench.main(["--skip-stages", "--skip-incremental", "--per-image", "16", "--per-image-rounds", "1",
+                       "--easyocr-images", "1", "--out", str(out)]) == 0
+    per = json.loads(out.read_text())["per_image"]
+    assert [r["stage"] for r in per["stages"]] == ["ocr_text", "blurred_images", "captions", "embeddings", "total"]
+    for row in per["stages"]:
+        assert row["previous_s_per_image"] > 0 and row["current_s_per_image"] > 0 and row["ratio"] > 0
+    assert per["same_ocr_words"] is True and per["same_unblurred_captions"] is True
+    assert per["max_abs_unblurred_fused_difference"] < 1e-3  # runtimes differ by float rounding only
+    image, text = per["encoders"]
+    assert "openvino" in image["encoder"] and image["per_second"] > 0 and image["previous_per_second"] > 0
+    assert text["per_second"] > 0 and text["items"] == 64
+    for path in ("previous", "current"):
+        assert 0 <= per["quality"][path]["covered_80pct_share"] <= 1
+    printed = capsys.readouterr().out
+    assert "Per-image cost of the tile stages" in printed and "Encoder throughput" in printed

@@ -184,7 +184,14 @@ def test_easyocr_detector_under_openvino_reads_what_torch_reads(tmp_path, monkey
     assert ov_engine.runtime.startswith("openvino-") and ir.exists() and ir.with_suffix(".bin").exists()
     assert ir.parent.parent == tmp_path and not list(ir.parent.glob(".craft-*"))  # no temporary left behind
     mtime = ir.stat().st_mtime_ns
-    again = EasyOcrEngine(runtime="openvino")
+    import easyocr
+
+    def no_torch_detector(*args, **kwargs):
+        raise AssertionError("the torch detector was built although its OpenVINO copy is cached")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(easyocr.Reader, "initDetector", no_torch_detector)
+        again = EasyOcrEngine(runtime="openvino")
     assert again._reader.detector.ir_path == ir and ir.stat().st_mtime_ns == mtime  # loaded, not converted again
     torch_engine = EasyOcrEngine(runtime="torch")
     assert torch_engine.runtime == "torch" and torch_engine.version == ov_engine.version

@@ -20,7 +20,7 @@ from geo_assets.bench.stages import (
     DEFAULT_EASYOCR_IMAGES, DEFAULT_EPOCHS, DEFAULT_IMAGES, DEFAULT_TRAIN_ROWS, bench_stages, pick_tiles,
 )
 from geo_assets.bench.tables import (
-    blur_quality_table, format_table, growth_table, incremental_table, per_image_table, stage_table,
+    blur_quality_table, encoder_table, format_table, growth_table, incremental_table, per_image_table, stage_table,
 )
 
 
@@ -138,6 +138,9 @@ def print_report(report: dict, echo: Echo = print) -> None:
         echo(f"\nPer-image cost of the tile stages ({per['images']} synthetic images, {per['rounds']} interleaved "
              f"rounds; medians; the ratio is the median of the per-round ratios)\n")
         echo(per_image_table(per))
+        if per.get("encoders"):
+            echo("\nEncoder throughput (same process, interleaved rounds; medians)\n")
+            echo(encoder_table(per))
         echo("\nBlur quality on the same images (synthetic-world ground truth)\n")
         echo(blur_quality_table(per))
         echo(f"\nunblurred outputs unchanged: OCR words {per['same_ocr_words']}, generated captions "

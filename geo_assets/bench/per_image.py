@@ -8,16 +8,16 @@ current (what the assets run, through the same functions):
   blurred_images  ``variants.make_blurred_variant`` with those regions, no extra detection
                   pass (``BlurConfig()``), sign boards, blur, one re-read, JPEG encoding
   captions        ``variants.generate_captions`` + ``caption_text``, both variants
-  embeddings      ``embed.rows.encode_batch``, both variants (the image backbone's pass is
-                  shared with the captioner through the encoder's feature cache)
+  embeddings      ``embed.rows.encode_batch``, both variants (the image backbone's pass, under
+                  OpenVINO on CPU, is shared with the captioner through the encoder's feature cache)
 
 previous (the code before issue 16, kept here only to compare with):
   ocr_text        ``engine.read`` with RapidOCR's models under onnxruntime (the same
                   words; no regions)
   blurred_images  two low-threshold detection passes on the contrast-normalised image
                   (1x, 1.5x), sign boards, blur, one re-read, JPEG encoding
-  captions        the same captioner on an EfficientNet-Lite0 in the default memory
-                  format and without the feature cache
+  captions        the same captioner on an EfficientNet-Lite0 under torch, in the default
+                  memory format and without the feature cache
   embeddings      the same encoders, the image backbone run again
 
 Quality on the same images (synthetic world ground truth): text boxes >= 80% blurred,
@@ -91,7 +91,7 @@ class _Paths:
         self.image_encoder = encoders.image_encoder()
         self.captioner = CaptionerResource().captioner()
         self.fusion = CrossAttentionFusion(self.text_encoder.dim, self.image_encoder.dim)
-        self.legacy_image_encoder = EfficientNetLite0Encoder(channels_last=False, cache_items=0)
+        self.legacy_image_encoder = EfficientNetLite0Encoder(channels_last=False, cache_items=0, runtime="torch")
         self.legacy_captioner = make_captioner(
             "imagenet-labels", label_fn=lambda images: self.legacy_image_encoder.top_labels(images, k=5))
 
@@ -240,6 +240,47 @@ def bench_per_image(images: int = 24, *, rounds: int = 2, easyocr_images: int = 
                      for a, b in zip(outputs["previous"]["words"], outputs["current"]["words"]))
     same_captions = outputs["previous"]["generated"] == outputs["current"]["generated"]
     fused_diff = float(np.max(np.abs(outputs["previous"]["fused"] - outputs["current"]["fused"]))) if n else 0.0
+    encoders = encoder_throughput(paths, imgs, rounds=max(1, rounds), echo=echo)
     return {"images": len(imgs), "rounds": max(1, rounds), "stages": rows, "quality": quality,
             "same_ocr_words": same_words, "same_unblurred_captions": same_captions,
-            "max_abs_unblurred_fused_difference": fused_diff}
+            "max_abs_unblurred_fused_difference": fused_diff, "encoders": encoders}
+
+
+def encoder_throughput(paths: "_Paths", images: list[np.ndarray], texts: list[str] | None = None, *,
+                       rounds: int = 2, echo: Echo = print) -> list[dict]:
+    """Images/s of ``encode`` (resize, normalise, EfficientNet-Lite0: current runtime against the
+    torch model as before issue 16, feature caches off) and captions/s of the text encoder on
+    64 caption-like sentences of 14-16 words, the paths alternating round by round; medians."""
+    import cv2
+
+    from geo_assets.embed.encoders import EfficientNetLite0Encoder
+
+    rgb = [cv2.cvtColor(im, cv2.COLOR_BGR2RGB) for im in images]
+    current = EfficientNetLite0Encoder(cache_items=0)
+    previous = paths.legacy_image_encoder
+    texts = texts or [f"a photo of a street with a sign reading {w} road, {i} miles" for i, w in
+                      enumerate(["High", "Station", "Church", "Mill", "London", "Bridge", "Market", "Park"] * 8)]
+    for enc in (current, previous):
+        enc.encode(rgb[:4])
+    paths.text_encoder.encode(texts[:8])
+    runs: dict = {"image current": [], "image previous": [], "text": []}
+    for r in range(rounds):
+        order = (("image current", current), ("image previous", previous))
+        for name, enc in (order if r % 2 == 0 else order[::-1]):
+            t0 = time.perf_counter()
+            enc.encode(rgb)
+            runs[name].append(len(rgb) / (time.perf_counter() - t0))
+        t0 = time.perf_counter()
+        paths.text_encoder.encode(texts)
+        runs["text"].append(len(texts) / (time.perf_counter() - t0))
+    rows = [
+        {"encoder": f"image: EfficientNet-Lite0 encode, {current.runtime}", "items": len(rgb),
+         "per_second": round(statistics.median(runs["image current"]), 1),
+         "previous_per_second": round(statistics.median(runs["image previous"]), 1)},
+        {"encoder": f"text: {getattr(paths.text_encoder, 'encoder_id', 'MiniLM')}", "items": len(texts),
+         "per_second": round(statistics.median(runs["text"]), 1), "previous_per_second": None},
+    ]
+    for row in rows:
+        echo(f"  {row['encoder']}: {row['per_second']}/s" + (f" (previous {row['previous_per_second']}/s)"
+                                                              if row["previous_per_second"] else ""))
+    return rows

@@ -65,6 +65,17 @@ def per_image_table(result: dict) -> str:
     )
 
 
+def encoder_table(result: dict) -> str:
+    return format_table(
+        ["encoder", "items", "current per s", "previous per s", "ratio"],
+        [[r["encoder"], r["items"], f"{r['per_second']:.1f}",
+          "-" if r["previous_per_second"] is None else f"{r['previous_per_second']:.1f}",
+          "-" if not r["previous_per_second"] else f"{r['per_second'] / r['previous_per_second']:.2f}"]
+         for r in result.get("encoders", [])],
+        "lrrrr",
+    )
+
+
 def blur_quality_table(result: dict) -> str:
     rows = []
     for path, q in result["quality"].items():
