@@ -103,7 +103,7 @@ def test_per_image_bench_compares_both_paths_and_prints_tables(tmp_path, capsys)
     """`geo-assets bench --per-image N`: the tile stages along the previous and the current code
     on the same images, interleaved, the encoders' throughput, blur quality; tables and JSON."""
     out = tmp_path / "per_image.json"
-    assert bench.main(["--skip-stages", "--skip-incremental", "--per-image", "16", "--per-image-rounds", "1",
+    assert bench.main(["--skip-stages", "--skip-incremental", "--per-image", "8", "--per-image-rounds", "1",
                        "--easyocr-images", "1", "--out", str(out)]) == 0
     per = json.loads(out.read_text())["per_image"]
     assert [r["stage"] for r in per["stages"]] == ["ocr_text", "blurred_images", "captions", "embeddings", "total"]
