@@ -103,20 +103,17 @@ def _file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def ir_path(name: str, weights, directory: Path | None = None) -> Path:
-    """A converted model's cached IR, named by everything that shapes it: the weights (a file,
-    or several: their contents), the package that defines the module, torch (the converter
-    traces it) and OpenVINO."""
+def ir_path(name: str, weights: Path, directory: Path | None = None) -> Path:
+    """A converted model's cached IR, named by everything that shapes it: the weights, the
+    package that defines the module, torch (the converter traces it) and OpenVINO."""
     import torch
 
-    files = [Path(weights)] if isinstance(weights, (str, Path)) else [Path(w) for w in weights]
-    digests = "|".join(f"{f.name}:{_file_sha256(f)}" for f in files)
     versions = f"{torch.__version__}|{openvino_version()}"
-    key = hashlib.sha256(f"{name}|{digests}|{versions}".encode()).hexdigest()[:20]
+    key = hashlib.sha256(f"{name}|{_file_sha256(weights)}|{versions}".encode()).hexdigest()[:20]
     return (directory or cache_dir()) / "openvino" / f"{name.split(':')[0]}-{key}.xml"
 
 
-def _convert(net, example_input, input_shapes: list[list[int]], path: Path):
+def _convert(net, example_input, input_shape: list[int], path: Path):
     """Trace ``net`` (a module, or a function building it) and keep the IR at ``path``; written
     to a temporary folder and renamed into place, the .xml last, so a reader never finds half
     of it. Returns the model."""
@@ -125,7 +122,7 @@ def _convert(net, example_input, input_shapes: list[list[int]], path: Path):
 
     if not isinstance(net, torch.nn.Module):
         net = net()
-    model = ov.convert_model(net, example_input=example_input, input=[ov.PartialShape(s) for s in input_shapes])
+    model = ov.convert_model(net, example_input=example_input, input=[ov.PartialShape(input_shape)])
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=path.parent, prefix=".convert-") as tmp:
@@ -143,20 +140,19 @@ class OpenVinoModule:
 
     ``net`` is the module, or a function that builds it (called only when the IR is not cached
     yet). ``name`` says which module and package version (part of the cache key, with the
-    weights' sha256); ``input_shapes`` are the inputs' shapes with -1 where they may vary, and
-    ``example_input`` one input (a tensor) or several (a tuple). Called with arrays, one per
-    input, returns the module's outputs as arrays."""
+    weights' sha256); ``input_shape`` is the input's shape with -1 where it may vary. Called
+    with a float32 array, returns the module's outputs as arrays."""
 
-    def __init__(self, net, *, name: str, weights, example_input, input_shapes: list[list[int]],
+    def __init__(self, net, *, name: str, weights: Path, example_input, input_shape: list[int],
                  threads: int | None = None, directory: Path | None = None) -> None:
-        self.ir_path = ir_path(name, weights, directory)
+        self.ir_path = ir_path(name, Path(weights), directory)
         cached = self.ir_path.exists() and self.ir_path.with_suffix(".bin").exists()
-        model = self.ir_path if cached else _convert(net, example_input, input_shapes, self.ir_path)
+        model = self.ir_path if cached else _convert(net, example_input, input_shape, self.ir_path)
         self._compiled = _compile(model, threads)
         self._request = self._compiled.create_infer_request()
 
-    def __call__(self, *inputs: np.ndarray) -> list[np.ndarray]:
-        result = self._request.infer({i: np.ascontiguousarray(x) for i, x in enumerate(inputs)})
+    def __call__(self, x: np.ndarray) -> list[np.ndarray]:
+        result = self._request.infer({0: np.ascontiguousarray(x, dtype=np.float32)})
         return [np.array(result[i], copy=True) for i in range(len(self._compiled.outputs))]
 
 
@@ -169,11 +165,11 @@ class OpenVinoCraft:
 
         self._module = OpenVinoModule(net, name=f"craft:easyocr-{importlib.metadata.version('easyocr')}",
                                       weights=weights, example_input=torch.zeros(1, 3, 480, 640),
-                                      input_shapes=[[1, 3, -1, -1]], threads=threads, directory=directory)
+                                      input_shape=[1, 3, -1, -1], threads=threads, directory=directory)
         self.ir_path = self._module.ir_path
 
     def __call__(self, x):
         import torch
 
-        y = self._module(x.detach().cpu().numpy().astype(np.float32, copy=False))[0]
+        y = self._module(x.detach().cpu().numpy())[0]
         return torch.from_numpy(y), None

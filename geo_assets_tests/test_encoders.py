@@ -56,17 +56,6 @@ def test_minilm_shapes_dtype_and_determinism(minilm):
         minilm.encode("not a list")
 
 
-def test_text_encoder_runs_under_openvino_with_torchs_numbers(minilm):
-    """The CPU default converts MiniLM once (IR cached) and gives the torch model's CLS vectors
-    to float rounding; the encoder id (what embeddings rows are keyed by) is the same."""
-    assert minilm.runtime.startswith("openvino-")
-    reference = HfTextEncoder(minilm.model_path, runtime="torch", name=minilm.name)
-    assert reference.runtime == "torch" and reference.encoder_id == minilm.encoder_id
-    assert np.allclose(minilm.encode(TEXTS), reference.encode(TEXTS), atol=1e-4)
-    with pytest.raises(ValueError, match="unknown text encoder runtime"):
-        HfTextEncoder(minilm.model_path, runtime="tensorrt")
-
-
 def test_text_encoder_is_cached_per_process(minilm):
     again = make_text_encoder("minilm")
     assert again is minilm

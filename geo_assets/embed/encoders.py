@@ -199,36 +199,13 @@ def clear_encoder_cache() -> None:
 # Text
 
 
-def _cls_hidden(model, input_names: list[str]):
-    """The last hidden state's first token from the tokenizer's inputs, positionally, as one
-    module to convert."""
-    import torch
-
-    class ClsHidden(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.model = model
-
-        def forward(self, *inputs):
-            return self.model(**dict(zip(input_names, inputs))).last_hidden_state[:, 0, :]
-
-    return ClsHidden().eval()
-
-
 class HfTextEncoder:
     """Any BERT-family model by local path: CLS token of the last hidden state."""
 
-    RUNTIMES = ("auto", "openvino", "torch")
-
     def __init__(self, model_path: str | Path, *, batch_size: int = 32, max_length: int = 128,
-                 device: str | None = "auto", name: str | None = None, runtime: str = "auto"):
+                 device: str | None = "auto", name: str | None = None):
         import torch
         from transformers import AutoModel, AutoTokenizer
-
-        from geo_assets import openvino_runtime
-
-        if runtime not in self.RUNTIMES:
-            raise ValueError(f"unknown text encoder runtime {runtime!r}; use one of {', '.join(self.RUNTIMES)}")
 
         folder = resolve_model_path(model_path, "text encoder")
         self.model_path = folder
@@ -247,20 +224,6 @@ class HfTextEncoder:
         self.name = name or folder.name
         self.encoder_id = f"text:{self.name}:cls:d{self.dim}:len{self.max_length}:{_fingerprint(folder)}"
         self._torch = torch
-        # On CPU the same network runs faster under OpenVINO (f32, float rounding only); the
-        # tokenizer stays transformers'.
-        self._inputs = list(self.tokenizer.model_input_names)
-        self._openvino = None
-        self.runtime = "torch"
-        if runtime == "openvino" or (runtime == "auto" and self.device.type == "cpu" and openvino_runtime.openvino_available()):
-            example = self.tokenizer(["a street", "a longer street name here"], padding=True, return_tensors="pt")
-            weights = sorted(p for p in folder.iterdir() if p.is_file() and (
-                p.suffix in (".safetensors", ".bin", ".pth", ".pt") or p.name == "config.json"))
-            self._openvino = openvino_runtime.OpenVinoModule(
-                _cls_hidden(self.model, self._inputs), name=f"text-encoder:transformers-{_dist_version('transformers')}",
-                weights=weights, example_input=tuple(example[k] for k in self._inputs),
-                input_shapes=[[-1, -1]] * len(self._inputs))
-            self.runtime = f"openvino-{openvino_runtime.openvino_version()}"
 
     def encode(self, texts: list[str]) -> np.ndarray:
         texts = _check_texts(texts)
@@ -274,9 +237,6 @@ class HfTextEncoder:
                 idx = order[start : start + self.batch_size]
                 enc = self.tokenizer([texts[i] for i in idx], padding=True, truncation=True, max_length=self.max_length,
                                      return_tensors="pt")
-                if self._openvino is not None:
-                    out[idx] = self._openvino(*(enc[k].numpy() for k in self._inputs))[0]
-                    continue
                 enc = {k: v.to(self.device) for k, v in enc.items()}
                 hidden = self.model(**enc).last_hidden_state
                 out[idx] = hidden[:, 0, :].float().cpu().numpy()
@@ -431,7 +391,7 @@ class EfficientNetLite0Encoder:
             self._openvino = openvino_runtime.OpenVinoModule(
                 _features_and_logits(self.model), name=f"efficientnet-lite0:{_dist_version('efficientnet-lite-pytorch')}",
                 weights=weights_path, example_input=torch.zeros(1, 3, IMAGE_SIZE, IMAGE_SIZE),
-                input_shapes=[[-1, 3, IMAGE_SIZE, IMAGE_SIZE]])
+                input_shape=[-1, 3, IMAGE_SIZE, IMAGE_SIZE])
             self.runtime = f"openvino-{openvino_runtime.openvino_version()}"
 
     def _forward(self, images_rgb) -> tuple[np.ndarray, np.ndarray]:
@@ -459,7 +419,7 @@ class EfficientNetLite0Encoder:
                 if not todo:
                     continue
                 if self._openvino is not None:
-                    fmap_np, lg = self._openvino(x[todo].astype(np.float32, copy=False))  # (B, 1280, 7, 7), (B, 1000)
+                    fmap_np, lg = self._openvino(x[todo])  # (B, 1280, 7, 7), (B, 1000)
                     tok = fmap_np.reshape(len(todo), self.dim, -1).transpose(0, 2, 1)
                 else:
                     xt = torch.from_numpy(x[todo]).to(self.device).contiguous(memory_format=self._format)
