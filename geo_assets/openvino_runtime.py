@@ -25,13 +25,16 @@ import importlib.metadata
 import importlib.util
 import logging
 import os
+import sys
 import tempfile
+import threading
 from pathlib import Path
 
 import numpy as np
 
 PRECISION = "f32"
 log = logging.getLogger(__name__)
+_LOCK = threading.Lock()
 
 
 def cache_dir() -> Path:
@@ -52,7 +55,7 @@ def openvino_version() -> str:
 
 
 def _compile(model, threads: int | None):
-    import openvino as ov
+    ov = import_openvino()
 
     config = {"INFERENCE_PRECISION_HINT": PRECISION, "PERFORMANCE_HINT": "LATENCY"}
     if threads:
@@ -113,11 +116,38 @@ def ir_path(name: str, weights: Path, directory: Path | None = None) -> Path:
     return (directory or cache_dir()) / "openvino" / f"{name.split(':')[0]}-{key}.xml"
 
 
+def import_openvino():
+    """``import openvino`` with its usage telemetry off.
+
+    OpenVINO sends events to Google Analytics: ``import openvino`` sends one (its model
+    converter's ``__init__``), and so does every ``convert_model``, unless a consent file in
+    the user's home says no; deciding, it writes ``~/intel/``. A data pipeline must not
+    phone home (nor write there), and has no network in CI. The import runs with ``CI=true``,
+    the switch OpenVINO's own checker honours, and the converter then uses OpenVINO's no-op
+    telemetry stub. The only place this project imports openvino."""
+    if "openvino" not in sys.modules:
+        with _LOCK:
+            previous = os.environ.get("CI")
+            os.environ["CI"] = "true"
+            try:
+                import openvino  # noqa: F401
+            finally:
+                if previous is None:
+                    os.environ.pop("CI", None)
+                else:
+                    os.environ["CI"] = previous
+    from openvino.tools.ovc import convert_impl, telemetry_stub, telemetry_utils
+
+    convert_impl.tm = telemetry_stub
+    telemetry_utils.tm = telemetry_stub
+    return sys.modules["openvino"]
+
+
 def _convert(net, example_input, input_shape: list[int], path: Path):
     """Trace ``net`` (a module, or a function building it) and keep the IR at ``path``; written
     to a temporary folder and renamed into place, the .xml last, so a reader never finds half
     of it. Returns the model."""
-    import openvino as ov
+    ov = import_openvino()
     import torch
 
     if not isinstance(net, torch.nn.Module):

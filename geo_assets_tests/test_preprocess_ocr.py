@@ -134,6 +134,28 @@ def test_openvino_runtime_reads_what_onnxruntime_reads():
         RapidOcrEngine(runtime="tensorrt")
 
 
+def test_openvino_is_imported_without_its_telemetry(tmp_path):
+    """`import openvino` would send a usage event to Google Analytics and write ~/intel/:
+    in a fresh process with an empty home, building the engine writes nothing there and
+    leaves no CI variable behind."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "CI"}
+    env.update(HOME=str(tmp_path), GEO_ASSETS_CACHE_DIR=str(tmp_path / "cache"))
+    code = ("import os, sys\n"
+            "from geo_assets.preprocess.ocr import RapidOcrEngine\n"
+            "engine = RapidOcrEngine(runtime='openvino')\n"
+            "from openvino.tools.ovc import telemetry\n"
+            "print(engine.runtime, telemetry.consent, os.environ.get('CI'))\n")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    runtime, consent, ci = out.stdout.split()
+    assert runtime.startswith("openvino-") and consent == "False" and ci == "None"
+    assert not (tmp_path / "intel").exists()
+
+
 def test_detector_input_is_rapidocrs_preprocessing_bit_for_bit():
     from geo_assets.preprocess.ocr import _detector_input
 
@@ -179,7 +201,10 @@ def test_easyocr_detector_under_openvino_reads_what_torch_reads(tmp_path, monkey
     from geo_assets.preprocess.ocr import EasyOcrEngine
 
     monkeypatch.setenv("GEO_ASSETS_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
     ov_engine = EasyOcrEngine(runtime="openvino")
+    # the converter's usage telemetry is off: no consent folder, no client id written
+    assert not (tmp_path / "home" / "intel").exists()
     ir = ov_engine._reader.detector.ir_path
     assert ov_engine.runtime.startswith("openvino-") and ir.exists() and ir.with_suffix(".bin").exists()
     assert ir.parent.parent == tmp_path and not list(ir.parent.glob(".craft-*"))  # no temporary left behind
