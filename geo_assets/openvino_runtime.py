@@ -50,8 +50,16 @@ def openvino_available() -> bool:
     return importlib.util.find_spec("openvino") is not None
 
 
+def dist_version(dist: str) -> str:
+    """An installed distribution's version ("unknown" when it is not installed)."""
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
 def openvino_version() -> str:
-    return importlib.metadata.version("openvino")
+    return dist_version("openvino")
 
 
 def _compile(model, threads: int | None):
@@ -193,7 +201,7 @@ class OpenVinoCraft:
     def __init__(self, net, weights: Path, *, threads: int | None = None, directory: Path | None = None) -> None:
         import torch
 
-        self._module = OpenVinoModule(net, name=f"craft:easyocr-{importlib.metadata.version('easyocr')}",
+        self._module = OpenVinoModule(net, name=f"craft:easyocr-{dist_version('easyocr')}",
                                       weights=weights, example_input=torch.zeros(1, 3, 480, 640),
                                       input_shape=[1, 3, -1, -1], threads=threads, directory=directory)
         self.ir_path = self._module.ir_path

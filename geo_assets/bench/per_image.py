@@ -246,8 +246,8 @@ def bench_per_image(images: int = 24, *, rounds: int = 2, easyocr_images: int = 
             "max_abs_unblurred_fused_difference": fused_diff, "encoders": encoders}
 
 
-def encoder_throughput(paths: "_Paths", images: list[np.ndarray], texts: list[str] | None = None, *,
-                       rounds: int = 2, echo: Echo = print) -> list[dict]:
+def encoder_throughput(paths: "_Paths", images: list[np.ndarray], *, rounds: int = 2,
+                       echo: Echo = print) -> list[dict]:
     """Images/s of ``encode`` (resize, normalise, EfficientNet-Lite0: current runtime against the
     torch model as before issue 16, feature caches off) and captions/s of the text encoder on
     64 caption-like sentences of 14-16 words, the paths alternating round by round; medians."""
@@ -258,7 +258,7 @@ def encoder_throughput(paths: "_Paths", images: list[np.ndarray], texts: list[st
     rgb = [cv2.cvtColor(im, cv2.COLOR_BGR2RGB) for im in images]
     current = EfficientNetLite0Encoder(cache_items=0)
     previous = paths.legacy_image_encoder
-    texts = texts or [f"a photo of a street with a sign reading {w} road, {i} miles" for i, w in
+    texts = [f"a photo of a street with a sign reading {w} road, {i} miles" for i, w in
                       enumerate(["High", "Station", "Church", "Mill", "London", "Bridge", "Market", "Park"] * 8)]
     for enc in (current, previous):
         enc.encode(rgb[:4])

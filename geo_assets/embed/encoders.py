@@ -309,15 +309,6 @@ class _FeatureCache:
             self._data.clear()
 
 
-def _dist_version(dist: str) -> str:
-    import importlib.metadata
-
-    try:
-        return importlib.metadata.version(dist)
-    except importlib.metadata.PackageNotFoundError:
-        return "unknown"
-
-
 def _features_and_logits(model):
     """EfficientNet-Lite0's last feature map and its classifier head from one pass (what
     ``_forward`` computes with ``extract_features`` + ``_head``), as one module to convert."""
@@ -389,7 +380,7 @@ class EfficientNetLite0Encoder:
         self.runtime = "torch"
         if runtime == "openvino" or (runtime == "auto" and self.device.type == "cpu" and openvino_runtime.openvino_available()):
             self._openvino = openvino_runtime.OpenVinoModule(
-                _features_and_logits(self.model), name=f"efficientnet-lite0:{_dist_version('efficientnet-lite-pytorch')}",
+                _features_and_logits(self.model), name=f"efficientnet-lite0:{openvino_runtime.dist_version('efficientnet-lite-pytorch')}",
                 weights=weights_path, example_input=torch.zeros(1, 3, IMAGE_SIZE, IMAGE_SIZE),
                 input_shape=[-1, 3, IMAGE_SIZE, IMAGE_SIZE])
             self.runtime = f"openvino-{openvino_runtime.openvino_version()}"

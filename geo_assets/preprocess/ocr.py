@@ -30,7 +30,6 @@ cached instance between threads is safe.
 
 from __future__ import annotations
 
-import importlib.metadata
 import threading
 from pathlib import Path
 from dataclasses import dataclass, field
@@ -38,6 +37,8 @@ from typing import Iterable, Protocol, Sequence, runtime_checkable
 
 import cv2
 import numpy as np
+
+from geo_assets.openvino_runtime import dist_version
 
 Box = list[list[float]]
 """4 corner points [[x, y], ...] in pixels, clockwise from top-left."""
@@ -122,13 +123,6 @@ def _check_image(image_bgr: np.ndarray) -> np.ndarray:
     return image_bgr
 
 
-def _version(dist: str) -> str:
-    try:
-        return importlib.metadata.version(dist)
-    except importlib.metadata.PackageNotFoundError:  # pragma: no cover
-        return "unknown"
-
-
 def cuda_available() -> bool:
     try:
         import torch
@@ -209,7 +203,7 @@ class RapidOcrEngine:
         else:
             self.runtime = f"onnxruntime-{ort.__version__}"
         # The models' identity: the runtime only changes float rounding (like CPU vs CUDA).
-        self.version = f"rapidocr-onnxruntime-{_version('rapidocr-onnxruntime')}:PP-OCRv4"
+        self.version = f"rapidocr-onnxruntime-{dist_version('rapidocr-onnxruntime')}:PP-OCRv4"
         self._lock = threading.Lock()
         from rapidocr_onnxruntime.ch_ppocr_det.utils import DBPostProcess
 
@@ -371,7 +365,7 @@ class EasyOcrEngine:
 
             reader.detector = openvino_runtime.OpenVinoCraft(torch_craft, weights)
             self.runtime = f"openvino-{openvino_runtime.openvino_version()}"
-        self.version = f"easyocr-{_version('easyocr')}:craft_mlt_25k+english_g2"
+        self.version = f"easyocr-{dist_version('easyocr')}:craft_mlt_25k+english_g2"
         self._lock = threading.Lock()
 
     @staticmethod
