@@ -35,6 +35,8 @@ from geo_assets.definitions import MODEL_ASSET_NAMES, REPORT_ASSET_NAMES, TILE_A
 from geo_assets.defs.sensors import AUTOMATION_ENV
 from geo_assets.progress import ProgressBar
 from geo_assets.settings import PROJECT_ROOT
+from geo_assets.threads import ENV as THREADS_ENV
+from geo_assets.threads import threads_for
 
 BACKFILL_TAG = "dagster/backfill"
 DAEMON_FRESH_S = 60.0
@@ -92,7 +94,14 @@ LOCATION_NAME = "geo_assets.definitions"
 """The code location's name, as workspace.yaml's `python_module` entry names it."""
 
 
-def _stop(proc: subprocess.Popen, timeout_s: float = 30.0) -> None:
+CODE_SERVER_STOP_S = 5.0
+"""Grace given to the code server after SIGTERM. It holds no state once the daemon is gone
+(the runs it launched are processes of their own), but after the full main job and after a
+4-tile one it did not exit within 30 s (killed then: half a minute added to `geo-assets run`;
+after two shorter ones it exited in 2 s), so it is killed after this."""
+
+
+def _stop(proc: subprocess.Popen, timeout_s: float = 30.0, log=None, name: str = "process") -> None:
     if proc.poll() is None:
         proc.terminate()
         try:
@@ -100,6 +109,8 @@ def _stop(proc: subprocess.Popen, timeout_s: float = 30.0) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+            if log is not None:
+                log.write(f"geo-assets: the {name} did not exit within {timeout_s:.0f}s of SIGTERM; killed\n".encode())
 
 
 @contextlib.contextmanager
@@ -137,7 +148,17 @@ def code_server(env: dict, log, *, start_timeout_s: float = 120.0):
                                  f"      location_name: {LOCATION_NAME}\n")
             yield workspace
         finally:
-            _stop(proc)
+            _stop(proc, CODE_SERVER_STOP_S, log, "code server")
+
+
+def run_env(instance: dg.DagsterInstance, env: dict) -> dict:
+    """Environment for the runs the daemon launches: with more than one run at once on this
+    machine (the instance's `max_concurrent_runs`), each run's models get cores / runs threads
+    (``GEO_ASSETS_THREADS``, unless already set) instead of each sizing its pools to every core."""
+    if env.get(THREADS_ENV):
+        return {}
+    runs = instance.get_concurrency_config().run_queue_config.max_concurrent_runs
+    return {THREADS_ENV: str(threads_for(runs))} if runs and runs > 1 else {}
 
 
 @contextlib.contextmanager
@@ -149,6 +170,7 @@ def daemon_for(instance: dg.DagsterInstance, *, workspace: Path | None = None, e
         yield None
         return
     child_env = {**os.environ, **(env or {}), AUTOMATION_ENV: "off", "DAGSTER_HOME": instance.root_directory}
+    child_env.update(run_env(instance, child_env))
     # Not $DAGSTER_HOME/logs: Dagster's telemetry uploader owns that folder, moves it to
     # .logs_queue/ and deletes it, taking the daemon's log with it.
     log_path = Path(log_path or Path(os.environ.get("DAGSTER_HOME") or instance.root_directory) / "geo_assets"
@@ -158,9 +180,8 @@ def daemon_for(instance: dg.DagsterInstance, *, workspace: Path | None = None, e
         if workspace is None:
             workspace = stack.enter_context(code_server(child_env, log, start_timeout_s=start_timeout_s))
         workspace = Path(workspace)
-        exe = Path(sys.executable).with_name("dagster-daemon")
-        cmd = [str(exe), "run", "-w", str(workspace)] if exe.exists() else [
-            sys.executable, "-m", "dagster._daemon", "run", "-w", str(workspace)]
+        # dagster-daemon, passing over backfills every few seconds (geo_assets/daemon.py)
+        cmd = [sys.executable, "-m", "geo_assets.daemon", "run", "-w", str(workspace)]
         proc = subprocess.Popen(cmd, cwd=str(PROJECT_ROOT), env=child_env, stdout=log, stderr=subprocess.STDOUT,
                                 start_new_session=True)
         try:

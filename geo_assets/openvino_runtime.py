@@ -4,9 +4,10 @@ once (EasyOCR's CRAFT detector, EfficientNet-Lite0).
 Why: on this project's 2-core CPU, OpenVINO's CPU plugin runs the PP-OCRv4 detector
 at 0.11 s per 736x992 input against onnxruntime's 0.22 s, with the same numbers
 (max |difference| 7e-5 in the probability map; the words and low-threshold regions
-of 90 synthetic-world images were identical). Precision is pinned to f32: on CPUs
-with AMX, OpenVINO's default would be bf16, which moves the map by up to 1.0 at a
-few pixels and so changes what is read.
+of 90 synthetic-world images were identical). Precision is f32 unless asked: on CPUs
+with AMX, OpenVINO's default would be bf16, which moves that map by up to 1.0 at a
+few pixels and so changes what is read. EasyOCR's CRAFT is the one model asked for
+bf16 (where the CPU runs it natively): measured to read the same words (preprocess/ocr.py).
 
 Same call shape as rapidocr's ``OrtInferSession`` (``session(x) -> [outputs]``), so
 the swap is one attribute per model and every RapidOCR step around it stays its own.
@@ -31,6 +32,8 @@ import threading
 from pathlib import Path
 
 import numpy as np
+
+from geo_assets.threads import model_threads
 
 PRECISION = "f32"
 log = logging.getLogger(__name__)
@@ -62,10 +65,17 @@ def openvino_version() -> str:
     return dist_version("openvino")
 
 
-def _compile(model, threads: int | None):
+def cpu_has_bf16() -> bool:
+    """Whether this CPU runs bf16 natively (AMX or AVX-512 BF16), as OpenVINO's CPU plugin sees it."""
+    ov = import_openvino()
+    return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+
+
+def _compile(model, threads: int | None, precision: str = PRECISION):
     ov = import_openvino()
 
-    config = {"INFERENCE_PRECISION_HINT": PRECISION, "PERFORMANCE_HINT": "LATENCY"}
+    config = {"INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": "LATENCY"}
+    threads = threads or model_threads()
     if threads:
         config["INFERENCE_NUM_THREADS"] = int(threads)
     return ov.Core().compile_model(model if not isinstance(model, Path) else str(model), "CPU", config)
@@ -179,14 +189,17 @@ class OpenVinoModule:
     ``net`` is the module, or a function that builds it (called only when the IR is not cached
     yet). ``name`` says which module and package version (part of the cache key, with the
     weights' sha256); ``input_shape`` is the input's shape with -1 where it may vary. Called
-    with a float32 array, returns the module's outputs as arrays."""
+    with a float32 array, returns the module's outputs as arrays. ``precision`` is the
+    inference precision asked for ("f32" unless a caller has measured that bf16 reads the
+    same); ``self.precision`` is the one the CPU plugin actually runs."""
 
     def __init__(self, net, *, name: str, weights: Path, example_input, input_shape: list[int],
-                 threads: int | None = None, directory: Path | None = None) -> None:
+                 threads: int | None = None, directory: Path | None = None, precision: str = PRECISION) -> None:
         self.ir_path = ir_path(name, Path(weights), directory)
         cached = self.ir_path.exists() and self.ir_path.with_suffix(".bin").exists()
         model = self.ir_path if cached else _convert(net, example_input, input_shape, self.ir_path)
-        self._compiled = _compile(model, threads)
+        self._compiled = _compile(model, threads, precision)
+        self.precision = self._compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()  # "f32", "bf16"
         self._request = self._compiled.create_infer_request()
 
     def __call__(self, x: np.ndarray) -> list[np.ndarray]:
@@ -198,13 +211,16 @@ class OpenVinoCraft:
     """EasyOCR's CRAFT detector under OpenVINO, called like the torch module it replaces:
     ``net(x) -> (y, feature)`` (EasyOCR uses only ``y``; ``feature`` is None)."""
 
-    def __init__(self, net, weights: Path, *, threads: int | None = None, directory: Path | None = None) -> None:
+    def __init__(self, net, weights: Path, *, threads: int | None = None, directory: Path | None = None,
+                 precision: str = PRECISION) -> None:
         import torch
 
         self._module = OpenVinoModule(net, name=f"craft:easyocr-{dist_version('easyocr')}",
                                       weights=weights, example_input=torch.zeros(1, 3, 480, 640),
-                                      input_shape=[1, 3, -1, -1], threads=threads, directory=directory)
+                                      input_shape=[1, 3, -1, -1], threads=threads, directory=directory,
+                                      precision=precision)
         self.ir_path = self._module.ir_path
+        self.precision = self._module.precision
 
     def __call__(self, x):
         import torch

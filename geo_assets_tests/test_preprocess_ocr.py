@@ -202,7 +202,7 @@ def test_easyocr_detector_under_openvino_reads_what_torch_reads(tmp_path, monkey
 
     monkeypatch.setenv("GEO_ASSETS_CACHE_DIR", str(tmp_path))
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    ov_engine = EasyOcrEngine(runtime="openvino")
+    ov_engine = EasyOcrEngine(runtime="openvino", detector_precision="f32")
     # the converter's usage telemetry is off: no consent folder, no client id written
     assert not (tmp_path / "home" / "intel").exists()
     ir = ov_engine._reader.detector.ir_path
@@ -216,7 +216,7 @@ def test_easyocr_detector_under_openvino_reads_what_torch_reads(tmp_path, monkey
 
     with monkeypatch.context() as patch:
         patch.setattr(easyocr.Reader, "initDetector", no_torch_detector)
-        again = EasyOcrEngine(runtime="openvino")
+        again = EasyOcrEngine(runtime="openvino", detector_precision="f32")
     assert again._reader.detector.ir_path == ir and ir.stat().st_mtime_ns == mtime  # loaded, not converted again
     torch_engine = EasyOcrEngine(runtime="torch")
     assert torch_engine.runtime == "torch" and torch_engine.version == ov_engine.version
@@ -232,3 +232,14 @@ def test_easyocr_detector_under_openvino_reads_what_torch_reads(tmp_path, monkey
         assert np.allclose([w.confidence for w in a], [w.confidence for w in b], atol=1e-3)
         n_words += len(a)
     assert n_words >= 4
+
+    # bf16 where the CPU has it natively (the default there): the same words, and an id that says so
+    from geo_assets.openvino_runtime import cpu_has_bf16
+
+    if cpu_has_bf16():
+        fast = EasyOcrEngine(runtime="openvino")
+        assert fast.detector_precision == "bf16" and fast.version == ov_engine.version + ":craft-bf16"
+        for img in [sign_image(), *with_text]:
+            assert [w.text for w in fast.read(img)] == [w.text for w in again.read(img)]
+    with pytest.raises(ValueError, match="detector precision"):
+        EasyOcrEngine(detector_precision="int4")

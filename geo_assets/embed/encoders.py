@@ -45,9 +45,13 @@ class ModelNotFoundError(FileNotFoundError):
 
 
 def pick_device(device: str | None = "auto"):
-    """'auto' -> CUDA when available, else CPU; anything else is passed to torch."""
+    """'auto' -> CUDA when available, else CPU; anything else is passed to torch. Every torch
+    model here is built through it, so it also sizes torch's thread pool (GEO_ASSETS_THREADS)."""
     import torch
 
+    from geo_assets.threads import apply_to_torch
+
+    apply_to_torch()
     if device in (None, "", "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)

@@ -34,6 +34,7 @@ import torch
 from geo_assets.geo.geocells import GeocellGrid
 from geo_assets.model.geolocator import HIDDEN, GeolocatorMLP, predict_coords
 from geo_assets.model.losses import geolocation_loss
+from geo_assets.threads import model_threads
 
 
 @dataclass
@@ -49,7 +50,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     eval_batch_size: int = 512
-    cpu_threads: int = 0  # >0: torch intra-op threads while training on CPU (restored after); 0: leave as is
+    cpu_threads: int = 0  # >0: torch intra-op threads while training on CPU (restored after); 0: GEO_ASSETS_THREADS, else as is
     classes: str = "all"  # "all" cells of the grid (seed) or "with_data": cells holding training rows
     smoothing_km: float = 0.0  # haversine label smoothing tau (PIGEON ~75 km); 0 = one-hot (seed)
     gazetteer_prior: bool = False  # add the gazetteer guess as a per-class logit bonus
@@ -157,10 +158,11 @@ def train_geolocator(features: np.ndarray, lat: np.ndarray, lon: np.ndarray, is_
     `progress(epoch, metrics)` is called after every epoch with that epoch's history row."""
     config = config or TrainConfig()
     threads_before = torch.get_num_threads()
-    if config.cpu_threads > 0 and _device(config.device).type == "cpu":
+    threads = config.cpu_threads or model_threads() or 0
+    if threads > 0 and _device(config.device).type == "cpu":
         # OpenMP threads spin at barriers: on a busy 2-core machine (other Dagster steps
         # running) one thread was ~2-4x faster than two in our measurements.
-        torch.set_num_threads(config.cpu_threads)
+        torch.set_num_threads(threads)
     try:
         return _train(features, lat, lon, is_val, grid, config, progress, gaz, token_dims)
     finally:
