@@ -4,7 +4,11 @@ Unset, every library takes its default (all cores), which is right for one run a
 With several runs at once on one machine, each run's OpenVINO, onnxruntime and torch
 thread pools would otherwise all size themselves to every core and fight over them
 (2 runs on 2 cores: 4 busy threads, each model ~3x slower). The main job sets it to
-cores / concurrent runs for the runs it launches (``backfill.run_env``)."""
+cores / concurrent runs for the runs it launches (``backfill.run_env``).
+
+The thread count changes float rounding only: RapidOCR under OpenVINO with 1 and 2 threads
+read the same words, boxes and blur regions on 90 synthetic-world images, confidences
+within 1.3e-6. Runs compared row by row must use the same count."""
 
 from __future__ import annotations
 

@@ -53,8 +53,11 @@ def _instance_yaml(home: Path) -> None:
 def _base_env(**extra) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("GEO_ASSETS_STORAGE", "GEO_ASSETS_MODELS",
                                                                    "DAGSTER_HOME"))}
+    # One thread count for both runs compared row by row: the backfill's 2 runs at once would
+    # otherwise get cores / 2 (backfill.run_env) and the in-process run every core, and OCR
+    # confidences differ by float rounding (~1e-6) with the thread count; words do not.
     env.update({"GEO_ASSETS_GEOCELLS": GEOCELL, "GEO_ASSETS_MAX_EPOCHS": str(EPOCHS),
-                "GEO_ASSETS_IMAGES_PER_TILE": str(IMAGES), "PYTHONUNBUFFERED": "1"})
+                "GEO_ASSETS_IMAGES_PER_TILE": str(IMAGES), "GEO_ASSETS_THREADS": "1", "PYTHONUNBUFFERED": "1"})
     env.update(extra)
     return env
 
