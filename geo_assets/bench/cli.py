@@ -169,6 +169,10 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", category=UserWarning, module=r"torch\..*")
     if argv and argv[0] == "--":  # `geo-assets bench -- --images 8`
         argv = argv[1:]
+    if argv and argv[0] == "blur-real":  # the blur on real photos with word boxes (issue 21)
+        from geo_assets.bench.blur_real import main as blur_real_main
+
+        return blur_real_main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
