@@ -274,3 +274,19 @@ def _png() -> bytes:
     out = io.BytesIO()
     Image.fromarray(np.random.default_rng(99).integers(0, 255, (240, 320, 3), dtype=np.uint8)).save(out, "PNG")
     return out.getvalue()
+
+
+def test_split_shortfall_names_what_a_one_sequence_folder_lacks():
+    import numpy as np
+
+    from geo_assets.model.report import no_test_warning
+    from geo_assets.model.splits import split_shortfall
+
+    groups = ["seq:a"] * 5
+    error, warning = split_shortfall(np.array(["train"] * 5), groups, "sequence")
+    assert error is None and "no test images" in warning and "5 images in 1 sequences" in warning
+    error, warning = split_shortfall(np.array(["test"] * 5), groups, "sequence")
+    assert warning is None and "no training images" in error and "5 in test (1 sequences)" in error
+    assert split_shortfall(np.array(["train", "validation", "test"]), ["a", "b", "c"], "sequence") == (None, None)
+    assert no_test_warning([{"n": 0, "n_train": 26, "protocol": "sequence"}]).startswith("**No test images.**")
+    assert no_test_warning([{"n": 0}, {"n": 3}]) is None and no_test_warning([]) is None
