@@ -284,9 +284,9 @@ def test_split_shortfall_names_what_a_one_sequence_folder_lacks():
 
     groups = ["seq:a"] * 5
     error, warning = split_shortfall(np.array(["train"] * 5), groups, "sequence")
-    assert error is None and "no test images" in warning and "5 images in 1 sequences" in warning
+    assert error is None and "no test images" in warning and "5 images in 1 sequence," in warning
     error, warning = split_shortfall(np.array(["test"] * 5), groups, "sequence")
-    assert warning is None and "no training images" in error and "5 in test (1 sequences)" in error
+    assert warning is None and "no training images" in error and "5 in test (1 sequence)" in error
     assert split_shortfall(np.array(["train", "validation", "test"]), ["a", "b", "c"], "sequence") == (None, None)
     assert no_test_warning([{"n": 0, "n_train": 26, "protocol": "sequence"}]).startswith("**No test images.**")
     assert no_test_warning([{"n": 0}, {"n": 3}]) is None and no_test_warning([]) is None

@@ -98,7 +98,7 @@ def test_whole_graph_on_lund_exif(monkeypatch, tmp_path):
                 assert trained["train_rows"] + trained["val_rows"] + trained["test_rows"] == 26
                 # The drive's one sequence hashes to train: nothing held out, and the run says so.
                 assert trained["test_rows"] == 0 and "no test images" in trained["split_warning"]
-                assert "26 images in 1 sequences" in trained["split_warning"]
+                assert "26 images in 1 sequence," in trained["split_warning"]
                 evaluation = json.loads((layout.model_dir(blur, geocell) / "evaluation.json").read_text())
                 assert evaluation["n"] == trained["test_rows"]
         report = execution.materialize_report(instance, resources, settings=settings)

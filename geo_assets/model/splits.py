@@ -141,10 +141,14 @@ def split_shortfall(splits: np.ndarray, groups: list[str], protocol: str) -> tup
     n = {s: int(np.count_nonzero(splits == s)) for s in SPLITS}
     where = {s: len({g for g, sp in zip(groups, splits.tolist()) if sp == s}) for s in SPLITS}
     total_groups = len(set(groups))
-    unit = "blocks" if protocol == "block" else "sequences"
-    spread = ", ".join(f"{n[s]} in {s} ({where[s]} {unit})" for s in SPLITS)
-    held = (f"{len(splits)} images in {total_groups} {unit}, split by {protocol}: {spread}. A {unit[:-1]} never spans "
-            f"two splits, so a data set needs images from many {unit} (dozens) for training and test numbers")
+    unit = "block" if protocol == "block" else "sequence"
+
+    def count(k: int) -> str:
+        return f"{k} {unit}{'' if k == 1 else 's'}"
+
+    spread = ", ".join(f"{n[s]} in {s} ({count(where[s])})" for s in SPLITS)
+    held = (f"{len(splits)} images in {count(total_groups)}, split by {protocol}: {spread}. A {unit} never spans "
+            f"two splits, so a data set needs images from many {unit}s (dozens) for training and test numbers")
     if n["train"] == 0:
         return f"no training images: {held}.", None
     if n["test"] == 0:
