@@ -290,3 +290,16 @@ def test_split_shortfall_names_what_a_one_sequence_folder_lacks():
     assert split_shortfall(np.array(["train", "validation", "test"]), ["a", "b", "c"], "sequence") == (None, None)
     assert no_test_warning([{"n": 0, "n_train": 26, "protocol": "sequence"}]).startswith("**No test images.**")
     assert no_test_warning([{"n": 0}, {"n": 3}]) is None and no_test_warning([]) is None
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads a file whatever its mode")
+def test_unreadable_photo_is_retried_next_pull_not_rejected(tmp_path, layout):
+    root = tmp_path / "photos"
+    root.mkdir()
+    (root / "a.jpg").write_bytes(jpeg(1, 55.70, 13.19, T0))
+    (root / "a.jpg").chmod(0)
+    first, known = pull(root, WEST, layout)
+    assert first.rows == [] and first.rejects == [] and first.stats["unreadable"] == 1
+    (root / "a.jpg").chmod(0o644)  # mode changes leave size and mtime alone: the header must be asked again
+    second, _ = pull(root, WEST, layout, known)
+    assert len(second.rows) == 1 and second.stats["header_reads"] == 1

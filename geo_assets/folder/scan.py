@@ -28,6 +28,7 @@ PHOTO_SUFFIXES = (".jpg", ".jpeg")
 MAX_PHOTO_BYTES = 64 * 1024 * 1024  # far above any camera JPEG; bounds memory per file
 MANIFEST_STATE = "folder_manifest"
 MANIFEST_VERSION = 1
+UNREADABLE = "unreadable"  # PhotoMeta.error prefix when the file could not be opened (never cached)
 
 
 class FolderMissingError(FileNotFoundError):
@@ -131,7 +132,7 @@ def read_header(photo: PhotoFile) -> PhotoMeta:
         with open_photo(photo) as fh:
             return read_photo_meta(fh)
     except OSError as exc:
-        return PhotoMeta(error=f"unreadable: {exc.strerror or exc}")
+        return PhotoMeta(error=f"{UNREADABLE}: {exc.strerror or exc}")
 
 
 def read_content(photo: PhotoFile) -> bytes:

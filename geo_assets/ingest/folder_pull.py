@@ -32,7 +32,7 @@ from collections import Counter
 from collections.abc import Sequence
 
 from geo_assets.folder.metadata import PhotoMeta
-from geo_assets.folder.scan import Manifest, list_folder, read_content, read_header, MANIFEST_STATE
+from geo_assets.folder.scan import MANIFEST_STATE, UNREADABLE, Manifest, list_folder, read_content, read_header
 from geo_assets.folder.sequences import TimedPoint, cut_sequences
 from geo_assets.folder.sidecars import read_sidecars
 from geo_assets.geo.tiles import Tile
@@ -108,8 +108,9 @@ def pull_folder_tile(
         if entry is None:
             stats["header_reads"] += 1
             entry = {"size": photo.size, "mtime_ns": photo.mtime_ns, "meta": read_header(photo).to_json()}
-        manifest.entries[photo.rel] = entry
         meta = PhotoMeta.from_json(entry["meta"])
+        if not meta.error.startswith(UNREADABLE):  # a file we may not open now is asked again next pull
+            manifest.entries[photo.rel] = entry
         if photo.rel in sidecar_fields:
             meta = meta.overlaid(sidecar_fields[photo.rel])
         metas[photo.rel] = meta
@@ -136,7 +137,7 @@ def pull_folder_tile(
     seen_sha: set[str] = set(known_sha256)
     walked = 0
     for photo, why in owned:
-        entry = manifest.entries[photo.rel]
+        entry = manifest.entries.get(photo.rel, {})
         if entry.get("image_id") in known_ids:
             stats["known_skipped"] += 1
             continue
@@ -146,6 +147,8 @@ def pull_folder_tile(
         meta = metas[photo.rel]
         name = ascii(photo.rel)
         try:
+            if meta.error.startswith(UNREADABLE):
+                raise OSError(meta.error)
             data = read_content(photo)
         except (OSError, ValueError) as exc:
             stats["unreadable"] += 1  # not recorded: tried again next pull
