@@ -19,7 +19,8 @@ DEFAULT_TILE_SIZE = 2.0
 DEFAULT_IMAGES_PER_TILE = 90
 DEFAULT_GEOCELL_SIZES = ("0.05", "0.1")
 BLUR_VARIANTS = ("unblurred", "blurred")
-SOURCES = ("synthetic", "mapillary")
+SOURCES = ("synthetic", "mapillary", "folder")
+FOLDER_ENV = "GEO_ASSETS_FOLDER"
 
 
 def _env_path(name: str, default: Path):
@@ -70,6 +71,7 @@ class GeoSettings:
     geocell_sizes: tuple[str, ...] = DEFAULT_GEOCELL_SIZES
     source: str = "synthetic"
     max_epochs: int | None = None  # GEO_ASSETS_MAX_EPOCHS: cap on training epochs (None: the model's default)
+    folder: str | None = None  # GEO_ASSETS_FOLDER: the photo folder of source "folder"
 
     def with_storage(self, storage_dir: Path | str, models_dir: Path | str) -> "GeoSettings":
         """The same settings over other data and model folders (benchmarks, tests)."""
@@ -82,6 +84,10 @@ class GeoSettings:
         region = _env_region("GEO_ASSETS_REGION", UK_REGION)
         sizes = os.environ.get("GEO_ASSETS_GEOCELLS")
         geocells = tuple(geocell_key(s) for s in sizes.split(",") if s.strip()) if sizes else DEFAULT_GEOCELL_SIZES
+        source = _env_choice("GEO_ASSETS_SOURCE", "synthetic", SOURCES)
+        folder = (os.environ.get(FOLDER_ENV) or "").strip() or None
+        if source == "folder" and folder is None:
+            raise ValueError(f"GEO_ASSETS_SOURCE=folder needs {FOLDER_ENV}, the folder of geotagged JPEGs to read")
         return cls(
             storage_dir=_env_path("GEO_ASSETS_STORAGE", PROJECT_ROOT / "storage"),
             models_dir=_env_path("GEO_ASSETS_MODELS", PROJECT_ROOT / "models"),
@@ -89,6 +95,8 @@ class GeoSettings:
             tile_size=_env_number("GEO_ASSETS_TILE_SIZE", DEFAULT_TILE_SIZE, float),
             images_per_tile=_env_number("GEO_ASSETS_IMAGES_PER_TILE", DEFAULT_IMAGES_PER_TILE, int),
             geocell_sizes=geocells,
-            source=_env_choice("GEO_ASSETS_SOURCE", "synthetic", SOURCES),
+            source=source,
             max_epochs=_env_number("GEO_ASSETS_MAX_EPOCHS", None, int),
+            # Absolute now, so every run process reads the same folder whatever its working directory.
+            folder=str(Path(folder).expanduser().absolute()) if folder else None,
         )

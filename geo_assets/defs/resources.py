@@ -48,7 +48,8 @@ def fault_profile(name: str):
 
 
 class ImageSourceResource(dg.ConfigurableResource):
-    """Mapillary Graph API v4, or the local server over the synthetic UK (default).
+    """Mapillary Graph API v4, the local server over the synthetic UK (default), or a
+    folder of geotagged JPEGs (`kind="folder"`, `folder`: see geo_assets/ingest/folder_pull.py).
 
     For `kind="mapillary"` the token comes from `dg.EnvVar("MAPILLARY_ACCESS_TOKEN")`
     (see `build_resources`): Dagster resolves it at run time and shows only the
@@ -66,13 +67,16 @@ class ImageSourceResource(dg.ConfigurableResource):
     """Synthetic source only: "" (none) or "flaky" (429s, 500s, a slow answer, malformed
     JSON, truncated JPEGs, missing geometry, duplicate ids), to see faults survived."""
 
+    folder: str = ""
+    """Folder source only: the folder of geotagged JPEGs (GEO_ASSETS_FOLDER)."""
+
     _server = PrivateAttr(default=None)
     _client = PrivateAttr(default=None)
 
     @property
     def source_name(self) -> str:
-        if self.kind != "synthetic":
-            return "mapillary"
+        if self.kind in ("mapillary", "folder"):
+            return self.kind
         from geo_assets.synthetic.world import WORLD_VERSION
 
         return f"synthetic:{self.world_seed}:{WORLD_VERSION}"
@@ -84,7 +88,14 @@ class ImageSourceResource(dg.ConfigurableResource):
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         from geo_assets.mapillary.client import MapillaryClient
 
-        if self.kind == "synthetic":
+        if self.kind == "folder":
+            import os
+
+            if not self.folder:
+                raise dg.Failure("image source 'folder' needs a folder: set GEO_ASSETS_FOLDER")
+            if not os.path.isdir(self.folder):
+                raise dg.Failure(f"image folder {self.folder!r} does not exist or is not a folder (GEO_ASSETS_FOLDER)")
+        elif self.kind == "synthetic":
             from geo_assets.synthetic.server import LocalMapillaryServer
 
             # A fresh token per run exercises the same auth path as the real API.
@@ -104,12 +115,17 @@ class ImageSourceResource(dg.ConfigurableResource):
                 backoff=self.backoff_s, max_bbox_area=0.01,
             )
         else:
-            raise dg.Failure(f"unknown image source kind {self.kind!r}; use 'synthetic' or 'mapillary'")
+            raise dg.Failure(f"unknown image source kind {self.kind!r}; use 'synthetic', 'mapillary' or 'folder'")
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
         if self._server is not None:
             self._server.stop()
             self._server = None
+
+    def folder_root(self) -> str:
+        if self.kind != "folder":
+            raise RuntimeError(f"image source {self.kind!r} has no folder")
+        return self.folder
 
     def client(self):
         if self._client is None:
@@ -175,9 +191,12 @@ class EncoderResource(dg.ConfigurableResource):
 def build_resources(settings: GeoSettings | None = None) -> dict:
     """The one resource set, from the settings of this environment (read now, not at import):
     GEO_ASSETS_STORAGE / GEO_ASSETS_MODELS for storage, GEO_ASSETS_SOURCE for the image
-    source ('synthetic', the default, or 'mapillary' with its token from the environment)."""
+    source ('synthetic', the default, 'mapillary' with its token from the environment, or 'folder'
+    with GEO_ASSETS_FOLDER)."""
     settings = settings or GeoSettings.from_env()
-    if settings.source == "mapillary":
+    if settings.source == "folder":
+        image_source = ImageSourceResource(kind="folder", folder=settings.folder or "")
+    elif settings.source == "mapillary":
         image_source = ImageSourceResource(kind="mapillary", token=dg.EnvVar(TOKEN_ENV))
     else:
         image_source = ImageSourceResource(kind="synthetic")

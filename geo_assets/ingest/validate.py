@@ -57,6 +57,7 @@ REASONS = (
     "missing_id", "bad_id", "missing_coordinates", "bad_coordinates", "outside_tile", "missing_captured_at", "missing_url", "bad_url",
     "download_failed", "not_jpeg", "undecodable", "too_small", "too_many_pixels", "low_colour_variance", "too_blurry",
     "duplicate_id", "duplicate_sha256", "duplicate_position",
+    "outside_region",  # folder source: a photo whose position no tile of the region holds
 )
 
 

@@ -277,3 +277,16 @@ def plot_within_distance(predictions: dict, out_path: Path) -> Path:
     plt.close(fig)
     atomic_write_bytes(out_path, buf.getvalue())  # local rename or one S3 PUT
     return out_path
+
+
+def no_test_warning(evaluations: list[dict]) -> str | None:
+    """A paragraph for the report's top when no model has a held-out image (a tiny data set,
+    e.g. a folder of one drive: one sequence, all in one split), so empty tables read as
+    'nothing to measure' rather than as a result."""
+    if not evaluations or any(int(e.get("n") or 0) > 0 for e in evaluations):
+        return None
+    e0 = evaluations[0]
+    return (f"**No test images.** The split by {e0.get('protocol', 'sequence')} left no image held out "
+            f"({e0.get('n_train', 0)} training images): the grouped-split tables below are empty, and the seed-protocol "
+            "column scores images whose sequence neighbours were in training. Add images from many more sequences "
+            "(dozens) for numbers that mean something.")

@@ -129,3 +129,28 @@ def split_summary(splits: np.ndarray, groups: list[str] | None = None) -> dict:
         for s in SPLITS:
             out[f"{s}_groups"] = len({g for g, sp in zip(groups, splits.tolist()) if sp == s})
     return out
+
+
+def split_shortfall(splits: np.ndarray, groups: list[str], protocol: str) -> tuple[str | None, str | None]:
+    """(error, warning) when the grouped split of a small data set cannot train or test.
+
+    A folder of one drive is one sequence: the split puts all of it in one place. No
+    training rows is an error (nothing to learn from); no test rows is a warning (the
+    model trains, but there is nothing held out to report)."""
+    splits = np.asarray(splits)
+    n = {s: int(np.count_nonzero(splits == s)) for s in SPLITS}
+    where = {s: len({g for g, sp in zip(groups, splits.tolist()) if sp == s}) for s in SPLITS}
+    total_groups = len(set(groups))
+    unit = "block" if protocol == "block" else "sequence"
+
+    def count(k: int) -> str:
+        return f"{k} {unit}{'' if k == 1 else 's'}"
+
+    spread = ", ".join(f"{n[s]} in {s} ({count(where[s])})" for s in SPLITS)
+    held = (f"{len(splits)} images in {count(total_groups)}, split by {protocol}: {spread}. A {unit} never spans "
+            f"two splits, so a data set needs images from many {unit}s (dozens) for training and test numbers")
+    if n["train"] == 0:
+        return f"no training images: {held}.", None
+    if n["test"] == 0:
+        return None, f"no test images: the model trains, but nothing is held out to report. {held}."
+    return None, None

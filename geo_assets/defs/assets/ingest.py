@@ -1,4 +1,5 @@
-"""`raw_images`: street images per tile, pulled incrementally from a Mapillary-compatible API."""
+"""`raw_images`: street images per tile, pulled incrementally from a Mapillary-compatible API or a
+folder of geotagged photos."""
 
 import time
 from collections import Counter
@@ -11,7 +12,9 @@ from geo_assets.defs.metadata import counts_md, data_version_of, preview_md
 from geo_assets.defs.tile_assets import tile_asset, tile_definitions, with_row_count
 from geo_assets.defs.resources import ImageSourceResource, StorageResource
 from geo_assets.geo.bbox import in_region
-from geo_assets.geo.tiles import Tile
+from geo_assets.geo.tiles import Tile, tiles_for_region
+from geo_assets.folder.scan import FolderMissingError
+from geo_assets.ingest.folder_pull import pull_folder_tile
 from geo_assets.ingest.pull import DUPLICATE_DISTANCE_M, pull_tile
 from geo_assets.store.schemas import RAW_IMAGES_SCHEMA, RAW_REJECTS_SCHEMA
 from geo_assets.mapillary.errors import MapillaryUnavailableError
@@ -65,19 +68,36 @@ def pull_raw_images(
                 if seq:
                     known_positions.setdefault(seq, []).append((la, lo))
             try:
-                result = pull_tile(
-                    image_source.client(),
-                    tile,
-                    layout,
-                    known_ids=set(images["image_id"].to_pylist()) | set(rejects["image_id"].to_pylist()),
-                    known_sha256=set(images["sha256"].to_pylist()),
-                    start_captured_at=_cursor(images, rejects),
-                    max_new=wanted,
-                    source=image_source.source_name,
-                    log=context.log,
-                    known_positions=known_positions,
-                    duplicate_distance_m=config.duplicate_distance_m,
-                )
+                if image_source.kind == "folder":
+                    result = pull_folder_tile(
+                        image_source.folder_root(),
+                        tile,
+                        layout,
+                        tiles=tiles_for_region(settings.region, settings.tile_size),
+                        known_ids=set(images["image_id"].to_pylist()) | set(rejects["image_id"].to_pylist()),
+                        known_sha256=set(images["sha256"].to_pylist()),
+                        max_new=wanted,
+                        source=image_source.source_name,
+                        log=context.log,
+                        known_positions=known_positions,
+                        duplicate_distance_m=config.duplicate_distance_m,
+                    )
+                else:
+                    result = pull_tile(
+                        image_source.client(),
+                        tile,
+                        layout,
+                        known_ids=set(images["image_id"].to_pylist()) | set(rejects["image_id"].to_pylist()),
+                        known_sha256=set(images["sha256"].to_pylist()),
+                        start_captured_at=_cursor(images, rejects),
+                        max_new=wanted,
+                        source=image_source.source_name,
+                        log=context.log,
+                        known_positions=known_positions,
+                        duplicate_distance_m=config.duplicate_distance_m,
+                    )
+            except FolderMissingError as exc:
+                raise dg.Failure(str(exc)) from None
             except MapillaryUnavailableError as exc:
                 result = getattr(exc, "partial", None)
                 if result is None:
@@ -128,6 +148,10 @@ def pull_raw_images(
                 "api_requests": int(stats.get("requests", 0)),
                 "api_retries": int(stats.get("retries", 0)),
                 "source": image_source.source_name,
+                # Folder source: files opened this pull (headers of new or changed files, then
+                # whole files of new images); an unchanged folder opens none.
+                **({"folder_files": int(stats.get("files", 0)), "folder_header_reads": int(stats.get("header_reads", 0)),
+                    "folder_content_reads": int(stats.get("content_reads", 0))} if image_source.kind == "folder" else {}),
                 "table": dg.MetadataValue.path(str(images_path)),
                 "preview": preview_md([layout.root / r["path"] for r in preview_rows]),
             },

@@ -26,7 +26,7 @@ from geo_assets.model.evaluate import evaluate
 from geo_assets.model.fit import dataset_splits, fit_model
 from geo_assets.model.refine import Gallery
 from geo_assets.model.spec import ModelSpec, spec_for
-from geo_assets.model.splits import PROTOCOLS, SplitConfig
+from geo_assets.model.splits import PROTOCOLS, SplitConfig, group_keys, split_shortfall
 from geo_assets.model.train import TrainConfig
 from geo_assets.settings import GeoSettings
 from geo_assets.store.locks import partition_lock
@@ -127,6 +127,14 @@ def _train_partition(context, config: TrainingConfig, layout, blur: str, geocell
     def progress(epoch: int, metrics: dict) -> None:
         context.log.info(f"epoch {epoch}: " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items() if isinstance(v, (int, float))))
 
+    # A small data set (a folder of one drive is one sequence) may leave a split empty: say so.
+    splits = dataset_splits(ds, config.split_config())
+    error, warning = split_shortfall(splits, group_keys(ds.image_ids, ds.sequence_ids, ds.lat, ds.lon,
+                                                        config.split_config()), config.split_protocol)
+    if error:
+        raise dg.Failure(description=f"{blur} {geocell}: {error}")
+    if warning:
+        context.log.warning(f"{blur} {geocell}: {warning}")
     model_dir = layout.model_dir(blur, geocell)
     protocols = [(config.split_config(), model_dir)]
     if config.seed_protocol_twin:
@@ -153,6 +161,7 @@ def _train_partition(context, config: TrainingConfig, layout, blur: str, geocell
             "train_seconds": round(time.perf_counter() - started, 2),
             "protocols": dg.MetadataValue.json(summary),
             "training_data_version": version.value,
+            **({"split_warning": warning} if warning else {}),
         },
         data_version=dg.DataVersion(f"{version.value}-{json.dumps(spec.to_dict(), sort_keys=True)}-{config.seed}"),
     )

@@ -9,7 +9,7 @@ from geo_assets.defs.automation import REPORT_AUTOMATION
 from geo_assets.defs.metadata import OWNERS, data_version_of, png_md
 from geo_assets.defs.partitions import split_model_partition_key
 from geo_assets.defs.resources import StorageResource
-from geo_assets.model.report import build_privacy_report, collect_evaluations, plot_within_distance
+from geo_assets.model.report import build_privacy_report, collect_evaluations, no_test_warning, plot_within_distance
 from geo_assets.store.catalog import query_connection
 from geo_assets.store.parquet import atomic_write_bytes, read_table
 
@@ -38,6 +38,12 @@ def materialize_privacy_report(context: dg.AssetExecutionContext, storage: Stora
         if path.exists():
             predictions[(e["blur"], e["geocell"])] = read_table(path).to_pydict()
     report = build_privacy_report(evaluations, predictions, _attack_rows(layout))
+    warning = no_test_warning(evaluations)
+    if warning:
+        context.log.warning(warning)
+        title, _, rest = report["markdown"].partition("\n\n")
+        report["markdown"] = f"{title}\n\n{warning}\n\n{rest}"
+        report["json"]["warning"] = warning
     out = layout.reports_dir
     atomic_write_bytes(out / "privacy_report.md", report["markdown"].encode())
     atomic_write_bytes(out / "privacy_report.json", json.dumps(report["json"], indent=2, allow_nan=False).encode())
