@@ -1,4 +1,4 @@
-"""`geo-assets`: run the whole graph, serve the synthetic API, predict, manage geocell sizes."""
+"""`geo-assets`: run the whole graph, serve the synthetic API, predict, manage geocell sizes, vary the text assumption."""
 
 from __future__ import annotations
 
@@ -196,6 +196,12 @@ def _fail(message: str, code: int = 2) -> int:
     return code
 
 
+def _cmd_sensitivity(args) -> int:
+    from geo_assets.model.sensitivity import run_command
+
+    return run_command(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="geo-assets", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -231,6 +237,13 @@ def build_parser() -> argparse.ArgumentParser:
     query = sub.add_parser("query", help="run SQL over the tables (DuckDB)")
     query.add_argument("sql")
     query.set_defaults(func=_cmd_query)
+
+    sensitivity = sub.add_parser("sensitivity", help="blur effect at several place-text shares of the synthetic world "
+                                                     "(small worlds of their own, ~10-15 min), then the report")
+    from geo_assets.model.sensitivity import add_arguments as _sensitivity_arguments
+
+    _sensitivity_arguments(sensitivity)
+    sensitivity.set_defaults(func=_cmd_sensitivity)
 
     # Listed for --help only: main() hands everything after "bench" to the bench's own
     # parser, because an argparse.REMAINDER positional rejects a leading option.

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from geo_assets.geo.bbox import UK_REGION, BBox
 from geo_assets.geo.geocells import geocell_key
+from geo_assets.synthetic.world import DEFAULT_PLACE_TEXT_SHARE, check_place_text_share
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -50,6 +51,13 @@ def _env_choice(name: str, default: str, choices: tuple[str, ...]) -> str:
     return value
 
 
+def _env_share(name: str, default: float) -> float:
+    try:
+        return check_place_text_share(_env_number(name, default, float))
+    except ValueError as exc:
+        raise ValueError(f"{name}: {exc}") from None
+
+
 def _env_region(name: str, default: tuple[BBox, ...]) -> tuple[BBox, ...]:
     """Boxes as 'minLon,minLat,maxLon,maxLat' separated by ';' (the tests use a small one)."""
     value = os.environ.get(name)
@@ -72,6 +80,8 @@ class GeoSettings:
     source: str = "synthetic"
     max_epochs: int | None = None  # GEO_ASSETS_MAX_EPOCHS: cap on training epochs (None: the model's default)
     folder: str | None = None  # GEO_ASSETS_FOLDER: the photo folder of source "folder"
+    # GEO_ASSETS_PLACE_TEXT_SHARE: synthetic world only, share of images whose text names their place
+    place_text_share: float = DEFAULT_PLACE_TEXT_SHARE
 
     def with_storage(self, storage_dir: Path | str, models_dir: Path | str) -> "GeoSettings":
         """The same settings over other data and model folders (benchmarks, tests)."""
@@ -99,4 +109,5 @@ class GeoSettings:
             max_epochs=_env_number("GEO_ASSETS_MAX_EPOCHS", None, int),
             # Absolute now, so every run process reads the same folder whatever its working directory.
             folder=str(Path(folder).expanduser().absolute()) if folder else None,
+            place_text_share=_env_share("GEO_ASSETS_PLACE_TEXT_SHARE", DEFAULT_PLACE_TEXT_SHARE),
         )

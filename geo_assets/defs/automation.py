@@ -45,4 +45,6 @@ MODEL_AUTOMATION = (
 # Evaluation follows its model partition (not the tiles it reads: new images reach the
 # evaluation through a retrain); the report follows any evaluation.
 EVALUATION_AUTOMATION = _AC.eager().ignore(dg.AssetSelection.assets("embeddings", "captions", "gazetteer_attack"))
-REPORT_AUTOMATION = _AC.eager()
+# The sensitivity table is opt-in (geo-assets sensitivity refreshes the report itself): its
+# absence must not hold the report back.
+REPORT_AUTOMATION = _AC.eager().ignore(dg.AssetSelection.assets("text_assumption_sensitivity"))

@@ -17,11 +17,26 @@ from geo_assets.store.paths import storage_root
 TOKEN_ENV = "MAPILLARY_ACCESS_TOKEN"
 
 
+def synthetic_world(seed: int, place_text_share: float | None = None):
+    from geo_assets.synthetic.world import DEFAULT_PLACE_TEXT_SHARE
+
+    return _synthetic_world(int(seed), DEFAULT_PLACE_TEXT_SHARE if place_text_share is None else float(place_text_share))
+
+
 @functools.lru_cache(maxsize=4)
-def synthetic_world(seed: int):
+def _synthetic_world(seed: int, place_text_share: float):
     from geo_assets.synthetic.world import SyntheticWorld
 
-    return SyntheticWorld(seed=seed)
+    return SyntheticWorld(seed=seed, place_text_share=place_text_share)
+
+
+def synthetic_source_name(seed: int, place_text_share: float) -> str:
+    """`synthetic:<seed>:<world version>`, plus `:place-text=<share>` when the share is not the
+    default (so stored rows say which world they came from, and today's rows stay as they were)."""
+    from geo_assets.synthetic.world import DEFAULT_PLACE_TEXT_SHARE, WORLD_VERSION
+
+    name = f"synthetic:{seed}:{WORLD_VERSION}"
+    return name if place_text_share == DEFAULT_PLACE_TEXT_SHARE else f"{name}:place-text={place_text_share:g}"
 
 
 class StorageResource(dg.ConfigurableResource):
@@ -60,6 +75,9 @@ class ImageSourceResource(dg.ConfigurableResource):
     base_url: str = "https://graph.mapillary.com"
     token: str | None = None
     world_seed: int = 0
+    place_text_share: float | None = None
+    """Synthetic source only: share of images whose text names their place (None: the world's
+    default, GEO_ASSETS_PLACE_TEXT_SHARE's default)."""
     timeout_s: float = 15.0
     max_retries: int = 5
     backoff_s: float = 0.5
@@ -77,13 +95,11 @@ class ImageSourceResource(dg.ConfigurableResource):
     def source_name(self) -> str:
         if self.kind in ("mapillary", "folder"):
             return self.kind
-        from geo_assets.synthetic.world import WORLD_VERSION
-
-        return f"synthetic:{self.world_seed}:{WORLD_VERSION}"
+        return synthetic_source_name(self.world_seed, self.world().place_text_share)
 
     def world(self):
         """The synthetic world (ground truth for checks), or None for real sources."""
-        return synthetic_world(self.world_seed) if self.kind == "synthetic" else None
+        return synthetic_world(self.world_seed, self.place_text_share) if self.kind == "synthetic" else None
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         from geo_assets.mapillary.client import MapillaryClient
@@ -199,7 +215,7 @@ def build_resources(settings: GeoSettings | None = None) -> dict:
     elif settings.source == "mapillary":
         image_source = ImageSourceResource(kind="mapillary", token=dg.EnvVar(TOKEN_ENV))
     else:
-        image_source = ImageSourceResource(kind="synthetic")
+        image_source = ImageSourceResource(kind="synthetic", place_text_share=settings.place_text_share)
     return {
         "storage": StorageResource(storage_dir=str(settings.storage_dir), models_dir=str(settings.models_dir)),
         "image_source": image_source,

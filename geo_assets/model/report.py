@@ -13,6 +13,10 @@ that resamples whole sequences):
 5. the gazetteer attacker (OCR -> gazetteer -> location, no training) on
    unblurred vs blurred test images, per OCR engine;
 6. the seed's own Figure 18 for reference.
+
+The header states the synthetic world's text assumption (the place-text share), and a
+section after 4 shows the blur effect at other shares (`geo-assets sensitivity`) and where
+the world sits against the seed's real-data Figure 18 (`model/text_assumption.py`).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from geo_assets.model.text_assumption import assumption_header, seed_comparison, sensitivity_lines
 from geo_assets.model.uncertainty import bootstrap_metrics, describe_difference, json_safe, paired_difference
 from geo_assets.store.parquet import atomic_write_bytes
 from geo_assets.store.paths import as_path
@@ -150,12 +155,15 @@ def attack_results(attack_rows: list[dict], split: str = "test", n_boot: int = 1
 
 
 def build_privacy_report(evaluations: list[dict], predictions: dict | None = None, attack_rows: list[dict] | None = None,
-                         n_boot: int = 1000) -> dict:
+                         n_boot: int = 1000, sources: list[str] | None = None, sensitivity: dict | None = None) -> dict:
     """Markdown and JSON. `predictions`: {(blur, geocell): rows dict} from predictions.parquet;
-    `attack_rows`: the attack_guesses table as dicts."""
+    `attack_rows`: the attack_guesses table as dicts; `sources`: the distinct `source` values of
+    raw_images (the text assumption in the header); `sensitivity`: the stored result of
+    `geo-assets sensitivity` (None: the report says how to compute it)."""
     predictions = predictions or {}
     lines: list[str] = []
-    summary: dict = {"models": [], "paired_blur_effects": {}, "attacker": {}}
+    summary: dict = {"models": [], "paired_blur_effects": {}, "attacker": {},
+                     "text_assumption": {"sources": sorted(set(sources or [])), "sensitivity": sensitivity}}
     if evaluations:
         e0 = evaluations[0]
         lines += ["# Privacy report", "",
@@ -163,6 +171,7 @@ def build_privacy_report(evaluations: list[dict], predictions: dict | None = Non
                   f"(split protocol `{e0.get('protocol', '?')}`: no sequence spans two splits), {e0.get('n', '?')} images "
                   f"in {e0.get('n_sequences', '?')} sequences, with a 95% bootstrap interval [low, high] that resamples "
                   "whole sequences.", ""]
+        lines += assumption_header(sources)
     cols = FIG18_COLUMNS + EXTRA_COLUMNS
     lines += ["## Figure 18 on the test split", ""]
     rows = [(_label(e), e["metrics"], e["n"]) for e in evaluations]
@@ -213,6 +222,9 @@ def build_privacy_report(evaluations: list[dict], predictions: dict | None = Non
                     who = "On all test images" if subset == "all" else "On the text-reliant images"
                     sentences.append(describe_difference(f"{who}, blurring", words, d, unit))
         lines += [""] + [f"- {s}" for s in sentences] + [""]
+
+    lines += sensitivity_lines(sensitivity)
+    lines += seed_comparison(SEED_FIGURE_18, summary["paired_blur_effects"], sensitivity)
 
     if attack_rows:
         attack = attack_results(attack_rows, n_boot=n_boot)

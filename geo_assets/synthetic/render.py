@@ -513,8 +513,50 @@ def _place_stamp(rng, rp, ra, rm, corners, placed, W, H, region, margin=2):
     return None
 
 
+# Sign text that names no place (an image whose place_text is False; see world.py's
+# place-text share): traffic and information signs, road signs to no named town (the road
+# number still hints at the region, as real ones do), trades and pub names.
+_NO_PLACE_SIGNS = (("NO ENTRY",), ("BUS STOP",), ("CAR PARK",), ("SLOW",), ("KEEP LEFT",), ("Private Road",),
+                   ("Public Footpath",), ("Town Centre",), ("Please drive carefully",), ("GIVE WAY",),
+                   ("SCHOOL", "Keep clear"), ("Residents only",))
+_NO_PLACE_DESTINATIONS = ("Town Centre", "Ring Road", "Services", "Hospital", "Station", "Industrial Estate",
+                          "Retail Park")
+_NO_PLACE_SHOP_NAMES = ("Golden", "Express", "Star", "Happy", "Sunrise", "Best", "Top", "City", "Corner", "Premier")
+_PUB_NAMES = ("The Red Lion", "The Crown", "The White Hart", "The Plough", "The Kings Head", "The Royal Oak",
+              "The Swan", "The Bell")
+_SHOP_BOARDS = ((20, 60, 40), (20, 30, 80), (150, 20, 30), (15, 15, 15), (240, 240, 235), (245, 200, 40), (90, 40, 90))
+
+
+def _no_place_sign_lines(meta, kind: str, rng: np.random.Generator):
+    """Like _sign_lines, with text that names no place."""
+    if kind == "place_sign":
+        lines = list(_NO_PLACE_SIGNS[int(rng.integers(0, len(_NO_PLACE_SIGNS)))])
+        return lines, (242, 242, 238), [(20, 20, 20)] * len(lines), (20, 20, 20)
+    if kind == "road_sign":
+        number, style = _road_number(meta, rng)
+        dest = _NO_PLACE_DESTINATIONS[int(rng.integers(0, len(_NO_PLACE_DESTINATIONS)))]
+        form = int(rng.integers(0, 3))
+        lines = [number] if form == 0 else ([number, f"{dest} {int(rng.integers(1, 10))}"] if form == 1 else [f"{number} {dest}"])
+        if style == "motorway":
+            return lines, (20, 60, 160), [(245, 245, 245)] * len(lines), (245, 245, 245)
+        if style == "primary":
+            return lines, (0, 95, 60), [(250, 210, 20)] + [(245, 245, 245)] * (len(lines) - 1), (245, 245, 245)
+        return lines, (242, 242, 238), [(20, 20, 20)] * len(lines), (20, 20, 20)
+    if rng.random() < 0.3:
+        text = _PUB_NAMES[int(rng.integers(0, len(_PUB_NAMES)))]
+    else:
+        name = _NO_PLACE_SHOP_NAMES[int(rng.integers(0, len(_NO_PLACE_SHOP_NAMES)))]
+        text = f"{name} {_SHOP_SUFFIXES[int(rng.integers(0, len(_SHOP_SUFFIXES)))]}"
+    if rng.random() < 0.5:
+        text = text.upper()
+    bg = _SHOP_BOARDS[int(rng.integers(0, len(_SHOP_BOARDS)))]
+    return [text], bg, [(245, 245, 240) if _luma(bg) < 128 else (20, 20, 20)], None
+
+
 def _sign_lines(meta, kind: str, rng: np.random.Generator):
     """(lines of text, board RGB, nominal text RGB per line, border RGB)."""
+    if not getattr(meta, "place_text", True):
+        return _no_place_sign_lines(meta, kind, rng)
     place = ascii_text(meta.place)
     town = ascii_text(meta.nearest_town)
     if kind == "place_sign":

@@ -50,6 +50,12 @@ URBAN_FRACTION = 0.6  # share of base images drawn around places (rest: rural la
 GB_MAX_PLACE_KM = 25.0  # farther than this from every GB place is not "UK street"
 LAND_GRID_STEP = 0.04  # degrees: grid for rural sampling and land area
 SIGN_RATE = 0.35
+# The assumption that most decides what blurring buys: the share of images whose text names
+# the place they are in (place-name signs, road signs to the town, shops named after it).
+# Today every sign names its place, so the share is the sign rate. Below it, some sign images
+# carry text that names no place (trades, pub names, traffic signs); above it, more images get
+# a sign. Drawn from its own generator, so the default leaves every id, record and pixel as it was.
+DEFAULT_PLACE_TEXT_SHARE = SIGN_RATE
 DASHCAM_SEQUENCE_RATE = 0.15
 
 # Sequences: one capture drive along a road, like Mapillary's. Each is a walk of
@@ -120,6 +126,7 @@ class ImageMeta:
     camera_make: str
     camera_model: str
     index: int  # position in the catalogue (sorted by captured_at, id)
+    place_text: bool = True  # its signs name where it is (False: text that names no place; False without a sign)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -289,6 +296,36 @@ def _jitter(rng: np.random.Generator, lat: np.ndarray, lon: np.ndarray, sigma_km
     return lat2, lon2
 
 
+def check_place_text_share(value) -> float:
+    """The place-text share as a float in [0, 1], or a ValueError that says what is wrong."""
+    try:
+        share = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"place_text_share must be a number between 0 and 1, got {value!r}") from None
+    if not 0.0 <= share <= 1.0:  # also refuses NaN
+        raise ValueError(f"place_text_share must be between 0 and 1 (share of images whose text names their place), "
+                         f"got {value!r}")
+    return share
+
+
+def _place_text(has_sign: np.ndarray, share: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(has_sign, place_text) per image, in catalogue order, for a place-text share.
+
+    Its own generator: the world's main stream is untouched, and at the default share
+    (the sign rate) no draw changes anything: every sign image names its place.
+    """
+    if share == DEFAULT_PLACE_TEXT_SHARE:
+        return has_sign, has_sign.copy()
+    u = np.random.default_rng([int(seed), 0x7E47]).random(has_sign.size)
+    if share < SIGN_RATE:
+        # Keep the signs (the same amount of text to blur); only some of them name the place.
+        return has_sign, has_sign & (u < share / SIGN_RATE)
+    # More place-naming text than signs today: give signs to non-sign images.
+    extra = ~has_sign & (u < (share - SIGN_RATE) / (1.0 - SIGN_RATE))
+    signs = has_sign | extra
+    return signs, signs.copy()
+
+
 # --- the world ---------------------------------------------------------------
 
 _USER_A = ("road", "street", "lens", "map", "hill", "glen", "coast", "urban", "byway", "lane", "moor", "dale",
@@ -300,8 +337,10 @@ _USER_B = ("runner", "walker", "mapper", "rider", "snapper", "scout", "rover", "
 class SyntheticWorld:
     """Deterministic catalogue of synthetic street images over `region`.
 
-    Same (seed, region, images_per_sq_degree, min_images_per_tile) -> same images,
-    ids, metadata and rendered bytes.
+    Same (seed, region, images_per_sq_degree, min_images_per_tile, place_text_share) -> same
+    images, ids, metadata and rendered bytes. `place_text_share` (0..1) is the share of images
+    whose text names the place they are in; the default (the sign rate) is the world as it
+    always was.
     """
 
     def __init__(
@@ -310,9 +349,11 @@ class SyntheticWorld:
         region: tuple[BBox, ...] = UK_REGION,
         images_per_sq_degree: float = DEFAULT_IMAGES_PER_SQ_DEGREE,
         min_images_per_tile: int = DEFAULT_MIN_IMAGES_PER_TILE,
+        place_text_share: float = DEFAULT_PLACE_TEXT_SHARE,
     ) -> None:
         if images_per_sq_degree < 0:
             raise ValueError("images_per_sq_degree must be >= 0")
+        self.place_text_share = check_place_text_share(place_text_share)
         self.seed = int(seed)
         self.region = tuple(region)
         if not self.region:
@@ -518,7 +559,7 @@ class SyntheticWorld:
         self._sea_bearing = sea_bearing[cat]
         self._elev = elevation(lat, lon)[cat]
         self._town = town[cat]
-        self._has_sign = has_sign[cat]
+        self._has_sign, self._place_text = _place_text(has_sign[cat], self.place_text_share, self.seed)
         self._has_dashcam = seq_dashcam[seq][cat]
         self._id_str = [str(int(i)) for i in self._id]
         self._pos = {s: k for k, s in enumerate(self._id_str)}
@@ -534,6 +575,11 @@ class SyntheticWorld:
 
     def __repr__(self) -> str:
         return f"SyntheticWorld(seed={self.seed}, images={len(self)}, region={len(self.region)} boxes)"
+
+    @property
+    def place_text_rate(self) -> float:
+        """Share of this world's images whose text names their place (the setting, as drawn)."""
+        return float(self._place_text.mean()) if len(self) else 0.0
 
     @property
     def ids(self) -> list[str]:
@@ -608,6 +654,7 @@ class SyntheticWorld:
                 self._seq_make[seq].tolist(),
                 self._seq_model[seq].tolist(),
                 list(range(n)),
+                self._place_text.tolist(),
             ]
             self._cols = cols
         return cols

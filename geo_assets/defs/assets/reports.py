@@ -10,6 +10,7 @@ from geo_assets.defs.metadata import OWNERS, data_version_of, png_md
 from geo_assets.defs.partitions import split_model_partition_key
 from geo_assets.defs.resources import StorageResource
 from geo_assets.model.report import build_privacy_report, collect_evaluations, no_test_warning, plot_within_distance
+from geo_assets.model.sensitivity import RESULT_FILE, read_result
 from geo_assets.store.catalog import query_connection
 from geo_assets.store.parquet import atomic_write_bytes, read_table
 
@@ -21,6 +22,15 @@ def _attack_rows(layout) -> list[dict]:
             return []
         return con.sql("SELECT image_id, sequence_id, variant, engine, split, text_reliant, error_km "
                        "FROM attack_guesses").to_arrow_table().to_pylist()
+
+
+def _sources(layout) -> list[str]:
+    """Where the stored images came from (raw_images' `source`): the header's text assumption."""
+    with query_connection(layout) as con:
+        tables = {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
+        if "raw_images" not in tables:
+            return []
+        return [r[0] for r in con.execute("SELECT DISTINCT source FROM raw_images WHERE source IS NOT NULL").fetchall()]
 
 
 def materialize_privacy_report(context: dg.AssetExecutionContext, storage: StorageResource) -> dg.MaterializeResult:
@@ -37,7 +47,12 @@ def materialize_privacy_report(context: dg.AssetExecutionContext, storage: Stora
         path = layout.model_dir(e["blur"], e["geocell"]) / "predictions.parquet"
         if path.exists():
             predictions[(e["blur"], e["geocell"])] = read_table(path).to_pydict()
-    report = build_privacy_report(evaluations, predictions, _attack_rows(layout))
+    try:
+        sensitivity = read_result(layout.reports_dir / RESULT_FILE)  # text_assumption_sensitivity's output
+    except ValueError as exc:
+        raise dg.Failure(str(exc)) from exc
+    report = build_privacy_report(evaluations, predictions, _attack_rows(layout), sources=_sources(layout),
+                                  sensitivity=sensitivity)
     warning = no_test_warning(evaluations)
     if warning:
         context.log.warning(warning)
@@ -62,8 +77,10 @@ def materialize_privacy_report(context: dg.AssetExecutionContext, storage: Stora
 
 @dg.asset(
     deps=[dg.AssetDep("model_evaluation", partition_mapping=dg.AllPartitionMapping()),
-          dg.AssetDep("gazetteer_attack", partition_mapping=dg.AllPartitionMapping())],
-    code_version="privacy_report-v2",
+          dg.AssetDep("gazetteer_attack", partition_mapping=dg.AllPartitionMapping()),
+          # Opt-in (geo-assets sensitivity): while it was never materialized the report says so.
+          dg.AssetDep("text_assumption_sensitivity")],
+    code_version="privacy_report-v3",
     group_name="reports",
     kinds={"python", "matplotlib"},
     owners=OWNERS,
@@ -72,6 +89,7 @@ def materialize_privacy_report(context: dg.AssetExecutionContext, storage: Stora
 def privacy_report(context: dg.AssetExecutionContext, storage: StorageResource) -> dg.MaterializeResult:
     """Figure 18 on the test split with 95% intervals for every model, the seed's random-split
     protocol beside it, blurred-minus-unblurred paired differences with words on significance,
-    and the gazetteer attacker per OCR engine. Writes storage/reports/privacy_report.{md,json}
+    the synthetic world's text assumption (place-text share) with its sensitivity table, and the
+    gazetteer attacker per OCR engine. Writes storage/reports/privacy_report.{md,json}
     and within_distance.png."""
     return materialize_privacy_report(context, storage)
