@@ -7,7 +7,7 @@ import io
 import dagster as dg
 import pytest
 
-from geo_assets.definitions import MODEL_ASSET_NAMES, REPORT_ASSET_NAMES, TILE_ASSET_NAMES, defs
+from geo_assets.definitions import MODEL_ASSET_NAMES, OPT_IN_ASSET_NAMES, REPORT_ASSET_NAMES, TILE_ASSET_NAMES, defs
 from geo_assets.defs.partitions import GEOCELL_PARTITIONS_NAME, model_partition_key, tile_keys, tile_partitions_for
 from geo_assets.defs.resources import StorageResource, build_resources
 from geo_assets.geocell_sizes import write_geocells
@@ -25,7 +25,7 @@ def loaded() -> dg.Definitions:
 def test_defs_folder_holds_every_asset_job_schedule_sensor_and_resource(loaded):
     graph = loaded.resolve_asset_graph()
     keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
-    assert keys == set(TILE_ASSET_NAMES) | set(MODEL_ASSET_NAMES) | set(REPORT_ASSET_NAMES)
+    assert keys == set(TILE_ASSET_NAMES) | set(MODEL_ASSET_NAMES) | set(REPORT_ASSET_NAMES) | set(OPT_IN_ASSET_NAMES)
     assert {j.name for j in loaded.jobs} == {"pull_new_images", "train_and_evaluate"}
     assert {s.name for s in loaded.schedules} == {"daily_pull"}
     assert {s.name for s in loaded.sensors} == {"geocell_sizes_sensor", "default_automation_condition_sensor"}
@@ -54,7 +54,8 @@ def test_inputs_are_declared_dependencies(loaded):
     assert parents["embeddings"] == {"raw_images", "blurred_images", "captions"}
     assert {"embeddings", "captions", "gazetteer_attack"} <= parents["geolocator_model"]
     assert {"geolocator_model", "embeddings", "captions", "gazetteer_attack"} <= parents["model_evaluation"]
-    assert parents["privacy_report"] == {"model_evaluation", "gazetteer_attack"}
+    assert parents["privacy_report"] == {"model_evaluation", "gazetteer_attack", "raw_images", "text_assumption_sensitivity"}
+    assert parents["text_assumption_sensitivity"] == set()  # it builds worlds of its own
     specs = {s.name: s for s in loaded.resolve_assets_def("embeddings").check_specs}
     assert specs["embeddings_finite_and_sized"].blocking  # a bad embedding stops the models downstream
 

@@ -46,5 +46,6 @@ MODEL_AUTOMATION = (
 # evaluation through a retrain); the report follows any evaluation.
 EVALUATION_AUTOMATION = _AC.eager().ignore(dg.AssetSelection.assets("embeddings", "captions", "gazetteer_attack"))
 # The sensitivity table is opt-in (geo-assets sensitivity refreshes the report itself): its
-# absence must not hold the report back.
-REPORT_AUTOMATION = _AC.eager().ignore(dg.AssetSelection.assets("text_assumption_sensitivity"))
+# absence must not hold the report back. raw_images is read only for its source (the text
+# assumption in the header): a daily pull alone is no reason to rebuild the report.
+REPORT_AUTOMATION = _AC.eager().ignore(dg.AssetSelection.assets("text_assumption_sensitivity", "raw_images"))

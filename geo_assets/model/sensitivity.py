@@ -1,6 +1,6 @@
 """What blurring buys as the synthetic world's text assumption varies (issue 21, item 5).
 
-    geo-assets sensitivity                        # defaults: shares 0.35, 0.07, 0; 6 tiles x 60 images
+    geo-assets sensitivity                        # defaults: shares 0.35, 0.07, 0; 8 tiles x 60 images
     python -m geo_assets.model.sensitivity --shares 0.35,0 --tiles 2 --images-per-tile 30
 
 For each place-text share (the share of images whose text names the place they are in,
@@ -34,7 +34,7 @@ import numpy as np
 from geo_assets.synthetic.world import DEFAULT_PLACE_TEXT_SHARE, check_place_text_share
 
 DEFAULT_SHARES = (DEFAULT_PLACE_TEXT_SHARE, round(DEFAULT_PLACE_TEXT_SHARE / 5, 4), 0.0)
-DEFAULT_TILES = 6
+DEFAULT_TILES = 8
 DEFAULT_IMAGES_PER_TILE = 60
 DEFAULT_GEOCELL = "0.05"  # the geocell of the seed's Figure 18 rows the report compares with
 # A small world needs a bigger test share to hold enough sequences (as the graph tests do).

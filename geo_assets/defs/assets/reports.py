@@ -77,6 +77,8 @@ def materialize_privacy_report(context: dg.AssetExecutionContext, storage: Stora
 
 @dg.asset(
     deps=[dg.AssetDep("model_evaluation", partition_mapping=dg.AllPartitionMapping()),
+          # Its `source` column: which world (and text assumption) the images came from.
+          dg.AssetDep("raw_images", partition_mapping=dg.AllPartitionMapping()),
           dg.AssetDep("gazetteer_attack", partition_mapping=dg.AllPartitionMapping()),
           # Opt-in (geo-assets sensitivity): while it was never materialized the report says so.
           dg.AssetDep("text_assumption_sensitivity")],
