@@ -159,9 +159,12 @@ def test_seed_comparison_is_computed_from_the_numbers():
     text = " ".join(seed_comparison(SEED_FIGURE_18, main, _result()))
     seed_a, seed_b = SEED_FIGURE_18[("unblurred", "0.05")][3], SEED_FIGURE_18[("blurred", "0.05")][3]
     assert f"from {seed_a:.1f}% to {seed_b:.1f}% ({seed_b - seed_a:+.1f} points" in text
-    assert "-11.0 points" in text and f"{round(11.0 / abs(seed_b - seed_a))} times" in text
+    assert "by -11.0 points" in text and f"{round(11.0 / abs(seed_b - seed_a))} times" in text
     assert "outside its 95% interval" in text
-    assert "inside the 95% interval at place-text share 0 and outside it at 0.35" in text
+    assert "inside the 95% interval at place-text share 0 and outside it at share 0.35" in text
+    three = _result()
+    three["rows"].append({**three["rows"][0], "place_text_share": 0.07})
+    assert "at place-text shares 0.07 and 0 and outside it at share 0.35" in " ".join(seed_comparison(SEED_FIGURE_18, main, three))
     # The seed's difference inside the run's interval reads so.
     inside = " ".join(seed_comparison(SEED_FIGURE_18, {"0.05": {"all": _effect(15.0, 14.0, -4.0, 2.0)}}, None))
     assert "lies inside its interval" in inside

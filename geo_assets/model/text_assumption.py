@@ -67,7 +67,7 @@ def assumption_header(sources: list[str] | None) -> list[str]:
     lines = [f"**Text assumption of the synthetic world: place-text share = {value_text}** (`{SETTING}`; default "
              f"{DEFAULT_PLACE_TEXT_SHARE:g}, the sign rate: every sign names its place): about {_pct(values[0])}"
              + (f" to {_pct(values[-1])}" if len(values) > 1 else "")
-             + " of the images carry text that names where they are. " + what]
+             + " of the world's images carry text that names where they are. " + what]
     if len(values) > 1:
         lines.append("The stored images come from worlds with different shares (" + ", ".join(
             f"`{s}`" for s in synthetic) + "): the numbers below mix them.")
@@ -112,6 +112,12 @@ def sensitivity_lines(result: dict | None, command: str = "geo-assets sensitivit
     return lines + [""]
 
 
+def _shares(values: list[str]) -> str:
+    if len(values) == 1:
+        return f"share {values[0]}"
+    return "shares " + ", ".join(values[:-1]) + " and " + values[-1]
+
+
 def seed_comparison(seed_fig18: dict, main_effects: dict | None, result: dict | None, geocell: str = "0.05",
                     within_10km_index: int = 3, median_index: int = 0) -> list[str]:
     """Sentences placing the synthetic world against the seed's real-data Figure 18 (same geocell).
@@ -136,7 +142,7 @@ def seed_comparison(seed_fig18: dict, main_effects: dict | None, result: dict | 
         rel = d["diff"] / d["a"]
         ratio = abs(d["diff"] / seed_diff) if seed_diff else float("inf")
         inside = d.get("low") is not None and d["low"] <= seed_diff <= d["high"]
-        parts.append(f"This run's synthetic world loses {d['diff']:+.1f} points within 10 km at geocell {geocell} "
+        parts.append(f"In this run's synthetic world blurring changes within 10 km by {d['diff']:+.1f} points at geocell {geocell} "
                      f"({100 * rel:+.0f}% of its unblurred share, {d['a']:.1f}% -> {d['b']:.1f}%), "
                      + (f"{ratio:.0f} times the seed's loss in points" if math.isfinite(ratio) else "where the seed lost none")
                      + (": the seed's difference lies inside its interval." if inside
@@ -152,6 +158,6 @@ def seed_comparison(seed_fig18: dict, main_effects: dict | None, result: dict | 
             (inside_rows if d["low"] <= seed_diff <= d["high"] else outside_rows).append(f"{row['place_text_share']:g}")
         if inside_rows or outside_rows:
             parts.append("In the sensitivity worlds the seed's difference lies inside the 95% interval at place-text "
-                         f"share {', '.join(inside_rows) if inside_rows else 'none of them'}"
-                         + (f" and outside it at {', '.join(outside_rows)}" if outside_rows else "") + ".")
+                         f"{_shares(inside_rows) if inside_rows else 'none of the shares'}"
+                         + (f" and outside it at {_shares(outside_rows)}" if outside_rows else "") + ".")
     return [" ".join(parts), ""]

@@ -15,7 +15,7 @@ from geo_assets.settings import GeoSettings
 from geo_assets.store.parquet import atomic_write_bytes
 
 
-class SensitivityConfig(dg.Config):
+class TextAssumptionSensitivityConfig(dg.Config):
     shares: list[float] = list(sensitivity.DEFAULT_SHARES)
     """Place-text shares to compare (share of images whose text names their place)."""
     tiles: int = sensitivity.DEFAULT_TILES
@@ -32,7 +32,7 @@ class SensitivityConfig(dg.Config):
     kinds={"python", "pytorch"},
     owners=OWNERS,
 )
-def text_assumption_sensitivity(context: dg.AssetExecutionContext, config: SensitivityConfig,
+def text_assumption_sensitivity(context: dg.AssetExecutionContext, config: TextAssumptionSensitivityConfig,
                                 storage: StorageResource) -> dg.MaterializeResult:
     """Blurred minus unblurred within 10 km (paired, 95% interval) at several place-text shares,
     each from a small world built through the same assets and training in
