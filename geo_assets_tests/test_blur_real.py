@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 import pytest
 
-from geo_assets.bench.blur_real import bench_blur_real, sample_images, words_read
+from geo_assets.bench.blur_real import bench_blur_real, sample_images, words_read, write_icdar_set
 from geo_assets.bench.real_sets import RealSetError, load_icdar2015, load_real_set, load_svt, parse_icdar_line, real_data_dir
 from geo_assets.preprocess.ocr import OcrWord
 
@@ -30,16 +30,6 @@ def test_icdar_line_with_bom_commas_and_illegible():
         parse_icdar_line("1,2,3,word")
     with pytest.raises(RealSetError, match="non-numeric"):
         parse_icdar_line("1,2,3,4,x,6,7,8,word")
-
-
-def _write_icdar(root, images):
-    (root / "images").mkdir(parents=True)
-    (root / "gt").mkdir()
-    for i, ti in enumerate(images, 1):
-        cv2.imwrite(str(root / "images" / f"img_{i}.jpg"), ti.image_bgr, [cv2.IMWRITE_JPEG_QUALITY, 95])
-        lines = [",".join(f"{v:.0f}" for p in t.polygon for v in p) + "," + t.text for t in ti.texts]
-        lines.append("0,0,5,0,5,5,0,5,###")
-        (root / "gt" / f"gt_img_{i}.txt").write_text("\ufeff" + "\n".join(lines), encoding="utf-8")
 
 
 def test_load_icdar_orders_by_number_and_skips_images_without_truth(tmp_path):
@@ -98,7 +88,9 @@ def test_bench_on_an_icdar_folder_of_rendered_text(tmp_path):
     their text is clean, so the blur must cover nearly all of it and leave nothing readable."""
     from geo_assets.preprocess.text_images import text_images
 
-    _write_icdar(tmp_path / "set", text_images(6, start_seed=2000))
+    folder = write_icdar_set(tmp_path / "set", text_images(6, start_seed=2000))
+    for gt in (folder / "gt").iterdir():  # one illegible box each, as ICDAR marks them
+        gt.write_text(gt.read_text(encoding="utf-8") + "\n0,0,5,0,5,5,0,5,###", encoding="utf-8")
     _, images = load_real_set(tmp_path / "set")
     result = bench_blur_real(images, set_name="rendered", engines=("rapidocr",), echo=lambda *_: None)
     assert result.images == 6 and result.all_boxes == result.legible_boxes + 6

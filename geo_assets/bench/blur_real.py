@@ -160,6 +160,22 @@ def bench_blur_real(images: list[RealImage], *, set_name: str, engines: tuple[st
     )
 
 
+def write_icdar_set(folder: Path, images: list) -> Path:
+    """Images with known text (``bench.ocr_engines._Image``: the synthetic world's or rendered
+    ones) written as an ICDAR 2015 folder, every text legible, so the synthetic world is
+    measured by the same code as the real sets."""
+    import cv2
+
+    (folder / "images").mkdir(parents=True, exist_ok=True)
+    (folder / "gt").mkdir(exist_ok=True)
+    for i, item in enumerate(images, 1):
+        cv2.imwrite(str(folder / "images" / f"img_{i}.jpg"), item.image_bgr, [cv2.IMWRITE_JPEG_QUALITY, 100])
+        lines = [",".join(f"{v:.1f}" for point in t.polygon for v in point) + "," + t.text.replace("\n", " ")
+                 for t in item.texts]
+        (folder / "gt" / f"gt_img_{i}.txt").write_text("\n".join(lines), encoding="utf-8")
+    return folder
+
+
 def result_table(results: list[BlurRealResult]) -> str:
     engines = list(results[0].words_before) if results else []
     headers = ["set", "images", "legible >= 80%", "all >= 80%", "area blurred", "blur path s/img", "OCR pass s/img",
@@ -174,14 +190,45 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="geo-assets bench blur-real",
                                 description="Blur coverage, re-reads, area and time on real photos with word boxes "
                                             "(ICDAR 2015 text files or SVT XML).")
-    p.add_argument("dirs", nargs="+", metavar="DIR", help="ICDAR 2015 folders (images/, gt/) or SVT folders (train.xml)")
+    p.add_argument("dirs", nargs="*", metavar="DIR", help="ICDAR 2015 folders (images/, gt/) or SVT folders (train.xml)")
+    p.add_argument("--world", type=int, default=0, metavar="N",
+                   help="also measure the first N synthetic-world images with text (seed 0), the same way")
     p.add_argument("--engines", default="rapidocr,easyocr",
                    help="OCR engines, the first is the graph's primary (default rapidocr,easyocr)")
     p.add_argument("--limit", type=int, default=None, help="at most this many images per set")
     p.add_argument("--every", type=int, default=1, help="every K-th image (default 1: all)")
     p.add_argument("--offset", type=int, default=0, help="first image index for --every (default 0)")
+    p.add_argument("--scales", default=None,
+                   help="blur detection passes on the contrast-normalised image, e.g. 1.0,1.5 (default: the asset's)")
+    p.add_argument("--padding-frac", type=float, default=None, help="padding per side, x text height (default: the asset's)")
+    p.add_argument("--padding-px", type=int, default=None, help="padding per side in pixels (default: the asset's)")
     p.add_argument("--out", default=None, help="JSON path (default benchmarks/results/blur-real-<timestamp>.json)")
     return p
+
+
+def parse_blur_options(args: argparse.Namespace) -> dict:
+    """The BlurConfig fields the options override (none: the blurred_images asset's defaults)."""
+    options: dict = {}
+    if args.scales is not None:
+        try:
+            options["scales"] = [float(v) for v in args.scales.split(",") if v.strip()]
+        except ValueError as exc:
+            raise ValueError(f"--scales must be numbers separated by commas, got {args.scales!r}") from exc
+        if any(not 0.25 <= v <= 4 for v in options["scales"]):
+            raise ValueError(f"--scales must lie in [0.25, 4], got {args.scales!r}")
+    if args.padding_frac is not None:
+        if not 0 <= args.padding_frac <= 2:
+            raise ValueError("--padding-frac must lie in [0, 2]")
+        options["padding_frac"] = args.padding_frac
+    if args.padding_px is not None:
+        if not 0 <= args.padding_px <= 64:
+            raise ValueError("--padding-px must lie in [0, 64]")
+        options["padding_px"] = args.padding_px
+    return options
+
+
+def _echo(line: str) -> None:
+    print(line, flush=True)  # progress shows as it happens, also into a file
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -196,6 +243,12 @@ def main(argv: list[str] | None = None) -> int:
     engines = tuple(e.strip() for e in args.engines.split(",") if e.strip())
     if not engines or any(e not in ("rapidocr", "easyocr") for e in engines):
         parser.error(f"--engines must name rapidocr and/or easyocr, got {args.engines!r}")
+    try:
+        options = parse_blur_options(args)
+    except ValueError as exc:
+        parser.error(str(exc))
+    if not args.dirs and args.world < 1:
+        parser.error("name at least one DIR, or --world N")
     started = time.time()
     load_start = loadavg()
     results = []
@@ -207,7 +260,17 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(str(exc))
         images = sample_images(images, limit=args.limit, every=args.every, offset=args.offset)
         print(f"{path.name}: {len(images)} images")
-        results.append(bench_blur_real(images, set_name=path.name, engines=engines))
+        results.append(bench_blur_real(images, set_name=path.name, engines=engines, blur_options=options, echo=_echo))
+    if args.world > 0:
+        import tempfile
+
+        from geo_assets.bench.ocr_engines import world_images
+
+        with tempfile.TemporaryDirectory(prefix="blur-real-world-") as tmp:
+            _, images = load_real_set(write_icdar_set(Path(tmp) / "synthetic_world", world_images(args.world, 0)))
+            print(f"synthetic_world: {len(images)} images")
+            results.append(bench_blur_real(images, set_name="synthetic_world", engines=engines, blur_options=options,
+                                           echo=_echo))
     report = {
         "when": now(), "machine": machine_info(), "loadavg_start": load_start, "loadavg_end": loadavg(),
         "seconds": round(time.time() - started, 1), "sample": {"limit": args.limit, "every": args.every, "offset": args.offset},

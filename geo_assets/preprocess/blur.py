@@ -6,27 +6,14 @@ a model. Here the blurred regions are the union of
 
 - the boxes of the image's one OCR pass (``ocr_text``: no second OCR),
 - the regions of that same pass's detector map at lowered thresholds
-  (``RapidOcrEngine.read_with_regions``; since blur-v3, issue 16),
-- optional detection-only passes (``scales``, ``original_scales``; none by default
-  since blur-v3) of the given engines with lowered thresholds, and
+  (``RapidOcrEngine.read_with_regions``),
+- detection-only passes of the given engines with lowered thresholds on a locally
+  contrast-normalised grey copy of the image (``contrast_normalize``; ``scales``,
+  1x and 1.5x by default) and optionally on the original (``original_scales``):
+  PP-OCRv4's detector misses faint text (a faded sign, text in shade, a reflection)
+  on the original but finds it there, and small text at 1.5x, and
 - whole small sign boards whose marks none of those regions covers
   (``find_sign_boards``): the fallback for text too small and faint for any pass.
-
-The extra detection passes run on a locally contrast-normalised grey copy of the
-image (``contrast_normalize``): PP-OCRv4's detector misses faint text (a faded
-sign, text in shade) on the original at native size but finds it there. The OCR
-pass, though, runs the detector at RapidOCR's own size (short side 736 px: 1.53x
-for 640x480), and its map at low thresholds finds as much as the two passes did.
-Measured on the synthetic world (seed 0, JPEG-decoded, boxes >= 80% blurred, share
-of the image blurred, sign boards included; 2026-12-01):
-
-    regions                                   images with text 121-370   images with text 1-120
-                                              (787 boxes)                (361 boxes)
-    OCR boxes + LCN (1.0, 1.5)  [blur-v2]     98.98%, 9.67% of image     98.06%, 9.30%
-    OCR boxes + the OCR pass's regions [v3]   99.11%, 8.82%              98.61%, 8.50%
-
-so blur-v3 drops both passes (~0.27 s/image on 2 cores) for the same coverage and
-less blurred area. The numbers below are blur-v2's.
 
 Each region is padded along its own axes (``padding_frac`` x text height +
 ``padding_px`` on every side) and blurred inside its (rotated) polygon: pixelated
@@ -34,43 +21,10 @@ to cells of a quarter of the text height, then Gaussian blurred with sigma 0.35 
 the text height (computed at the pixelated resolution, so large text costs no more
 than small text).
 
-Measured (``python -m geo_assets.bench.ocr_engines``; primary OCR RapidOCR; 2 CPU
-cores; seconds from a quiet machine unless marked):
-
-rendered test images (``text_images``, 40 images / 145 boxes, seeds 1000+):
-
-    LCN scales        boxes >= 80% covered   detect s/img   blur s/img   readable after (RapidOCR / EasyOCR)
-    (1.0, 1.5)        99.3% (min 0.72)       0.26           0.009        0 / 0   (137 / 177 before)
-    (1.0, 2.0)        100%                   ~0.5           0.012        0 / 0
-
-synthetic world (seed 0, JPEG-decoded; two samples of 150 and 100 images with text,
-453 and 289 boxes); detection time measured on a loaded machine, quiet ~0.6x:
-
-    passes                          sample 1   sample 2   detect s/img (loaded)
-    LCN (1.0, 1.5)    [default]     97.1%      98.6%      0.39-0.53
-    LCN (1.0, 1.5) + original 2.0   97.8%      99.3%      0.98-1.36
-    LCN (1.0, 3.0)                  99.3%      99.3%      1.5-2.0
-
-Post-blur readability on the synthetic world (60 images, default passes): RapidOCR
-read 176 true words before and 0 after; EasyOCR (12 images) 0 after. What no pass
-covers is text under ~10 px tall, mostly at low contrast, that neither OCR engine
-reads either. On it the detector's probability map is 0 at 1x and 1.5x, and a pass
-restricted to crops around it fails (PP-OCRv4 needs ~64 px of context around small
-text: measured 4 of 24 found on 10 px-margin crops at 3x, 16 of 24 on 64 px ones),
-so a cheap zoom pass is not possible. A full LCN 3x pass costs 0.8-1.0 s/image and
-reached 99.1% on samples 1+2 but only 97.4% on a third.
-
-The sign-board fallback (2026-12-01, LCN (1.0, 1.5) passes + OCR boxes, share of
-ground-truth boxes >= 80% blurred, without -> with boards):
-
-    sample                                          images  boxes   without   with     extra area blurred   boards s/img
-    seed 0, samples 1+2 + every 37th (tuning set)   350     1,082   96.9%     99.1%    1.9%                 0.010
-    seed 0, every 23rd from 11 (held out)           146     433     97.2%     99.5%    1.6%                 0.019
-    seed 1, every 17th from 3 (held out)            200     590     97.6%     99.0%    1.9%                 0.020
-
-The rim threshold (``grad_threshold`` 18) was picked on the tuning set; 16-22 all gave
-98.98-99.08% there. What it still misses is text on boards under ~20 x 12 px, where
-the text merges with the rim; the extra area is mostly framed windows.
+The defaults were chosen on real photos with ground-truth word boxes (ICDAR 2015,
+SVT: ``geo-assets bench blur-real``) together with the synthetic world; every
+measurement behind them, and the history of earlier choices, is in PERFORMANCE.md
+("Blur on real scene text" and "Per-image cost").
 """
 
 from __future__ import annotations
@@ -82,7 +36,7 @@ import numpy as np
 
 from geo_assets.preprocess.ocr import Box, normalize_box
 
-BLUR_VERSION = "blur-v3"
+BLUR_VERSION = "blur-v4"
 """Bump when the regions or the blur change: blurred images are recomputed."""
 
 SIGMA_FRAC = 0.35
@@ -91,20 +45,19 @@ PIXEL_FRAC = 0.25
 """Mosaic cell size as a fraction of the text height, applied before the Gaussian."""
 MIN_SIGMA = 2.0
 MAX_KERNEL = 151
-DEFAULT_SCALES: tuple[float, ...] = ()
-"""Scales (x native size) of extra detection passes on the contrast-normalised image. None by
-default since blur-v3: the OCR pass's own detector map, post-processed with low thresholds
-(``RapidOcrEngine.read_with_regions``), covers as much ground truth as the (1.0, 1.5) passes
-did, with less area blurred (module docstring, issue 16)."""
-DEFAULT_PADDING_FRAC = 0.15
+DEFAULT_SCALES: tuple[float, ...] = (1.0, 1.5)
+"""Scales (x native size) of extra detection passes on the contrast-normalised image. Chosen on
+real photos (ICDAR 2015, SVT) with the synthetic world (blur-v4, issue 21): without them the
+OCR pass's map missed 10% of legible real text that these passes find (PERFORMANCE.md)."""
+DEFAULT_PADDING_FRAC = 0.3
 """Padding on every side of a region, as a fraction of its text height..."""
-DEFAULT_PADDING_PX = 4
+DEFAULT_PADDING_PX = 6
 """...plus this many pixels."""
 DEFAULT_SIGN_BOARDS = True
 """Blur whole small sign boards whose marks no detection pass found (``find_sign_boards``)."""
 DEFAULT_ORIGINAL_SCALES: tuple[float, ...] = ()
 """Scales of extra detection passes on the original image: (2.0,) adds ~0.4 s/image
-and lifts coverage of tiny text; measured numbers are in the module docstring."""
+and lifts coverage of tiny text (PERFORMANCE.md)."""
 
 
 # --------------------------------------------------------------------------- regions
@@ -194,7 +147,7 @@ def find_sign_boards(image_bgr: np.ndarray, covered: np.ndarray | None = None, *
     some marks (3-60% of its pixels). Boards whose marks are mostly (> 1 - min_uncovered)
     inside ``covered`` (the regions already found) are left out, so a board is blurred
     whole only when its text was missed. Windows with frames pass as boards too: the
-    cost is a little extra blur, measured in the module docstring."""
+    cost is a little extra blur, measured in PERFORMANCE.md ("Blur history")."""
     h, w = image_bgr.shape[:2]
     lab = cv2.cvtColor(cv2.GaussianBlur(image_bgr[..., :3], (0, 0), 1.0), cv2.COLOR_BGR2Lab)
     kernel = np.ones((3, 3), np.uint8)

@@ -61,8 +61,8 @@ class BlurConfig(dg.Config):
     padding_px: int = blur_mod.DEFAULT_PADDING_PX
     scales: list[float] = list(blur_mod.DEFAULT_SCALES)
     """Detection passes (on the contrast-normalised image) beyond the OCR pass, whose own
-    low-threshold regions are always blurred. None by default (blur-v3); [1.0, 1.5] was the
-    blur-v2 default, at ~0.27 s/image more for no more coverage (blur.py)."""
+    low-threshold regions are always blurred. [1.0, 1.5] by default (blur-v4): chosen on real
+    photos, where the OCR pass alone left legible text unblurred (PERFORMANCE.md)."""
     original_scales: list[float] = list(blur_mod.DEFAULT_ORIGINAL_SCALES)
     """Extra detection passes on the original image; [2.0] adds ~0.4 s/image."""
     sign_boards: bool = blur_mod.DEFAULT_SIGN_BOARDS
