@@ -40,6 +40,20 @@ ATTACKERS = {"before": {"strict": False}, "after": {"strict": True}}
 GROUND_TRUTH = "ground truth"
 
 
+def load_measurement(path: str | Path = DATA_PATH) -> dict | None:
+    """The shipped measurement (what the privacy report prints), or None when there is none."""
+    path = Path(path)
+    if not path.exists():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(data, dict) or "false_guesses" not in data:
+        raise ValueError(f"{path}: not an attacker false-guess measurement (no 'false_guesses')")
+    return data
+
+
 def gt_words(image: RealImage) -> list[OcrWord]:
     """The legible transcriptions as OCR words, boxes kept (for the line check)."""
     return [OcrWord(w.text, 1.0, [list(p) for p in w.box]) for w in image.words if w.legible and w.text]
@@ -63,7 +77,11 @@ def real_measurement(sets: dict[str, list[RealImage]], engine_reads: dict[str, d
     """Per reader (ground truth, each engine) and attacker: per set and both sets together."""
     readers: dict[str, dict[str, dict[str, list]]] = {GROUND_TRUTH: {s: {r.name: gt_words(r) for r in imgs}
                                                                       for s, imgs in sets.items()}}
-    readers.update(engine_reads)
+    # Engines' reads as the gazetteer_attack asset passes them: the texts in reading order (its
+    # rows keep texts, not boxes). Ground truth keeps its boxes: it has no reading order,
+    # one word per item, and its boxes are the only way to see a line ("HARRY" "WINSTON").
+    readers.update({engine: {s: {name: [w.text for w in words] for name, words in reads.items()}
+                             for s, reads in per_set.items()} for engine, per_set in engine_reads.items()})
     out: dict = {}
     for reader, per_set in readers.items():
         for label, kwargs in ATTACKERS.items():
@@ -128,14 +146,14 @@ def synthetic_measurement(world, ocr_n: int, cache_dir: Path | None, log=print) 
 
         path = (cache_dir or Path("/tmp")) / f"synthetic_seed{world.seed}_test_rapidocr.parquet"
         reads = fill_reads([(m.id, loader(m.id)) for m, _ in sample], engine, path, log=log)
-        ocr_reliant = [(m, reads[m.id]) for m, _ in sample if text_reliant([w.text for w in reads[m.id]])]
+        ocr_reliant = [(m, [w.text for w in reads[m.id]]) for m, _ in sample if text_reliant([w.text for w in reads[m.id]])]
         out["rapidocr"] = {"sampled": len(sample), **{label: recall([(m.lat, m.lon, w) for m, w in ocr_reliant], **kw)
                                                      for label, kw in ATTACKERS.items()}}
     return out
 
 
 def main(argv: list[str] | None = None) -> None:
-    from geo_assets.attack.ocr_cache import cache_path, fill_cache
+    from geo_assets.attack.ocr_cache import cache_path, fill_cache, load_reads
     from geo_assets.preprocess.ocr import make_ocr_engine
     from geo_assets.synthetic.world import SyntheticWorld
 
@@ -143,6 +161,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--real", type=Path, default=None, help="folder with icdar2015_train/ and svt_train/")
     parser.add_argument("--ocr-cache", type=Path, default=None, help="folder of <set>_<engine>.parquet reads")
     parser.add_argument("--engine", action="append", choices=("rapidocr", "easyocr"), default=[])
+    parser.add_argument("--cached-only", action="store_true",
+                        help="engines: measure the reads already cached, read nothing new (the JSON says how many)")
     parser.add_argument("--synthetic-ocr", type=int, default=0, help="synthetic test images RapidOCR reads")
     parser.add_argument("--out", type=Path, default=None, help="write the JSON here (e.g. the package's data file)")
     args = parser.parse_args(argv)
@@ -152,6 +172,11 @@ def main(argv: list[str] | None = None) -> None:
     for name in args.engine:
         if args.ocr_cache is None:
             parser.error("--engine needs --ocr-cache")
+        if args.cached_only:
+            engine_reads[name] = {s: {r.name: reads[r.name] for r in imgs if r.name in reads}
+                                  for s, imgs in sets.items()
+                                  for reads in [load_reads(cache_path(args.ocr_cache, s, name))]}
+            continue
         engine = make_ocr_engine(name, "cpu")
         args.ocr_cache.mkdir(parents=True, exist_ok=True)
         engine_reads[name] = {s: fill_cache(imgs, engine, cache_path(args.ocr_cache, s, name), log=log)

@@ -5,6 +5,7 @@ import json
 
 import dagster as dg
 
+from geo_assets.attack.false_guesses import load_measurement
 from geo_assets.defs.automation import REPORT_AUTOMATION
 from geo_assets.defs.metadata import OWNERS, data_version_of, png_md
 from geo_assets.defs.partitions import split_model_partition_key
@@ -37,7 +38,7 @@ def materialize_privacy_report(context: dg.AssetExecutionContext, storage: Stora
         path = layout.model_dir(e["blur"], e["geocell"]) / "predictions.parquet"
         if path.exists():
             predictions[(e["blur"], e["geocell"])] = read_table(path).to_pydict()
-    report = build_privacy_report(evaluations, predictions, _attack_rows(layout))
+    report = build_privacy_report(evaluations, predictions, _attack_rows(layout), false_guesses=load_measurement())
     out = layout.reports_dir
     atomic_write_bytes(out / "privacy_report.md", report["markdown"].encode())
     atomic_write_bytes(out / "privacy_report.json", json.dumps(report["json"], indent=2, allow_nan=False).encode())
@@ -57,7 +58,7 @@ def materialize_privacy_report(context: dg.AssetExecutionContext, storage: Stora
 @dg.asset(
     deps=[dg.AssetDep("model_evaluation", partition_mapping=dg.AllPartitionMapping()),
           dg.AssetDep("gazetteer_attack", partition_mapping=dg.AllPartitionMapping())],
-    code_version="privacy_report-v2",
+    code_version="privacy_report-v3",
     group_name="reports",
     kinds={"python", "matplotlib"},
     owners=OWNERS,
