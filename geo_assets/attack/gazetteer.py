@@ -37,6 +37,16 @@ reading order and applies three rules in turn:
     share (two Hayes, three Newports) is resolved to the candidate nearest the
     other places named in the same image, else to the most populous one.
 
+    Issue 21: only mentions with *evidence* (``evidence``) count. On real photos most
+    place names are shop, brand and person names ("SALE", "THE BATH HOUSE", "Clive
+    Coker", "KURT GEIGER LONDON"), so a mention counts with a cue ("Welcome to", a road
+    sign, a second place nearby, a UK postcode or phone number) or, without one, when
+    its name is distinctive (no everyday word, person name, brand word or bigger place
+    abroad), read as spelt, with no unexplained word beside it, and the text names no big
+    place abroad. A common English word is never fuzzy-matched or split into places
+    ("SEAFOOD" is not Seaford, "ORCHARD" not "or" + Chard). ``strict=False`` is the
+    attacker before this rule, for measurement (``false_guesses``).
+
 (c) Otherwise abstain (``None``).
 
 What is *not* used, and why:
@@ -64,7 +74,7 @@ import numpy as np
 from geo_assets.geo.bbox import UK_REGION, BBox
 from geo_assets.geo.haversine import haversine_km
 from geo_assets.preprocess.gazetteer import COMMON_WORD_PLACES, SIGN_WORDS, Gazetteer, Place, place_key, uk_gazetteer
-from geo_assets.data.place_words import common_words, place_words, world_places
+from geo_assets.data.place_words import brand_places, common_words, place_words, world_places
 from geo_assets.preprocess.text_cleaning import is_road_number, split_run_on, strip_overlays
 
 SOURCES = ("coordinates", "place")
@@ -484,11 +494,17 @@ def place_abroad(texts: Sequence[str]) -> str | None:
 
 def ambiguity(name: str, population: int) -> str | None:
     """Why a single-word UK place name is weak evidence on its own, or None: it is an
-    everyday word ("Sale", "Bath"), a common given name or surname ("Keith", "Nelson"),
-    or a bigger place abroad shares it ("Portland, US"). Lists: ``data/place_words.csv``."""
+    everyday word ("Sale", "Bath"), three letters or fewer, a brand word ("LONDON" on
+    fashion labels), a common given name or surname ("Keith", "Nelson"), or a bigger
+    place abroad shares it ("Portland, US"). Lists: ``data/place_words.csv``,
+    ``data/brand_places.txt``."""
     key = place_key(name)
     if key in COMMON_WORD_PLACES:
         return "word"
+    if len(key) <= 3:
+        return "short"  # "Hoo" from "H2O", "Rye", "Eye": three letters are read by chance
+    if key in brand_places():
+        return "brand word"
     pw = place_words().get(key)
     if pw is None:
         return None

