@@ -99,8 +99,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--real", type=Path, default=None, help="folder holding icdar2015_train/ and svt_train/")
     parser.add_argument("--cache", type=Path, required=True, help="folder for <set>_<engine>.parquet")
     parser.add_argument("--engine", action="append", choices=("rapidocr", "easyocr"), required=True)
+    parser.add_argument("--set", action="append", default=None, help="only these sets (default: every labelled set)")
     args = parser.parse_args(argv)
     sets = read_text_sets(args.real or default_real_dir())
+    if args.set:
+        unknown = set(args.set) - set(sets)
+        if unknown:
+            parser.error(f"no such set: {', '.join(sorted(unknown))}; found {', '.join(sets)}")
+        sets = {k: v for k, v in sets.items() if k in args.set}
     args.cache.mkdir(parents=True, exist_ok=True)
     for name in args.engine:
         engine = make_ocr_engine(name, "cpu")
