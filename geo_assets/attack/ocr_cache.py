@@ -32,7 +32,7 @@ SCHEMA = pa.schema([
     ("boxes", pa.list_(pa.list_(pa.float64()))),
 ])
 
-FLUSH_EVERY = 25  # images between rewrites: a killed run keeps most of its reads
+FLUSH_EVERY = 10  # images between rewrites: a killed run keeps most of its reads
 
 
 def cache_path(cache_dir: str | Path, set_name: str, engine: str) -> Path:
