@@ -70,7 +70,8 @@ def false_guesses(reads: dict[str, Sequence], strict: bool = True, examples: int
     n = len(reads)
     return {"images": n, "guessed": len(named), "guessed_pct": round(100.0 * len(named) / max(1, n), 2),
             "places": dict(Counter(m for _, m, _ in named).most_common(15)),
-            "examples": [{"image": i, "named": m, "text": t} for i, m, t in named[:examples]]}
+            # image and place only: the sets' transcriptions stay in ../shared, out of the package
+            "examples": [{"image": i, "named": m} for i, m, _ in named[:examples]]}
 
 
 def real_measurement(sets: dict[str, list[RealImage]], engine_reads: dict[str, dict[str, dict[str, list]]]) -> dict:
