@@ -78,11 +78,16 @@ def test_nothing_to_read_abstains():
     assert locate(None) is None
     assert locate(["Please drive carefully", "A4286", "30 MPH", "12/05/2023 10:11:12 AM"]) is None
     assert locate(["Bath Street"]) is None  # everyday words, not the city
-    assert locate(["BATH"]).matched == "Bath"  # alone on its line it is the place
+    # An everyday word alone is no place without a cue (issue 21: "SALE" banners, "THE BATH HOUSE");
+    # the attacker before issue 21 took a lone one.
+    assert locate(["BATH"]) is None
+    assert locate(["BATH"], strict=False).matched == "Bath"
+    assert locate(["Welcome to", "BATH"]).matched == "Bath"
 
 
 def test_shared_names_resolve_near_the_other_places_named():
-    assert _km(locate(["Hayes"]), 51.51579, -0.4234) < 0.01  # Hillingdon's, the most populous
+    assert locate(["Hayes"]) is None  # a common surname alone is no evidence (issue 21)
+    assert _km(locate(["Welcome to", "Hayes"]), 51.51579, -0.4234) < 0.01  # Hillingdon's, the most populous
     assert _km(locate(["Hayes", "Bromley 5"]), 51.37786, 0.01682) < 0.01  # Bromley's
 
 

@@ -154,12 +154,40 @@ def attack_results(attack_rows: list[dict], split: str = "test", n_boot: int = 1
     return out
 
 
+def false_guess_lines(measured: dict | None) -> list[str]:
+    """The attacker's measured false-guess rate on real photos outside the UK
+    (``geo_assets/data/attacker_false_guesses.json``, written by ``python -m
+    geo_assets.attack.false_guesses``), or a line saying it was not measured."""
+    if not measured or not measured.get("false_guesses"):
+        return ["- False guesses on real photos: not measured (no `geo_assets/data/attacker_false_guesses.json`; "
+                "run `python -m geo_assets.attack.false_guesses --out geo_assets/data/attacker_false_guesses.json`)."]
+    sets = measured.get("sets", {})
+    cells = []
+    for reader, per in measured["false_guesses"].items():
+        after, before = per.get("after", {}).get("all"), per.get("before", {}).get("all")
+        if after:
+            was = f"; {before['guessed_pct']:.1f}% before issue 21" if before else ""
+            cells.append(f"{reader} {after['guessed']}/{after['images']} ({after['guessed_pct']:.1f}%{was})")
+    lines = [f"- False guesses on real photos outside the UK ({', '.join(f'{k} {v}' for k, v in sets.items())} images; "
+             "none is in the UK, so every place named there is wrong): the attacker named a place for "
+             + ", ".join(cells) + f". Measured {measured.get('date', '?')} with `{measured.get('command', '?')}`."]
+    syn = measured.get("synthetic", {})
+    recalls = [f"{reader} {syn[reader]['after']['within_10km_pct']:.1f}% of {syn[reader]['after']['images']}"
+               for reader in ("ground truth", "rapidocr") if syn.get(reader, {}).get("after")]
+    if recalls:
+        lines.append("- In the same measurement, on the synthetic world's text-reliant test images it was within 10 km for "
+                     + ", ".join(recalls) + " (the table above is this run's own test split).")
+    return lines
+
+
 def build_privacy_report(evaluations: list[dict], predictions: dict | None = None, attack_rows: list[dict] | None = None,
-                         n_boot: int = 1000, sources: list[str] | None = None, sensitivity: dict | None = None) -> dict:
+                         n_boot: int = 1000, sources: list[str] | None = None, sensitivity: dict | None = None,
+                         false_guesses: dict | None = None) -> dict:
     """Markdown and JSON. `predictions`: {(blur, geocell): rows dict} from predictions.parquet;
     `attack_rows`: the attack_guesses table as dicts; `sources`: the distinct `source` values of
     raw_images (the text assumption in the header); `sensitivity`: the stored result of
-    `geo-assets sensitivity` (None: the report says how to compute it)."""
+    `geo-assets sensitivity` (None: the report says how to compute it); `false_guesses`: the
+    attacker's measured false-guess rate on real photos (``attack.false_guesses.load_measurement``)."""
     predictions = predictions or {}
     lines: list[str] = []
     summary: dict = {"models": [], "paired_blur_effects": {}, "attacker": {},
@@ -245,6 +273,8 @@ def build_privacy_report(evaluations: list[dict], predictions: dict | None = Non
                     lines.append(f"| {engine} | {variant} | text-reliant | {entry['n_text_reliant']} | - | "
                                  + " | ".join(_ci(entry["text_reliant"].get(k), "{:.1f}") for k, _ in ATTACK_COLUMNS) + " |")
         lines.append("")
+        lines += false_guess_lines(false_guesses)
+        summary["attacker_false_guesses"] = false_guesses
         for engine, per in attack.items():
             d = per.get("paired", {}).get("within_10km_pct")
             if d and d.get("diff") is not None:

@@ -213,7 +213,7 @@ def build_gazetteer_attack(tiles: dg.PartitionsDefinition) -> dg.AssetsDefinitio
     @tile_asset(
         tiles,
         deps=["raw_images", "ocr_text", "blurred_images", "captions"],
-        code_version="gazetteer_attack-v1",
+        code_version="gazetteer_attack-v2",
         group_name="attack",
         kinds={"python", "parquet"},
         schema=ATTACK_SCHEMA,

@@ -5,6 +5,7 @@ import json
 
 import dagster as dg
 
+from geo_assets.attack.false_guesses import load_measurement
 from geo_assets.defs.automation import REPORT_AUTOMATION
 from geo_assets.defs.metadata import OWNERS, data_version_of, png_md
 from geo_assets.defs.partitions import split_model_partition_key
@@ -52,7 +53,7 @@ def materialize_privacy_report(context: dg.AssetExecutionContext, storage: Stora
     except ValueError as exc:
         raise dg.Failure(str(exc)) from exc
     report = build_privacy_report(evaluations, predictions, _attack_rows(layout), sources=_sources(layout),
-                                  sensitivity=sensitivity)
+                                  sensitivity=sensitivity, false_guesses=load_measurement())
     warning = no_test_warning(evaluations)
     if warning:
         context.log.warning(warning)
@@ -82,7 +83,7 @@ def materialize_privacy_report(context: dg.AssetExecutionContext, storage: Stora
           dg.AssetDep("gazetteer_attack", partition_mapping=dg.AllPartitionMapping()),
           # Opt-in (geo-assets sensitivity): while it was never materialized the report says so.
           dg.AssetDep("text_assumption_sensitivity")],
-    code_version="privacy_report-v3",
+    code_version="privacy_report-v4",
     group_name="reports",
     kinds={"python", "matplotlib"},
     owners=OWNERS,
