@@ -154,7 +154,10 @@ def discover_models(models_dir: Path) -> list[Path]:
 
 
 def predict_images(paths: list[Path], models_dir: Path | str | None = None, *, ocr_engine: str = "rapidocr",
-                   captioner_kind: str = "imagenet-labels", world_seed: int | None = 0) -> list[dict]:
+                   captioner_kind: str = "imagenet-labels", world_seed: int | None = 0,
+                   on_result=None) -> list[dict]:
+    """Every model's prediction for every image (module docstring); `on_result(entry)` is
+    called after each image (progress)."""
     from geo_assets.defs.resources import CaptionerResource, EncoderResource, synthetic_world
     from geo_assets.embed.fusion import CrossAttentionFusion
     from geo_assets.model.artifacts import load_model
@@ -197,6 +200,8 @@ def predict_images(paths: list[Path], models_dir: Path | str | None = None, *, o
         except Exception as exc:  # one image failing never loses the others' results
             entry["predictions"] = []
             entry["error"] = f"{entry['image']}: prediction failed ({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''})"
+        if on_result is not None:
+            on_result(entry)
     return results
 
 
@@ -247,25 +252,31 @@ def _predict_one(entry: dict, path: Path, image, engine, captioner, text_encoder
 
 def ood_check(loaded: LoadedModel, gallery: Gallery | None, features: np.ndarray,
               image_features: np.ndarray | None) -> list[dict]:
-    """Per row: the out-of-distribution score, the model's threshold and whether it is above it.
-    Empty dicts when the model has no threshold or the vectors its space needs are not given."""
+    """Per row: the out-of-distribution score in the model's space, its threshold and whether
+    the score is above it, plus every space's score and flag (`ood_by_space`, for choosing the
+    space: ood_check.py). Empty dicts when the model has no threshold or the vectors its space
+    needs are not given."""
     from geo_assets.model.refine import embed_rows
 
     ood = loaded.meta.get("ood") or {}
     n = len(features)
     if gallery is None or ood.get("threshold") is None:
         return [{} for _ in range(n)]
-    space = ood["space"]
-    if space == "image":
-        if image_features is None or gallery.image is None:
-            return [{} for _ in range(n)]
-        vectors = np.asarray(image_features, dtype=np.float32).reshape(n, -1)
-    else:
-        vectors = embed_rows(loaded.model.cpu(), features)
-    scores = ood_scores(gallery.vectors(space), vectors, int(ood["k"]))
-    flags = flagged(scores, ood["threshold"])
-    return [{"ood_score": float(s), "ood_threshold": float(ood["threshold"]), "unlike_training": bool(f)}
-            for s, f in zip(scores, flags)]
+    vectors = {"hidden": lambda: embed_rows(loaded.model.cpu(), features)}
+    if image_features is not None and gallery.image is not None:
+        vectors["image"] = lambda: np.asarray(image_features, dtype=np.float32).reshape(n, -1)
+    if ood["space"] not in vectors:
+        return [{} for _ in range(n)]
+    by_space = {}
+    for space, fitted in (ood.get("spaces") or {ood["space"]: {"threshold": ood["threshold"]}}).items():
+        if space in vectors and fitted.get("threshold") is not None:
+            scores = ood_scores(gallery.vectors(space), vectors[space](), int(ood["k"]))
+            by_space[space] = (scores, flagged(scores, fitted["threshold"]), float(fitted["threshold"]))
+    scores, flags, threshold = by_space[ood["space"]]
+    return [{"ood_score": float(scores[i]), "ood_threshold": threshold, "unlike_training": bool(flags[i]),
+             "ood_by_space": {k: {"score": float(v[0][i]), "threshold": v[2], "flagged": bool(v[1][i])}
+                              for k, v in by_space.items()}}
+            for i in range(n)]
 
 
 @torch.no_grad()
