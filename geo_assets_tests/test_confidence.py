@@ -152,7 +152,7 @@ def test_trained_model_stores_temperature_and_threshold_and_flags_an_unlike_imag
 
     ds, grid, spec = _dataset(), GeocellGrid(BOX, 0.1), spec_for("default")
     split = SplitConfig(validation_fraction=0.2, test_fraction=0.2)
-    fit = fit_model(ds, grid, spec, split, max_epochs=8, cpu_threads=1)
+    fit = fit_model(ds, grid, spec, split, max_epochs=5, cpu_threads=1)
     assert fit.calibration["fitted_on"] == "validation" and fit.calibration["n"] > 0
     assert fit.calibration["val_nll_after"] <= fit.calibration["val_nll_before"] + 1e-9  # fitted, never worse
     assert fit.ood["space"] == "image" and fit.ood["threshold"] > 0

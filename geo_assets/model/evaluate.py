@@ -18,8 +18,8 @@ import numpy as np
 
 from geo_assets.geo.geocells import GeocellGrid
 from geo_assets.geo.haversine import haversine_km
-from geo_assets.model.dataset import GeoDataset
 from geo_assets.model.calibration import ECE_BINS, expected_calibration_error
+from geo_assets.model.dataset import GeoDataset
 from geo_assets.model.geolocator import GeolocatorMLP, class_centres, class_grid_cells
 from geo_assets.model.fit import ood_vectors
 from geo_assets.model.metrics import per_image_outcomes, region_centre_baseline
