@@ -186,3 +186,16 @@ def test_trained_model_stores_temperature_and_threshold_and_flags_an_unlike_imag
                            x[test[:5]], ds.gaz[test[:5]], gallery)
     assert [(p["lat"], p["lon"], p["cell"]) for p in raw] == [(p["lat"], p["lon"], p["cell"]) for p in like]
     assert [p["confidence"] for p in raw] == pytest.approx([p["confidence_uncalibrated"] for p in like])
+
+
+def test_calibration_labels_a_location_without_a_class_by_its_nearest_class():
+    from geo_assets.model.fit import class_labels, nearest_class_labels
+    from geo_assets.model.geolocator import GeolocatorMLP
+
+    grid = GeocellGrid(BOX, 0.5)
+    cells = [int(grid.cell_of(51.25, -1.75)), int(grid.cell_of(52.75, -0.25))]  # two corners of the box
+    c_lat, c_lon = grid.centre_of(np.array(cells))
+    model = GeolocatorMLP(4, 2, 0.5, class_cells=cells, centres=np.stack([c_lat, c_lon], axis=1))
+    lat, lon = np.array([51.25, 52.75, 51.3, 52.4]), np.array([-1.75, -0.25, -1.2, -0.4])
+    assert class_labels(model, grid, lat, lon).tolist() == [0, 1, -1, -1]
+    assert nearest_class_labels(model, grid, lat, lon).tolist() == [0, 1, 0, 1]

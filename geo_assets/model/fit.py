@@ -75,17 +75,35 @@ def class_labels(model: GeolocatorMLP, grid: GeocellGrid, lat, lon) -> np.ndarra
     return lookup[cells]
 
 
+def nearest_class_labels(model: GeolocatorMLP, grid: GeocellGrid, lat, lon) -> np.ndarray:
+    """Class index of each true location; where its cell is no class of the model (the model
+    could not be right), the class whose centre is nearest to it: the best it could have said."""
+    from geo_assets.geo.haversine import haversine_km
+    from geo_assets.model.geolocator import class_centres
+
+    labels = class_labels(model, grid, lat, lon)
+    missing = np.flatnonzero(labels < 0)
+    if missing.size:
+        c = class_centres(model, grid).cpu().numpy()
+        la, lo = np.asarray(lat, np.float64)[missing], np.asarray(lon, np.float64)[missing]
+        labels[missing] = np.argmin(haversine_km(la[:, None], lo[:, None], c[None, :, 0], c[None, :, 1]), axis=1)
+    return labels
+
+
 def calibrate(model: GeolocatorMLP, spec: ModelSpec, val: GeoDataset, grid: GeocellGrid) -> dict:
-    """The temperature that minimises the validation NLL (1.0 without validation rows)."""
-    labels = class_labels(model, grid, val.lat, val.lon) if len(val) else np.zeros(0, np.int64)
-    keep = labels >= 0  # a row whose cell holds no class has no likelihood to fit
-    if not keep.any():
+    """The temperature that minimises the validation NLL (1.0 without validation rows). With
+    classes only where training data is, many validation images of a small data set lie in
+    cells that are no class; leaving them out would fit the temperature on the images the
+    model can get right, so they count for their nearest class."""
+    if not len(val):
         return {"temperature": 1.0, "fitted_on": "validation", "n": 0,
-                "note": "no validation rows in a class: the model's own probabilities are used"}
-    logits = model_logits(model, val.features(spec.feature)[keep], val.gaz[keep] if spec.gazetteer_prior else None)
-    t = fit_temperature(logits, labels[keep])
-    return {"temperature": t, "fitted_on": "validation", "n": int(keep.sum()), "n_without_class": int((~keep).sum()),
-            "val_nll_before": nll(logits, labels[keep]), "val_nll_after": nll(logits, labels[keep], t)}
+                "note": "no validation rows: the model's own probabilities are used"}
+    labels = nearest_class_labels(model, grid, val.lat, val.lon)
+    logits = model_logits(model, val.features(spec.feature), val.gaz if spec.gazetteer_prior else None)
+    t = fit_temperature(logits, labels)
+    return {"temperature": t, "fitted_on": "validation", "n": len(val),
+            "n_nearest_class": int((class_labels(model, grid, val.lat, val.lon) < 0).sum()),
+            "val_nll_before": nll(logits, labels), "val_nll_after": nll(logits, labels, t)}
 
 
 def ood_vectors(model: GeolocatorMLP, spec: ModelSpec, ds: GeoDataset, space: str) -> np.ndarray:
