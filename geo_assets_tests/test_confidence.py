@@ -11,7 +11,8 @@ import pytest
 from geo_assets.embed.neighbours import knn_cosine_distance
 from geo_assets.geo.bbox import BBox
 from geo_assets.geo.geocells import GeocellGrid
-from geo_assets.model.calibration import expected_calibration_error, fit_temperature, nll, softmax
+from geo_assets.model.calibration import (expected_calibration_error, fit_temperature, fit_temperature_top1, nll,
+                                          softmax, top1_nll)
 from geo_assets.model.dataset import GeoDataset
 from geo_assets.model.ood import fit_threshold, flagged, warning_text
 from geo_assets.model.privacy_score import not_meaningful
@@ -44,6 +45,21 @@ def test_temperature_on_an_overconfident_model_is_above_one_and_lowers_the_calib
     hit = softmax(z).argmax(axis=1) == y
     assert t > 2 and np.array_equal(softmax(z, t).argmax(axis=1), softmax(z).argmax(axis=1))  # same guesses
     assert expected_calibration_error(conf_cal, hit) < expected_calibration_error(conf_raw, hit) / 3
+
+
+@pytest.mark.parametrize("t_true", [0.7, 3.0])
+def test_top1_temperature_recovers_the_temperature_the_hits_were_drawn_with(t_true):
+    rng = np.random.default_rng(2)
+    z = rng.normal(scale=3.0, size=(6000, 8))
+    hit = rng.random(6000) < softmax(z, t_true).max(axis=1)  # right as often as softmax(z / t_true) says
+    t = fit_temperature_top1(z, hit)
+    assert abs(math.log(t / t_true)) < 0.15, (t, t_true)
+    assert top1_nll(z, hit, t) <= min(top1_nll(z, hit, 1.0), top1_nll(z, hit, t * 1.3), top1_nll(z, hit, t / 1.3))
+    # never right (e.g. every true cell is no class): the fit flattens the probabilities
+    assert fit_temperature_top1(z, np.zeros(6000, bool)) > 10
+    assert fit_temperature_top1(np.zeros((0, 3)), []) == 1.0
+    with pytest.raises(ValueError, match="hit flag"):
+        top1_nll(z, hit[:5])
 
 
 def test_nll_and_temperature_input_errors():
@@ -154,7 +170,7 @@ def test_trained_model_stores_temperature_and_threshold_and_flags_an_unlike_imag
     split = SplitConfig(validation_fraction=0.2, test_fraction=0.2)
     fit = fit_model(ds, grid, spec, split, max_epochs=5, cpu_threads=1)
     assert fit.calibration["fitted_on"] == "validation" and fit.calibration["n"] > 0
-    assert fit.calibration["val_nll_after"] <= fit.calibration["val_nll_before"] + 1e-9  # fitted, never worse
+    assert fit.calibration["val_top1_nll_after"] <= fit.calibration["val_top1_nll_before"] + 1e-9  # fitted, never worse
     assert fit.ood["space"] == "image" and fit.ood["threshold"] > 0
     folder = tmp_path / "unblurred" / "0.1"
     _save(folder, fit, spec, {"blur": "unblurred", "geocell": "0.1", "feature": spec.feature}, grid)
@@ -188,14 +204,3 @@ def test_trained_model_stores_temperature_and_threshold_and_flags_an_unlike_imag
     assert [p["confidence"] for p in raw] == pytest.approx([p["confidence_uncalibrated"] for p in like])
 
 
-def test_calibration_labels_a_location_without_a_class_by_its_nearest_class():
-    from geo_assets.model.fit import class_labels, nearest_class_labels
-    from geo_assets.model.geolocator import GeolocatorMLP
-
-    grid = GeocellGrid(BOX, 0.5)
-    cells = [int(grid.cell_of(51.25, -1.75)), int(grid.cell_of(52.75, -0.25))]  # two corners of the box
-    c_lat, c_lon = grid.centre_of(np.array(cells))
-    model = GeolocatorMLP(4, 2, 0.5, class_cells=cells, centres=np.stack([c_lat, c_lon], axis=1))
-    lat, lon = np.array([51.25, 52.75, 51.3, 52.4]), np.array([-1.75, -0.25, -1.2, -0.4])
-    assert class_labels(model, grid, lat, lon).tolist() == [0, 1, -1, -1]
-    assert nearest_class_labels(model, grid, lat, lon).tolist() == [0, 1, 0, 1]

@@ -12,7 +12,7 @@ from typing import Callable
 import numpy as np
 
 from geo_assets.geo.geocells import GeocellGrid
-from geo_assets.model.calibration import fit_temperature, nll
+from geo_assets.model.calibration import fit_temperature_top1, nll, top1_nll
 from geo_assets.model.dataset import GeoDataset
 from geo_assets.model.geolocator import GeolocatorMLP, class_grid_cells
 from geo_assets.model.ood import DEFAULT_K, DEFAULT_PERCENTILE, DEFAULT_SPACE, SPACES, fit_threshold, flagged, ood_scores
@@ -75,35 +75,24 @@ def class_labels(model: GeolocatorMLP, grid: GeocellGrid, lat, lon) -> np.ndarra
     return lookup[cells]
 
 
-def nearest_class_labels(model: GeolocatorMLP, grid: GeocellGrid, lat, lon) -> np.ndarray:
-    """Class index of each true location; where its cell is no class of the model (the model
-    could not be right), the class whose centre is nearest to it: the best it could have said."""
-    from geo_assets.geo.haversine import haversine_km
-    from geo_assets.model.geolocator import class_centres
-
-    labels = class_labels(model, grid, lat, lon)
-    missing = np.flatnonzero(labels < 0)
-    if missing.size:
-        c = class_centres(model, grid).cpu().numpy()
-        la, lo = np.asarray(lat, np.float64)[missing], np.asarray(lon, np.float64)[missing]
-        labels[missing] = np.argmin(haversine_km(la[:, None], lo[:, None], c[None, :, 0], c[None, :, 1]), axis=1)
-    return labels
-
-
 def calibrate(model: GeolocatorMLP, spec: ModelSpec, val: GeoDataset, grid: GeocellGrid) -> dict:
-    """The temperature that minimises the validation NLL (1.0 without validation rows). With
-    classes only where training data is, many validation images of a small data set lie in
-    cells that are no class; leaving them out would fit the temperature on the images the
-    model can get right, so they count for their nearest class."""
+    """The temperature that minimises the validation NLL of the top-1 guess being right
+    (calibration.fit_temperature_top1; 1.0 without validation rows), and the class NLL
+    before and after it on the rows whose cell is a class."""
     if not len(val):
         return {"temperature": 1.0, "fitted_on": "validation", "n": 0,
                 "note": "no validation rows: the model's own probabilities are used"}
-    labels = nearest_class_labels(model, grid, val.lat, val.lon)
+    labels = class_labels(model, grid, val.lat, val.lon)
     logits = model_logits(model, val.features(spec.feature), val.gaz if spec.gazetteer_prior else None)
-    t = fit_temperature(logits, labels)
-    return {"temperature": t, "fitted_on": "validation", "n": len(val),
-            "n_nearest_class": int((class_labels(model, grid, val.lat, val.lon) < 0).sum()),
-            "val_nll_before": nll(logits, labels), "val_nll_after": nll(logits, labels, t)}
+    hit = logits.argmax(axis=1) == labels
+    t = fit_temperature_top1(logits, hit)
+    has = labels >= 0
+    out = {"temperature": t, "fitted_on": "validation", "objective": "top-1 NLL", "n": len(val),
+           "n_without_class": int((~has).sum()), "val_top1_nll_before": top1_nll(logits, hit),
+           "val_top1_nll_after": top1_nll(logits, hit, t)}
+    if has.any():
+        out.update({"val_class_nll_before": nll(logits[has], labels[has]), "val_class_nll_after": nll(logits[has], labels[has], t)})
+    return out
 
 
 def ood_vectors(model: GeolocatorMLP, spec: ModelSpec, ds: GeoDataset, space: str) -> np.ndarray:
