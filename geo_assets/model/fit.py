@@ -90,6 +90,8 @@ def calibrate(model: GeolocatorMLP, spec: ModelSpec, val: GeoDataset, grid: Geoc
     out = {"temperature": t, "fitted_on": "validation", "objective": "top-1 NLL", "n": len(val),
            "n_without_class": int((~has).sum()), "val_top1_nll_before": top1_nll(logits, hit),
            "val_top1_nll_after": top1_nll(logits, hit, t)}
+    if not hit.any():
+        out["note"] = "no validation image's arg-max cell was its true cell: the temperature is as flat as allowed"
     if has.any():
         out.update({"val_class_nll_before": nll(logits[has], labels[has]), "val_class_nll_after": nll(logits[has], labels[has], t)})
     return out
