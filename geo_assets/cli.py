@@ -159,9 +159,17 @@ def _cmd_predict(args) -> int:
             print(f"  true location: {truth['lat']:.5f}, {truth['lon']:.5f} ({truth['source']})")
         if r.get("warning"):
             print(f"  warning: {r['warning']}")
+        if r.get("ood_warning"):
+            print(f"  WARNING: {r['ood_warning']}")
         for p in r["predictions"]:
             dist = f", {p['distance_km']:.2f} km off" if p.get("distance_km") is not None else ""
-            print(f"  {p['model']:<16} {p['lat']:.5f}, {p['lon']:.5f}  conf {p['confidence']:.3f}  privacy {p['privacy_score']:.3f}{dist}")
+            if p.get("unlike_training"):
+                # No number that looks exact: the guess is shown only as what the model said.
+                print(f"  {p['model']:<16} {p['lat']:.5f}, {p['lon']:.5f}  (not meaningful: unlike the training images, "
+                      f"score {p['ood_score']:.3f} > {p['ood_threshold']:.3f})  privacy: not meaningful{dist}")
+            else:
+                print(f"  {p['model']:<16} {p['lat']:.5f}, {p['lon']:.5f}  conf {p['confidence']:.3f}  "
+                      f"privacy {p['privacy_score']:.3f}{dist}")
     return 0 if all(not r.get("error") for r in results) else 1
 
 

@@ -6,6 +6,7 @@ import json
 
 import dagster as dg
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 
 from geo_assets.execution import all_assets
@@ -23,7 +24,7 @@ SPLIT = {"validation_fraction": 0.2, "test_fraction": 0.3}
 
 
 @pytest.mark.slow
-def test_pipeline_learns_models_report_new_geocell_and_predict(dagster_resources, tmp_path):
+def test_pipeline_learns_models_report_new_geocell_and_predict(dagster_resources, tmp_path, capsys):
     layout = dagster_resources["storage"].layout()
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions(GEOCELL_PARTITIONS_NAME, ["0.05", "0.1"])
@@ -107,3 +108,45 @@ def test_pipeline_learns_models_report_new_geocell_and_predict(dagster_resources
         assert 0 <= p["privacy_score"] <= 1 and p["distance_km"] >= 0
         assert 0 <= p["district_confidence"] <= p["city_confidence"] <= 1 + 1e-9
     assert bad.get("error")
+
+    # Honest confidence: each model carries a temperature fitted on validation and reports the
+    # calibration error before and after it on test; a synthetic test image is like the
+    # training images, a real photo (or, without ../shared, a noise image) is not, and
+    # `geo-assets predict` says so instead of giving a privacy score.
+    evaluation = json.loads((layout.model_dir("unblurred", "0.1") / "evaluation.json").read_text())
+    assert evaluation["calibration"]["temperature"] > 0 and evaluation["calibration"]["ece_after_pct"] is not None
+    assert evaluation["ood"]["flagged_pct"] <= 25  # a handful of test images; ~1% by construction on validation
+    assert "Honest confidence" in (layout.root / "reports" / "privacy_report.md").read_text()
+    rows = pq.read_table(layout.model_dir("unblurred", "0.1") / "predictions.parquet").to_pydict()
+    test_id = next(i for i, f in zip(rows["image_id"], rows["ood_flag"]) if not f)
+    test_image = next((layout.root / "images" / "raw").glob(f"*/{test_id}.jpg"))
+    unlike = real_photo() or _noise_image(tmp_path / "noise.jpg")
+    from geo_assets.cli import main as cli_main
+
+    capsys.readouterr()
+    assert cli_main(["predict", str(test_image), str(unlike), "--models-dir", str(layout.models_root), "--json"]) == 0
+    like_entry, unlike_entry = json.loads(capsys.readouterr().out)
+    assert not like_entry.get("ood_warning")
+    assert "not meaningful" in unlike_entry["ood_warning"]
+    flagged = [p for p in unlike_entry["predictions"] if p.get("unlike_training")]
+    assert flagged and all(p["privacy_score"] is None for p in flagged)
+    assert cli_main(["predict", str(unlike), "--models-dir", str(layout.models_root)]) == 0
+    out = capsys.readouterr().out
+    assert "WARNING: this photo is unlike the images" in out and "privacy: not meaningful" in out
+
+
+def real_photo():
+    """A real street photo from ../shared/data/real (GEO_ASSETS_REAL_DATA), or None when absent."""
+    import os
+    from pathlib import Path
+
+    root = Path(os.environ.get("GEO_ASSETS_REAL_DATA") or Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real")
+    photo = root / "lund_exif" / "01.jpg"
+    return photo if photo.is_file() else None
+
+
+def _noise_image(path):
+    from PIL import Image
+
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (480, 640, 3), dtype=np.uint8)).save(path)
+    return path

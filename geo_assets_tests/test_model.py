@@ -226,7 +226,8 @@ def test_artifacts_round_trip_gives_identical_predictions(trained, tmp_path):
     after = predict_features(loaded, x[:20])
     assert before == after
     assert set(after[0]) == {"lat", "lon", "cell", "confidence", "source", "privacy_score", "city_confidence",
-                             "district_confidence"}
+                             "district_confidence", "confidence_uncalibrated", "temperature"}
+    assert after[0]["temperature"] == 1.0  # saved without a calibration: the model's own probabilities
     for row in after:
         assert 0 <= row["district_confidence"] <= row["city_confidence"] <= 1 + 1e-9
         assert grid.cell_of(np.clip(row["lat"], 51, 53), np.clip(row["lon"], -2, 0)) == row["cell"]

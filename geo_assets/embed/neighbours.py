@@ -62,3 +62,24 @@ def neighbour_distance_summary(vectors, lat, lon, seed: int = 0) -> dict:
     random_km = float(np.median(haversine_km(lat, lon, lat[other], lon[other])))
     return {"rows": n, "median_nn_km": round(nn_km, 2), "median_random_km": round(random_km, 2),
             "ratio": round(nn_km / random_km, 3) if random_km > 0 else None}
+
+
+def knn_cosine_distance(reference, queries, k: int = 5, batch_size: int = 1024) -> np.ndarray:
+    """Mean cosine distance (1 - cosine similarity) from each query row to its `k` most
+    similar `reference` rows: small where the reference set holds images like it.
+    Rows of `reference` may be given unit-normalised or not; zero rows count as orthogonal."""
+    ref = _unit_rows(reference)
+    q = _unit_rows(np.atleast_2d(np.asarray(queries, dtype=np.float64)))
+    if ref.shape[0] == 0:
+        raise ValueError("the reference set is empty")
+    if q.shape[1] != ref.shape[1]:
+        raise ValueError(f"queries have {q.shape[1]} dims but the reference {ref.shape[1]}")
+    if k < 1:
+        raise ValueError("k must be >= 1")
+    k = min(k, ref.shape[0])
+    out = np.empty(q.shape[0])
+    for start in range(0, q.shape[0], batch_size):
+        sims = q[start : start + batch_size] @ ref.T
+        top = -np.partition(-sims, k - 1, axis=1)[:, :k]  # the k largest similarities
+        out[start : start + batch_size] = 1.0 - top.mean(axis=1)
+    return out

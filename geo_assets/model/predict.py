@@ -12,6 +12,12 @@ input is an error on its own entry; the others still get their predictions, and
 no model loads when no input is usable. When an image's EXIF GPS, or a sidecar
 `<image>.json` / `<stem>.json` with "lat" and "lon", puts it outside the region
 the models cover, the entry says so (`warning`) next to the predictions.
+
+Confidences are after each model's temperature (model/calibration.py). Each model
+also scores how unlike its training images the photo is (model/ood.py); above
+its threshold the prediction says `unlike_training: true`, its privacy score is
+None with the reason (privacy_score.not_meaningful), and the entry carries
+`ood_warning`, a plain sentence that the guesses are not meaningful.
 """
 
 from __future__ import annotations
@@ -27,7 +33,8 @@ from geo_assets.geo.haversine import haversine_km
 from geo_assets.ingest.validate import MAX_PIXELS
 from geo_assets.model.artifacts import LoadedModel
 from geo_assets.model.geolocator import class_centres
-from geo_assets.model.privacy_score import privacy_score
+from geo_assets.model.ood import flagged, ood_scores, warning_text
+from geo_assets.model.privacy_score import not_meaningful, privacy_score
 from geo_assets.model.refine import Gallery, model_outputs, refine, snap_distance_km
 from geo_assets.settings import GeoSettings
 
@@ -147,7 +154,10 @@ def discover_models(models_dir: Path) -> list[Path]:
 
 
 def predict_images(paths: list[Path], models_dir: Path | str | None = None, *, ocr_engine: str = "rapidocr",
-                   captioner_kind: str = "imagenet-labels", world_seed: int | None = 0) -> list[dict]:
+                   captioner_kind: str = "imagenet-labels", world_seed: int | None = 0,
+                   on_result=None) -> list[dict]:
+    """Every model's prediction for every image (module docstring); `on_result(entry)` is
+    called after each image (progress)."""
     from geo_assets.defs.resources import CaptionerResource, EncoderResource, synthetic_world
     from geo_assets.embed.fusion import CrossAttentionFusion
     from geo_assets.model.artifacts import load_model
@@ -190,6 +200,8 @@ def predict_images(paths: list[Path], models_dir: Path | str | None = None, *, o
         except Exception as exc:  # one image failing never loses the others' results
             entry["predictions"] = []
             entry["error"] = f"{entry['image']}: prediction failed ({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''})"
+        if on_result is not None:
+            on_result(entry)
     return results
 
 
@@ -214,7 +226,7 @@ def _predict_one(entry: dict, path: Path, image, engine, captioner, text_encoder
         fused = fusion.fuse(text_cls, enc.tokens)
         guess = locate(variant_words)
         features[name] = {**{f: assemble_features(f, text_cls, enc.cls, fused, ocr_cls) for f in FEATURES},
-                          "caption": text.caption,
+                          "caption": text.caption, "image_cls": np.asarray(enc.cls, dtype=np.float32),
                           "gaz": np.array([[guess.lat, guess.lon]] if guess else [[np.nan, np.nan]])}
     truth = _truth(path, world)
     entry["truth"] = truth
@@ -225,18 +237,55 @@ def _predict_one(entry: dict, path: Path, image, engine, captioner, text_encoder
     for model_dir, loaded in zip(model_dirs, models):
         blur, geocell = loaded.meta["blur"], loaded.meta["geocell"]
         x = np.asarray(features[blur][loaded.meta.get("feature", "fused")], dtype=np.float32)
-        pred = predict_features(loaded, x, features[blur]["gaz"], galleries[model_dir])[0]
+        pred = predict_features(loaded, x, features[blur]["gaz"], galleries[model_dir],
+                                image_features=features[blur]["image_cls"])[0]
         p = {"model": f"{blur} {geocell}", **pred}
         if truth:
             p["distance_km"] = float(haversine_km(p["lat"], p["lon"], truth["lat"], truth["lon"]))
         entry["predictions"].append(p)
+    unlike = [p["model"] for p in entry["predictions"] if p.get("unlike_training")]
+    if unlike:
+        every = len(unlike) == len(entry["predictions"])
+        entry["ood_warning"] = (f"this photo is unlike the images {'the models were' if every else 'models ' + ', '.join(unlike) + ' were'} "
+                                "trained on: their guesses, confidences and privacy scores for it are not meaningful")
+
+
+def ood_check(loaded: LoadedModel, gallery: Gallery | None, features: np.ndarray,
+              image_features: np.ndarray | None) -> list[dict]:
+    """Per row: the out-of-distribution score in the model's space, its threshold and whether
+    the score is above it, plus every space's score and flag (`ood_by_space`, for choosing the
+    space: ood_check.py). Empty dicts when the model has no threshold or the vectors its space
+    needs are not given."""
+    from geo_assets.model.refine import embed_rows
+
+    ood = loaded.meta.get("ood") or {}
+    n = len(features)
+    if gallery is None or ood.get("threshold") is None:
+        return [{} for _ in range(n)]
+    vectors = {"hidden": lambda: embed_rows(loaded.model.cpu(), features)}
+    if image_features is not None and gallery.image is not None:
+        vectors["image"] = lambda: np.asarray(image_features, dtype=np.float32).reshape(n, -1)
+    if ood["space"] not in vectors:
+        return [{} for _ in range(n)]
+    by_space = {}
+    for space, fitted in (ood.get("spaces") or {ood["space"]: {"threshold": ood["threshold"]}}).items():
+        if space in vectors and fitted.get("threshold") is not None:
+            scores = ood_scores(gallery.vectors(space), vectors[space](), int(ood["k"]))
+            by_space[space] = (scores, flagged(scores, fitted["threshold"]), float(fitted["threshold"]))
+    scores, flags, threshold = by_space[ood["space"]]
+    return [{"ood_score": float(scores[i]), "ood_threshold": threshold, "unlike_training": bool(flags[i]),
+             "ood_by_space": {k: {"score": float(v[0][i]), "threshold": v[2], "flagged": bool(v[1][i])}
+                              for k, v in by_space.items()}}
+            for i in range(n)]
 
 
 @torch.no_grad()
 def predict_features(loaded: LoadedModel, features: np.ndarray, gaz: np.ndarray | None = None,
-                     gallery: Gallery | None = None) -> list[dict]:
-    """One dict per row: lat, lon (after retrieval refinement when the model has a gallery),
-    source, cell (grid id), confidence (arg-max class probability) and the privacy score."""
+                     gallery: Gallery | None = None, image_features: np.ndarray | None = None) -> list[dict]:
+    """One dict per row: lat, lon (after retrieval refinement when the model's spec asks for
+    it), source, cell (grid id), confidence (arg-max class probability after the model's
+    temperature), the privacy score, and the out-of-distribution check (`ood_check`; the
+    gallery is its reference set, `image_features` the rows' image-encoder vectors)."""
     from geo_assets.model.geolocator import class_grid_cells
 
     x_np = np.asarray(features, dtype=np.float32)
@@ -248,18 +297,26 @@ def predict_features(loaded: LoadedModel, features: np.ndarray, gaz: np.ndarray 
                          f"({loaded.meta.get('feature', 'fused')} features), got {x_np.shape}")
     n = x_np.shape[0]
     gaz_np = None if gaz is None else np.asarray(gaz, dtype=np.float64).reshape(n, 2)
-    out = model_outputs(model, x_np, gaz_np if model.gazetteer_prior else None, loaded.grid, k=model.n_cells)
+    temperature = float((loaded.meta.get("calibration") or {}).get("temperature") or 1.0)
+    out = model_outputs(model, x_np, gaz_np if model.gazetteer_prior else None, loaded.grid, k=model.n_cells,
+                        temperature=temperature)
     spec = loaded.meta.get("spec", {})
     centres_np = class_centres(model, loaded.grid).cpu().numpy()
     lat, lon, source = refine(out, gallery if spec.get("retrieval") else None,
                               gaz_np if model.gazetteer_prior else None, centres_np, snap_distance_km(loaded.grid.size))
     centres = centres_np
     cells = class_grid_cells(model)
+    checks = ood_check(loaded, gallery, x_np, image_features)
     results = []
     for i in range(n):
-        probs = np.zeros(model.n_cells)
-        probs[out["topk"][i]] = out["topk_p"][i]
-        score = privacy_score(probs, centres, float(lat[i]), float(lon[i]))
+        if checks[i].get("unlike_training"):
+            score = not_meaningful(warning_text(checks[i]["ood_score"], checks[i]["ood_threshold"]))
+        else:
+            probs = np.zeros(model.n_cells)
+            probs[out["topk"][i]] = out["topk_p_cal"][i]
+            score = privacy_score(probs, centres, float(lat[i]), float(lon[i]))
         results.append({"lat": float(lat[i]), "lon": float(lon[i]), "source": str(source[i]),
-                        "cell": int(cells[out["cls"][i]]), "confidence": float(out["confidence"][i]), **score})
+                        "cell": int(cells[out["cls"][i]]), "confidence": float(out["confidence_cal"][i]),
+                        "confidence_uncalibrated": float(out["confidence"][i]), "temperature": temperature,
+                        **score, **checks[i]})
     return results

@@ -16,6 +16,10 @@ cell-centre granularity (a 0.1 degree cell is about 11 x 7 km, so its district
 mass is counted from centres up to 10 km away).
 
 0 = the model is certain where the image is; 1 = it gives nothing away.
+
+For a photo unlike the training images (model/ood.py) the model's probabilities
+say nothing about where it is, so a number here would only look exact:
+`not_meaningful` gives the score as None with the reason instead.
 """
 
 from __future__ import annotations
@@ -44,3 +48,9 @@ def privacy_score(probs: np.ndarray, centres: np.ndarray, lat: float, lon: float
     district = float(p[d <= district_km].sum())
     score = 1.0 if city < cutoff else float(np.clip(1.0 - district, 0.0, 1.0))
     return {"privacy_score": score, "city_confidence": city, "district_confidence": district}
+
+
+def not_meaningful(reason: str) -> dict:
+    """The score fields of a photo the score cannot speak for: None, and why."""
+    return {"privacy_score": None, "city_confidence": None, "district_confidence": None,
+            "privacy_score_note": f"not meaningful: {reason}"}

@@ -33,12 +33,14 @@ DEFAULT_TEMPERATURE = 0.1
 
 @dataclass
 class Gallery:
-    """Training images as retrieval candidates."""
+    """Training images: retrieval candidates, and the reference set of the
+    out-of-distribution score (model/ood.py)."""
 
     h: np.ndarray  # (G, 256) float32, L2-normalised last hidden layer
     lat: np.ndarray
     lon: np.ndarray
     cls: np.ndarray  # (G,) class index
+    image: np.ndarray | None = None  # (G, D) float32, L2-normalised image-encoder features (None: older gallery)
 
     def save(self, path) -> None:
         import io
@@ -46,7 +48,8 @@ class Gallery:
         from geo_assets.store.parquet import atomic_write_bytes
 
         buf = io.BytesIO()
-        np.savez_compressed(buf, h=self.h.astype(np.float16), lat=self.lat, lon=self.lon, cls=self.cls)
+        extra = {} if self.image is None else {"image": self.image.astype(np.float16)}
+        np.savez_compressed(buf, h=self.h.astype(np.float16), lat=self.lat, lon=self.lon, cls=self.cls, **extra)
         atomic_write_bytes(path, buf.getvalue())
 
     @classmethod
@@ -56,53 +59,103 @@ class Gallery:
         from geo_assets.store.paths import as_path
 
         with np.load(io.BytesIO(as_path(path).read_bytes())) as z:  # local or s3://
-            return cls(h=z["h"].astype(np.float32), lat=z["lat"], lon=z["lon"], cls=z["cls"])
+            image = z["image"].astype(np.float32) if "image" in z.files else None
+            return cls(h=z["h"].astype(np.float32), lat=z["lat"], lon=z["lon"], cls=z["cls"], image=image)
+
+    def vectors(self, space: str) -> np.ndarray:
+        """The reference vectors of an out-of-distribution space (ood.SPACES)."""
+        if space == "hidden":
+            return self.h
+        if space == "image":
+            if self.image is None:
+                raise ValueError("this gallery keeps no image features (saved before they were kept): retrain the model")
+            return self.image
+        raise ValueError(f"unknown out-of-distribution space {space!r}")
 
 
 def _normalise(h: np.ndarray) -> np.ndarray:
     return h / np.maximum(np.linalg.norm(h, axis=1, keepdims=True), 1e-8)
 
 
+def _logits(model: GeolocatorMLP, x: torch.Tensor, g: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    h = model.embed(x)
+    logits = model.classifier(h)
+    if model.gazetteer_prior and g is not None:
+        logits = logits + model.prior(g)
+    return logits, h
+
+
+@torch.no_grad()
+def model_logits(model: GeolocatorMLP, features: np.ndarray, gaz: np.ndarray | None, batch_size: int = 1024) -> np.ndarray:
+    """(N, n_classes) class logits (with the gazetteer prior when the model has one): what
+    the temperature is fitted on."""
+    model.eval()
+    x_all = torch.as_tensor(np.asarray(features, dtype=np.float32))
+    g_all = torch.as_tensor(np.asarray(gaz, dtype=np.float32)) if gaz is not None else None
+    parts = [_logits(model, x_all[s : s + batch_size], g_all[s : s + batch_size] if g_all is not None else None)[0].numpy()
+             for s in range(0, len(x_all), batch_size)]
+    return np.concatenate(parts) if parts else np.zeros((0, model.n_cells), np.float32)
+
+
 @torch.no_grad()
 def model_outputs(model: GeolocatorMLP, features: np.ndarray, gaz: np.ndarray | None, grid,
-                  batch_size: int = 1024, k: int = 10) -> dict:
-    """Class probabilities' top-k, the seed's point (centre + offset), confidence and h."""
+                  batch_size: int = 1024, k: int = 10, temperature: float = 1.0) -> dict:
+    """Class probabilities' top-k, the seed's point (centre + offset), confidence and h.
+
+    `confidence` and `topk_p` are the model's own probabilities (retrieval scores with
+    them, as it was tuned); `confidence_cal` and `topk_p_cal` the same classes' probabilities
+    after dividing the logits by `temperature` (model/calibration.py): what is reported."""
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
     centres = class_centres(model, grid)
-    out = {"lat": [], "lon": [], "cls": [], "confidence": [], "topk": [], "topk_p": [], "h": []}
+    keys = ("lat", "lon", "cls", "confidence", "topk", "topk_p", "h", "confidence_cal", "topk_p_cal")
+    out: dict = {key: [] for key in keys}
     model.eval()
     x_all = torch.as_tensor(np.asarray(features, dtype=np.float32))
     g_all = torch.as_tensor(np.asarray(gaz, dtype=np.float32)) if gaz is not None else None
     for start in range(0, len(x_all), batch_size):
         x = x_all[start : start + batch_size]
         g = g_all[start : start + batch_size] if g_all is not None else None
-        h = model.embed(x)
-        logits = model.classifier(h)
-        if model.gazetteer_prior and g is not None:
-            logits = logits + model.prior(g)
+        logits, h = _logits(model, x, g)
         offset = (torch.sigmoid(model.regressor(h)) - 0.5) * model.geocell_size
         lat, lon = predict_coords(logits, offset, centres)
         probs = torch.softmax(logits, dim=1)
         top_p, top = probs.topk(min(k, probs.shape[1]), dim=1)
+        # Dividing by T > 0 keeps every ranking: the same top-k classes, other probabilities.
+        cal_p = torch.softmax(logits / temperature, dim=1).gather(1, top) if temperature != 1.0 else top_p
         out["lat"].append(lat.numpy()), out["lon"].append(lon.numpy())
         out["cls"].append(top[:, 0].numpy()), out["confidence"].append(top_p[:, 0].numpy())
         out["topk"].append(top.numpy()), out["topk_p"].append(top_p.numpy()), out["h"].append(h.numpy())
+        out["confidence_cal"].append(cal_p[:, 0].numpy()), out["topk_p_cal"].append(cal_p.numpy())
     if not out["lat"]:
         return {"lat": np.zeros(0), "lon": np.zeros(0), "cls": np.zeros(0, np.int64), "confidence": np.zeros(0),
-                "topk": np.zeros((0, k), np.int64), "topk_p": np.zeros((0, k)), "h": np.zeros((0, 0), np.float32)}
+                "topk": np.zeros((0, k), np.int64), "topk_p": np.zeros((0, k)), "h": np.zeros((0, 0), np.float32),
+                "confidence_cal": np.zeros(0), "topk_p_cal": np.zeros((0, k))}
     return {key: np.concatenate(v) for key, v in out.items()}
 
 
-def build_gallery(model: GeolocatorMLP, features: np.ndarray, lat: np.ndarray, lon: np.ndarray, grid) -> Gallery:
-    """Training rows -> gallery (their h, true location and class)."""
+@torch.no_grad()
+def embed_rows(model: GeolocatorMLP, features: np.ndarray, batch_size: int = 1024) -> np.ndarray:
+    """(N, 256) last hidden layer h of the rows (not normalised)."""
+    model.eval()
+    x = torch.as_tensor(np.asarray(features, dtype=np.float32))
+    parts = [model.embed(x[s : s + batch_size]).numpy() for s in range(0, len(x), batch_size)]
+    return np.concatenate(parts) if parts else np.zeros((0, model.hidden[-1]), np.float32)
+
+
+def build_gallery(model: GeolocatorMLP, features: np.ndarray, lat: np.ndarray, lon: np.ndarray, grid,
+                  image_features: np.ndarray | None = None) -> Gallery:
+    """Training rows -> gallery (their h, true location and class, and their image-encoder
+    features when given, for the out-of-distribution score)."""
     from geo_assets.model.geolocator import class_grid_cells
 
-    with torch.no_grad():
-        h = model.embed(torch.as_tensor(np.asarray(features, dtype=np.float32))).numpy()
+    h = embed_rows(model, features)
     cells = np.asarray(grid.cell_of(np.asarray(lat), np.asarray(lon)), dtype=np.int64).reshape(-1)
     lookup = {int(c): i for i, c in enumerate(class_grid_cells(model).tolist())}
     cls = np.array([lookup.get(int(c), -1) for c in cells], dtype=np.int64)
+    image = None if image_features is None else _normalise(np.asarray(image_features, np.float32)).astype(np.float32)
     return Gallery(h=_normalise(h).astype(np.float32), lat=np.asarray(lat, np.float64), lon=np.asarray(lon, np.float64),
-                   cls=cls)
+                   cls=cls, image=image)
 
 
 def snap_distance_km(geocell_size: float) -> float:

@@ -12,7 +12,10 @@ that resamples whole sequences):
    test images, with a sentence saying which differences are significant;
 5. the gazetteer attacker (OCR -> gazetteer -> location, no training) on
    unblurred vs blurred test images, per OCR engine;
-6. the seed's own Figure 18 for reference.
+6. honest confidence: each model's temperature, the expected calibration error
+   on test before and after it, and the share of test images its
+   out-of-distribution score flags;
+7. the seed's own Figure 18 for reference.
 
 The header states the synthetic world's text assumption (the place-text share), and a
 section after 4 shows the blur effect at other shares (`geo-assets sensitivity`) and where
@@ -180,6 +183,35 @@ def false_guess_lines(measured: dict | None) -> list[str]:
     return lines
 
 
+def _pct(v, fmt: str = "{:.1f}") -> str:
+    return "-" if v is None else fmt.format(v)
+
+
+def confidence_section(evaluations: list[dict]) -> list[str]:
+    """Calibration and the out-of-distribution flag per model (absent for models evaluated before
+    either existed)."""
+    rows = [e for e in evaluations if e.get("calibration")]
+    if not rows:
+        return []
+    lines = ["## Honest confidence: calibration and photos unlike the training set", "",
+             "Top-1 confidence against geocell accuracy on the test images: the expected calibration error "
+             "(ECE, 15 equal-width bins; 0 = the confidence says how often the model is right) with the model's "
+             "own probabilities and after dividing its logits by the temperature fitted on validation (the "
+             "predicted places do not change). The out-of-distribution score is the mean cosine distance to the "
+             "k nearest training images; above the threshold (a validation percentile) `geo-assets predict` "
+             "says the guess and privacy score are not meaningful and gives no score.", "",
+             "| Model | Temperature | Geocell acc. % | Mean conf. % before | Mean conf. % after | ECE % before | "
+             "ECE % after | OOD space (k) | Threshold | Test flagged % | n |", "|---" * 11 + "|"]
+    for e in rows:
+        c, o = e["calibration"], e.get("ood") or {}
+        space = f"{o['space']} ({o['k']})" if o.get("space") else "-"
+        lines.append(f"| {_label(e)} | {c['temperature']:.2f} | {_pct(c.get('geocell_accuracy_pct'))} | "
+                     f"{_pct(c.get('mean_confidence_before_pct'))} | {_pct(c.get('mean_confidence_after_pct'))} | "
+                     f"{_pct(c.get('ece_before_pct'))} | {_pct(c.get('ece_after_pct'))} | {space} | "
+                     f"{_pct(o.get('threshold'), '{:.3f}')} | {_pct(o.get('flagged_pct'))} | {c.get('n', '-')} |")
+    return lines + [""]
+
+
 def build_privacy_report(evaluations: list[dict], predictions: dict | None = None, attack_rows: list[dict] | None = None,
                          n_boot: int = 1000, sources: list[str] | None = None, sensitivity: dict | None = None,
                          false_guesses: dict | None = None) -> dict:
@@ -282,6 +314,8 @@ def build_privacy_report(evaluations: list[dict], predictions: dict | None = Non
                                                         "within 10 km", d, "%"))
         lines.append("")
 
+    lines += confidence_section(evaluations)
+
     lines += ["## The seed's Figure 18 (40k real Mapillary images, its validation split), for reference", "",
               "| Model | " + " | ".join(c[1] for c in FIG18_COLUMNS) + " |", "|---" * (len(FIG18_COLUMNS) + 1) + "|"]
     for (blur, cell), values in SEED_FIGURE_18.items():
@@ -290,7 +324,8 @@ def build_privacy_report(evaluations: list[dict], predictions: dict | None = Non
     for e in evaluations:
         summary["models"].append({"model": _label(e), "metrics": e["metrics"], "baseline": e["baseline"],
                                   "text_reliant": e["text_reliant"], "seed_protocol": e.get("seed_protocol", {}).get("metrics"),
-                                  "spec": e.get("spec"), "n": e.get("n")})
+                                  "spec": e.get("spec"), "n": e.get("n"), "calibration": e.get("calibration"),
+                                  "ood": e.get("ood")})
     return {"markdown": "\n".join(lines) + "\n", "json": json_safe(summary)}
 
 

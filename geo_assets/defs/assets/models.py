@@ -97,13 +97,11 @@ def _save(model_dir, fit, spec: ModelSpec, meta: dict, grid) -> None:
                   "test_fraction": fit.split_config.test_fraction, "rows": fit.n},
         "history": result.history, "best_epoch": result.best_epoch, "best_val_median_km": best.get("val_median_km"),
         "train_seconds": result.seconds, "device": result.device,
+        "calibration": fit.calibration, "ood": fit.ood,
         "seconds_per_epoch": (sum(h["seconds"] for h in result.history) / len(result.history)) if result.history else None,
     }, grid=grid)
-    gallery_path = model_dir / GALLERY_FILE
-    if fit.gallery is not None:
-        fit.gallery.save(gallery_path)
-    elif gallery_path.exists():
-        gallery_path.unlink()
+    # The retrieval gallery is also the out-of-distribution reference: always written.
+    fit.gallery.save(model_dir / GALLERY_FILE)
 
 
 def materialize_geolocator_model(context: dg.AssetExecutionContext, config: TrainingConfig, storage: StorageResource) -> dg.MaterializeResult:
@@ -172,8 +170,10 @@ PREDICTION_SCHEMA = pa.schema([
     ("true_lat", pa.float64()), ("true_lon", pa.float64()), ("pred_lat", pa.float64()), ("pred_lon", pa.float64()),
     ("km", pa.float64()), ("cell_hit", pa.bool_()), ("top5_hit", pa.bool_()), ("top10_hit", pa.bool_()),
     ("confidence", pa.float64()), ("source", pa.string()),
+    ("confidence_raw", pa.float64()), ("ood_score", pa.float64()), ("ood_flag", pa.bool_()),
 ])
-"""Per-image predictions on the evaluation split: what paired comparisons in the report resample."""
+"""Per-image predictions on the evaluation split: what paired comparisons in the report resample.
+`confidence` is after the model's temperature, `confidence_raw` the model's own."""
 
 
 def evaluate_model_dir(ds, model_dir) -> dict:
@@ -188,7 +188,8 @@ def evaluate_model_dir(ds, model_dir) -> dict:
                                test_fraction=split.get("test_fraction", 0.15))
     gallery = Gallery.load(model_dir / GALLERY_FILE) if (model_dir / GALLERY_FILE).exists() else None
     splits = dataset_splits(ds, split_config)
-    report = evaluate(loaded.model, gallery, spec, ds, loaded.grid, splits, split_config.evaluation_split)
+    report = evaluate(loaded.model, gallery, spec, ds, loaded.grid, splits, split_config.evaluation_split,
+                      calibration=meta.get("calibration"), ood=meta.get("ood"))
     rows = report.pop("rows")
     write_table(model_dir / "predictions.parquet", pa.Table.from_pydict(rows, schema=PREDICTION_SCHEMA))
     report.update({"protocol": split_config.protocol, "spec": spec.to_dict(),
@@ -249,7 +250,7 @@ TRAINING_INPUTS = [dg.AssetDep(name, partition_mapping=ALL_TILES) for name in ("
 @dg.asset(
     partitions_def=model_partitions,
     deps=TRAINING_INPUTS,
-    code_version="geolocator_model-v2",
+    code_version="geolocator_model-v3",
     group_name="models",
     kinds={"pytorch"},
     owners=OWNERS,
@@ -267,7 +268,7 @@ def geolocator_model(context: dg.AssetExecutionContext, config: TrainingConfig, 
 @dg.asset(
     partitions_def=model_partitions,
     deps=["geolocator_model", *TRAINING_INPUTS],
-    code_version="model_evaluation-v2",
+    code_version="model_evaluation-v3",
     group_name="models",
     kinds={"python", "parquet"},
     owners=OWNERS,
