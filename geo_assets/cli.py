@@ -167,13 +167,14 @@ def _cmd_predict(args) -> int:
 
 def _cmd_query(args) -> int:
     from geo_assets.settings import GeoSettings
-    from geo_assets.store.catalog import query_connection
+    from geo_assets.store.catalog import QueryRefused, query_connection, refuse_writes
     from geo_assets.store.layout import StorageLayout
 
     import duckdb
 
     s = GeoSettings.from_env()
     try:
+        refuse_writes(args.sql)  # before anything is opened: a refused statement never runs
         with query_connection(StorageLayout(s.storage_dir, s.models_dir)) as con:
             tables = [r[0] for r in con.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()]
             try:
@@ -181,6 +182,12 @@ def _cmd_query(args) -> int:
             except duckdb.CatalogException as exc:
                 hint = f" (tables: {', '.join(tables)})" if tables else " (no tables yet: run `geo-assets run` first)"
                 return _fail(f"query failed: {_first_line(exc)}{hint}")
+    except QueryRefused as exc:
+        return _fail(f"query refused: {exc}")
+    except duckdb.PermissionException as exc:
+        # "Permission Error: Cannot access file "x" - file system operations are disabled by configuration"
+        what = _first_line(exc).removeprefix("Permission Error: ").split(" - ")[0]
+        return _fail(f"query refused: {what[:1].lower()}{what[1:]}: queries read only the project's tables")
     except (duckdb.Error, OSError) as exc:
         return _fail(f"query failed: {_first_line(exc)}")
     return 0
