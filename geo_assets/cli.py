@@ -100,7 +100,14 @@ def _cmd_geocell(args) -> int:
     if args.action == "list":
         instance = get_instance()
         print("configured:", ", ".join(read_geocells(storage)))
-        print("partitions:", ", ".join(execution.existing_geocells(instance)) or "(none)")
+        from geo_assets.defs.sensors import refused_geocell_keys
+
+        existing = execution.existing_geocells(instance)
+        refused = set(refused_geocell_keys(existing))
+        print("partitions:", ", ".join(k for k in existing if k not in refused) or "(none)")
+        for key in sorted(refused):
+            print(f"refused partition {key[:60]!r}: not a geocell size; never trained, and removed by the geocell "
+                  "sensor (`geo-assets geocell add` or `dagster dev` applies it)")
         return 0
     if args.size is None:
         print(f"geocell {args.action} needs a SIZE in degrees, e.g. 0.2", file=sys.stderr)

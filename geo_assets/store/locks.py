@@ -18,8 +18,13 @@ from pathlib import Path
 
 @contextmanager
 def partition_lock(root: Path, asset: str, partition: str, timeout_s: float = 3600.0):
+    """Exclusive per (asset, partition). Both names must be one plain path component
+    (UnsafePathError otherwise), checked before any folder, file or lease is made."""
+    from geo_assets.store.layout import safe_component
     from geo_assets.store.paths import ObjectPath
 
+    asset = safe_component(asset, "lock asset name")
+    partition = safe_component(partition, "lock partition name")
     if isinstance(root, ObjectPath):
         with _lease_store(str(root)).lock(f"locks/{asset}/{partition}", timeout_s=timeout_s, ttl_s=lease_ttl_s()):
             yield

@@ -18,6 +18,7 @@ from geo_assets.ingest.folder_pull import pull_folder_tile
 from geo_assets.ingest.pull import DUPLICATE_DISTANCE_M, pull_tile
 from geo_assets.store.schemas import RAW_IMAGES_SCHEMA, RAW_REJECTS_SCHEMA
 from geo_assets.mapillary.errors import MapillaryUnavailableError
+from geo_assets.defs.partitions import tile_partition_of
 from geo_assets.store.locks import partition_lock, remove_orphan_temp_files
 from geo_assets.settings import GeoSettings
 from geo_assets.store.parquet import read_table, write_table
@@ -43,12 +44,12 @@ def _cursor(images: pa.Table, rejects: pa.Table) -> int | None:
 def pull_raw_images(
     context: dg.AssetExecutionContext, config: PullConfig, storage: StorageResource, image_source: ImageSourceResource
 ):
-    tile = Tile.from_key(context.partition_key)
+    tile = Tile.from_key(tile_partition_of(context))
     settings = GeoSettings.from_env()
     images_per_tile = config.images_per_tile if config.images_per_tile is not None else settings.images_per_tile
     layout = storage.layout()
-    with partition_lock(layout.root, "raw_images", context.partition_key):
-        remove_orphan_temp_files(layout.raw_image_path(context.partition_key, 'x').parent)
+    with partition_lock(layout.root, "raw_images", tile.key):
+        remove_orphan_temp_files(layout.raw_image_path(tile.key, 'x').parent)
         images_path = layout.table_path("raw_images", tile.key)
         rejects_path = layout.table_path("raw_rejects", tile.key)
         images = read_table(images_path, RAW_IMAGES_SCHEMA)
