@@ -26,8 +26,8 @@ def partition_lock(root: Path, asset: str, partition: str, timeout_s: float = 36
     asset = safe_component(asset, "lock asset name")
     partition = safe_component(partition, "lock partition name")
     if isinstance(root, ObjectPath):
-        with _lease_store(str(root)).lock(f"locks/{asset}/{partition}", timeout_s=timeout_s, ttl_s=lease_ttl_s()):
-            yield
+        with _lease_store(str(root)).lock(f"locks/{asset}/{partition}", timeout_s=timeout_s, ttl_s=lease_ttl_s()) as lease:
+            yield lease  # every S3 publish inside checks it (store/objects.py)
         return
     path = Path(root) / "locks" / asset / f"{partition}.lock"
     try:
@@ -38,14 +38,17 @@ def partition_lock(root: Path, asset: str, partition: str, timeout_s: float = 36
         flock_until(fh, time.monotonic() + timeout_s,
                     lambda: TimeoutError(f"{asset}[{partition}] stayed locked by another run for {timeout_s:.0f}s"), 0.2)
         try:
-            yield
+            yield None
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def lease_ttl_s() -> float:
+    """GEO_ASSETS_LEASE_TTL_S (default 120 s); ValueError unless finite and positive."""
+    from geo_assets.store.objects import DEFAULT_LEASE_TTL_S, valid_ttl
+
     value = os.environ.get("GEO_ASSETS_LEASE_TTL_S")
-    return float(value) if value else 120.0
+    return valid_ttl(value, "GEO_ASSETS_LEASE_TTL_S") if value else DEFAULT_LEASE_TTL_S
 
 
 def _lease_store(uri: str):
