@@ -70,6 +70,11 @@ class ImageSourceResource(dg.ConfigurableResource):
     folder: str = ""
     """Folder source only: the folder of geotagged JPEGs (GEO_ASSETS_FOLDER)."""
 
+    allow_private_addresses: bool = False
+    """Mapillary source only: fetch image URLs whose host is loopback, private or link-local
+    (refused by default: an answer must not point the downloader inside this network). Tests
+    that serve images on 127.0.0.1 turn it on; the synthetic source always allows them."""
+
     _server = PrivateAttr(default=None)
     _client = PrivateAttr(default=None)
 
@@ -112,7 +117,7 @@ class ImageSourceResource(dg.ConfigurableResource):
                 raise dg.Failure(f"image source 'mapillary' needs a token in the environment variable {TOKEN_ENV}")
             self._client = MapillaryClient(
                 base_url=self.base_url, token=token, timeout=self.timeout_s, max_retries=self.max_retries,
-                backoff=self.backoff_s, max_bbox_area=0.01,
+                backoff=self.backoff_s, max_bbox_area=0.01, allow_private_addresses=self.allow_private_addresses,
             )
         else:
             raise dg.Failure(f"unknown image source kind {self.kind!r}; use 'synthetic', 'mapillary' or 'folder'")

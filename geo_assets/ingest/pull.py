@@ -155,9 +155,11 @@ def _fetch(client, cand: dict) -> tuple[bytes | None, object]:
                 if url is None:
                     return None, ("download_failed", "URL expired and the refreshed record has no URL", exc)
                 continue
-            return None, ("download_failed", redact(exc), exc)
+            return None, ("bad_url" if exc.bad_url else "download_failed", redact(exc), exc)
         except MapillaryError as exc:
             return None, ("download_failed", redact(exc), exc)
+        except Exception as exc:  # noqa: BLE001 - anything else about one record must not fail the tile
+            return None, ("download_failed", f"{type(exc).__name__}: {redact(exc)}"[:500], exc)
     try:
         return data, validate_image_bytes(data)
     except ImageRejected as exc:

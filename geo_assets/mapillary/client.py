@@ -205,6 +205,7 @@ class MapillaryClient:
         max_json_bytes: int = MAX_JSON_BYTES,
         search_limit: int = MAX_LIMIT,
         max_split_depth: int = 8,
+        allow_private_addresses: bool = True,
     ) -> None:
         if max_retries < 0:
             raise ValueError("max_retries must be >= 0")
@@ -222,6 +223,8 @@ class MapillaryClient:
         self.download_deadline = float(download_deadline)
         self.search_limit = int(search_limit)
         self.max_split_depth = int(max_split_depth)
+        # False for the real API (mapillary/addresses.py); the local servers live on 127.0.0.1.
+        self.allow_private_addresses = bool(allow_private_addresses)
         self.last_search_horizon: int | None = None
         self.max_json_bytes = int(max_json_bytes)
         self._session = session
@@ -695,8 +698,15 @@ class MapillaryClient:
         short = _short_url(url)
         what = f"download {short}"
         problem = url_problem(url) if isinstance(url, str) else "URL is not a string"
+        if problem is None and not self.allow_private_addresses:
+            from urllib.parse import urlsplit
+
+            from geo_assets.mapillary.addresses import non_public_host
+
+            parts = urlsplit(url)
+            problem = non_public_host(parts.hostname, parts.port)
         if problem:
-            raise MapillaryDownloadError(f"Mapillary download: {problem}")
+            raise MapillaryDownloadError(f"Mapillary download: {problem}", bad_url=True)
         err = "no attempt made"
         for attempt in range(self.max_retries + 1):
             retry_after = None
@@ -746,8 +756,12 @@ class MapillaryClient:
                 self._count("timeouts")
                 err = f"timed out after {self.timeout:g}s"
             except (requests.exceptions.InvalidURL, requests.exceptions.InvalidSchema,
-                    requests.exceptions.MissingSchema, requests.exceptions.InvalidHeader) as exc:
-                raise MapillaryDownloadError(f"Mapillary {what}: bad URL ({type(exc).__name__})") from None
+                    requests.exceptions.MissingSchema, requests.exceptions.InvalidHeader, UnicodeError) as exc:
+                raise MapillaryDownloadError(f"Mapillary {what}: bad URL ({type(exc).__name__})", bad_url=True) from None
+            except ValueError as exc:
+                # urllib3's LocationParseError (a ValueError, not a requests error) for a host it
+                # cannot encode, raised while connecting: the URL is bad, not the network.
+                raise MapillaryDownloadError(f"Mapillary {what}: bad URL ({type(exc).__name__})", bad_url=True) from None
             except (requests.RequestException, OSError) as exc:
                 self._count("connection_errors")
                 err = f"{type(exc).__name__}: {self._scrub(str(exc))}"

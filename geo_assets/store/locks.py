@@ -84,3 +84,19 @@ def remove_orphan_temp_files(folder: Path) -> int:
         p.unlink(missing_ok=True)
         removed += 1
     return removed
+
+
+def remove_unlisted_images(folder: Path, listed_ids: set[str]) -> list[str]:
+    """Remove `<id>.jpg` files in `folder` whose id the table does not list (written by a pull
+    that failed or was killed before its table row was stored); call under the tile's lock.
+    Their ids are not known, so the next pull fetches and lists them again. Returns the names removed."""
+    removed = []
+    try:
+        files = list(folder.glob("*.jpg")) if folder.exists() else []
+    except OSError:
+        return removed
+    for p in files:
+        if p.stem not in listed_ids:
+            p.unlink(missing_ok=True)
+            removed.append(p.name)
+    return sorted(removed)

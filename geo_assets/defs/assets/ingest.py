@@ -19,7 +19,7 @@ from geo_assets.ingest.pull import DUPLICATE_DISTANCE_M, pull_tile
 from geo_assets.store.schemas import RAW_IMAGES_SCHEMA, RAW_REJECTS_SCHEMA
 from geo_assets.mapillary.errors import MapillaryUnavailableError
 from geo_assets.defs.partitions import tile_partition_of
-from geo_assets.store.locks import partition_lock, remove_orphan_temp_files
+from geo_assets.store.locks import partition_lock, remove_orphan_temp_files, remove_unlisted_images
 from geo_assets.settings import GeoSettings
 from geo_assets.store.parquet import read_table, write_table
 
@@ -54,6 +54,11 @@ def pull_raw_images(
         rejects_path = layout.table_path("raw_rejects", tile.key)
         images = read_table(images_path, RAW_IMAGES_SCHEMA)
         rejects = read_table(rejects_path, RAW_REJECTS_SCHEMA)
+        image_folder = layout.raw_image_path(tile.key, "x").parent
+        orphans = remove_unlisted_images(image_folder, set(images["image_id"].to_pylist()))
+        if orphans:
+            context.log.warning(f"tile {tile.key}: removed {len(orphans)} image files no table row lists "
+                                "(left by a pull that failed or was killed); they are fetched again")
 
         wanted = max(0, images_per_tile - images.num_rows)
         if config.max_new_per_run > 0:
@@ -102,8 +107,13 @@ def pull_raw_images(
             except MapillaryUnavailableError as exc:
                 result = getattr(exc, "partial", None)
                 if result is None:
+                    remove_unlisted_images(image_folder, set(images["image_id"].to_pylist()))
                     raise
                 outage = exc  # store what was walked before the outage, then fail the run
+            except BaseException:
+                # Whatever failed, no image file outlives the pull without its table row.
+                remove_unlisted_images(image_folder, set(images["image_id"].to_pylist()))
+                raise
             new_rows, new_rejects, stats = result.rows, result.rejects, result.stats
         seconds = time.perf_counter() - started
 
