@@ -99,7 +99,10 @@ def _cmd_geocell(args) -> int:
     storage = GeoSettings.from_env().storage_dir
     if args.action == "list":
         instance = get_instance()
-        print("configured:", ", ".join(read_geocells(storage)))
+        try:
+            print("configured:", ", ".join(read_geocells(storage)))
+        except ValueError as exc:  # a size past the cap (or garbled) in geocells.txt: say which line
+            print(f"configured: refused: {exc}")
         from geo_assets.defs.sensors import refused_geocell_keys
 
         existing = execution.existing_geocells(instance)

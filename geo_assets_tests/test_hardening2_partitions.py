@@ -99,3 +99,38 @@ def test_the_cli_refuses_a_hostile_key_in_the_instance(tmp_path):
     assert removed.returncode == 2 and "Traceback" not in removed.stderr
     assert len(removed.stderr.strip().splitlines()) == 1 and "geocell size" in removed.stderr
     assert _files_outside(tmp_path) == []
+
+
+# -- low: a geocell size too small to count (1e-320) ----------------------------------
+
+
+def _cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "GEO_ASSETS_STORAGE": str(tmp_path / "storage"), "GEO_ASSETS_MODELS": str(tmp_path / "models"),
+           "DAGSTER_HOME": str(tmp_path / "storage")}
+    return subprocess.run([sys.executable, "-m", "geo_assets.cli", *args], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=120)
+
+
+@pytest.mark.parametrize("size", ["1e-320", "5e-324"])
+def test_a_denormal_geocell_size_is_one_clear_line_everywhere(tmp_path, size):
+    from geo_assets.defs.resources import StorageResource
+    from geo_assets.execution import load_definitions
+    from geo_assets.geocell_sizes import read_geocells
+
+    added = _cli(tmp_path, "geocell", "add", size, "--no-run")
+    assert added.returncode == 2 and "Traceback" not in added.stderr, added.stderr
+    assert len(added.stderr.strip().splitlines()) == 1 and "too small" in added.stderr and "cap" in added.stderr
+    storage = tmp_path / "storage"
+    storage.mkdir(exist_ok=True)
+    (storage / "geocells.txt").write_text(f"0.5\n{size}\n")
+    with pytest.raises(ValueError, match="geocells.txt:2.*too small"):
+        read_geocells(storage)
+    listed = _cli(tmp_path, "geocell", "list")
+    assert listed.returncode == 0 and "Traceback" not in listed.stderr, listed.stderr
+    assert "refused" in listed.stdout and "too small" in listed.stdout
+    sensor = load_definitions().resolve_sensor_def("geocell_sizes_sensor")
+    with dg.instance_for_test() as instance:
+        ctx = dg.build_sensor_context(instance=instance, resources={
+            "storage": StorageResource(storage_dir=str(storage), models_dir=str(tmp_path / "models"))})
+        result = sensor(ctx)
+    assert isinstance(result, dg.SkipReason) and "too small" in result.skip_message
