@@ -184,3 +184,45 @@ def test_public_address_rule():
         assert not is_public_address(private), private
     for public in ("8.8.8.8", "151.101.1.1", "2a00:1450:4009:81f::200e"):
         assert is_public_address(public), public
+
+
+# -- low: a cap on the search requests of one tile pull -------------------------------
+
+
+def _always_full(api, n: int, t0: int = 1_600_000_000_000) -> list[dict]:
+    """An API that answers every search with the same full page of `n` records, whatever the box
+    or window: the splitting never gets a page that is not full."""
+    recs = [record(str(900 + i), api.image(f"f{i}.jpg", 20 + i), lat=54.0 + i * 0.001, captured_at=t0 + i * 1000)
+            for i in range(n)]
+    api.search_body = json.dumps({"data": recs}).encode()
+    return recs
+
+
+def _search_calls(api) -> int:
+    return sum(p.startswith("/images") for p in api.paths)
+
+
+def test_a_tile_pull_stops_at_the_search_request_cap_and_says_it_is_incomplete(api, tmp_path, caplog):
+    caplog.set_level(logging.WARNING)
+    _always_full(api, 5)
+    layout = StorageLayout(tmp_path / "storage", tmp_path / "models")
+    client = MapillaryClient(api.base_url, token="t", max_retries=0, backoff=0.001, timeout=3.0, search_limit=5,
+                             max_search_requests=40)
+    res = pull_tile(client, Tile(BBox(-1.20, 53.90, -0.90, 54.10)), layout, known_ids=set(), known_sha256=set(),
+                    start_captured_at=None, max_new=50, source="hostile", download_workers=1)
+    assert _search_calls(api) == 40, _search_calls(api)
+    assert res.stats["search_capped"] is True
+    assert "incomplete" in caplog.text and "max_search_requests" in caplog.text
+    # nothing was listed completely, so nothing is stored and the cursor cannot move
+    assert res.rows == [] and res.rejects == []
+
+
+def test_the_request_cap_is_a_resource_setting_reported_in_the_materialization(api, tmp_path, monkeypatch):
+    monkeypatch.setenv("MAPILLARY_ACCESS_TOKEN", "t0ken")
+    _always_full(api, 5)
+    with dg.instance_for_test() as instance:
+        result = _materialize_raw(instance, tmp_path, api, max_search_requests=25)
+        assert result.success, _failure_text(result)
+        (mat,) = result.asset_materializations_for_node("raw_images")
+    assert mat.metadata["search_incomplete"].value is True
+    assert _search_calls(api) <= 25

@@ -158,6 +158,8 @@ def pull_raw_images(
                 "images_per_second": round(len(new_rows) / seconds, 2) if seconds > 0 and new_rows else 0.0,
                 "api_requests": int(stats.get("requests", 0)),
                 "api_retries": int(stats.get("retries", 0)),
+                # the search stopped at max_search_requests: listed (and stored) only part of the tile
+                "search_incomplete": bool(stats.get("search_capped", False)),
                 "source": image_source.source_name,
                 # Folder source: files opened this pull (headers of new or changed files, then
                 # whole files of new images); an unchanged folder opens none.
