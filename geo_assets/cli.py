@@ -257,6 +257,31 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so every `with` block (the daemon, the code server, the
+    temporary workspace) cleans up on the way out instead of the process just dying."""
+
+
+def _on_signal(signum, frame) -> None:
+    import signal
+
+    # One interruption is enough: a second signal during the cleanup would cut it short and
+    # leave the children behind (each is stopped within its bounded wait; SIGKILL still works).
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    raise Terminated(signal.Signals(signum).name) if signum == signal.SIGTERM else KeyboardInterrupt("SIGINT")
+
+
+def _install_signal_handlers() -> dict:
+    """Our handlers for SIGTERM and SIGINT; the previous ones, to restore (main() called in-process)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():  # handlers live in the main thread only
+        return {}
+    return {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "bench":
@@ -264,7 +289,20 @@ def main(argv: list[str] | None = None) -> int:
 
         return bench_main(argv[1:]) or 0
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    previous = _install_signal_handlers()
+    try:
+        return args.func(args)
+    except KeyboardInterrupt as exc:
+        name = "SIGTERM" if isinstance(exc, Terminated) else "SIGINT"
+        done = ("; stopped its daemon and code server and removed its temporary workspace (the backfill stays "
+                "in the instance: the UI shows it)") if args.command == "run" else ""
+        print(f"geo-assets {args.command}: interrupted by {name}{done}", file=sys.stderr)
+        return 143 if name == "SIGTERM" else 130
+    finally:
+        import signal
+
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 if __name__ == "__main__":
