@@ -114,8 +114,22 @@ def test_a_healthy_heartbeat_still_keeps_the_lease(s3_root):
     # A heartbeat that stops after one silent TTL must still keep a healthy lease: 3 s leaves room
     # for slow answers on a loaded machine, and the hold lasts well past it.
     with st.lock("locks/raw_images/t4", ttl_s=3.0, timeout_s=5) as lease:
-        time.sleep(4.5)
+        time.sleep(7.0)  # more than twice the TTL
         with pytest.raises(LockTimeout):
             with st.lock("locks/raw_images/t4", ttl_s=3.0, timeout_s=0.5, poll_s=0.1):
                 pass
         lease.check()
+
+
+def test_leases_released_out_of_order_leave_none_behind(s3_root):
+    """The held-lease list is kept by identity: a lease released before one taken after it is not
+    brought back when the later one is released (a lost one would then refuse every later write)."""
+    from geo_assets.store.objects import _HELD_LEASES
+
+    st = S3ObjectStore(s3_root)
+    first = st.lock("locks/a/1", timeout_s=5, ttl_s=30)
+    first.__enter__()
+    with st.lock("locks/a/2", timeout_s=5, ttl_s=30):
+        first.__exit__(None, None, None)
+        assert len(_HELD_LEASES.get()) == 1
+    assert _HELD_LEASES.get() == ()

@@ -89,6 +89,12 @@ class LeaseLost(RuntimeError):
 _HELD_LEASES: contextvars.ContextVar[tuple] = contextvars.ContextVar("geo_assets_held_leases", default=())
 
 
+def _forget(lease) -> None:
+    # By identity, not ContextVar.reset: leases are not always released in the order taken,
+    # and a reset would bring back one released in between.
+    _HELD_LEASES.set(tuple(held for held in _HELD_LEASES.get() if held is not lease))
+
+
 def check_held_leases() -> None:
     """LeaseLost when a lease held in this context has been lost; call before any publish."""
     for lease in _HELD_LEASES.get():
@@ -434,14 +440,14 @@ class S3ObjectStore(ObjectStore):
         name = check_key(name, "lock name")
         lease = S3Lease(self, f"{self.prefix}/.leases/{name}.lease" if self.prefix else f".leases/{name}.lease", ttl_s)
         lease.acquire(timeout_s, poll_s)
-        token = _HELD_LEASES.set(_HELD_LEASES.get() + (lease,))
+        _HELD_LEASES.set(_HELD_LEASES.get() + (lease,))
         try:
             yield lease
         except BaseException:
-            _HELD_LEASES.reset(token)
+            _forget(lease)
             lease.release()
             raise
-        _HELD_LEASES.reset(token)
+        _forget(lease)
         lost = lease.release()
         if lost:
             raise LeaseLost(f"lease {name} was lost while held: {lost}")
