@@ -99,8 +99,18 @@ def _cmd_geocell(args) -> int:
     storage = GeoSettings.from_env().storage_dir
     if args.action == "list":
         instance = get_instance()
-        print("configured:", ", ".join(read_geocells(storage)))
-        print("partitions:", ", ".join(execution.existing_geocells(instance)) or "(none)")
+        try:
+            print("configured:", ", ".join(read_geocells(storage)))
+        except ValueError as exc:  # a size past the cap (or garbled) in geocells.txt: say which line
+            print(f"configured: refused: {exc}")
+        from geo_assets.defs.sensors import refused_geocell_keys
+
+        existing = execution.existing_geocells(instance)
+        refused = set(refused_geocell_keys(existing))
+        print("partitions:", ", ".join(k for k in existing if k not in refused) or "(none)")
+        for key in sorted(refused):
+            print(f"refused partition {key[:60]!r}: not a geocell size; never trained, and removed by the geocell "
+                  "sensor (`geo-assets geocell add` or `dagster dev` applies it)")
         return 0
     if args.size is None:
         print(f"geocell {args.action} needs a SIZE in degrees, e.g. 0.2", file=sys.stderr)
@@ -175,13 +185,14 @@ def _cmd_predict(args) -> int:
 
 def _cmd_query(args) -> int:
     from geo_assets.settings import GeoSettings
-    from geo_assets.store.catalog import query_connection
+    from geo_assets.store.catalog import QueryRefused, query_connection, refuse_writes
     from geo_assets.store.layout import StorageLayout
 
     import duckdb
 
     s = GeoSettings.from_env()
     try:
+        refuse_writes(args.sql)  # before anything is opened: a refused statement never runs
         with query_connection(StorageLayout(s.storage_dir, s.models_dir)) as con:
             tables = [r[0] for r in con.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()]
             try:
@@ -189,6 +200,12 @@ def _cmd_query(args) -> int:
             except duckdb.CatalogException as exc:
                 hint = f" (tables: {', '.join(tables)})" if tables else " (no tables yet: run `geo-assets run` first)"
                 return _fail(f"query failed: {_first_line(exc)}{hint}")
+    except QueryRefused as exc:
+        return _fail(f"query refused: {exc}")
+    except duckdb.PermissionException as exc:
+        # "Permission Error: Cannot access file "x" - file system operations are disabled by configuration"
+        what = _first_line(exc).removeprefix("Permission Error: ").split(" - ")[0]
+        return _fail(f"query refused: {what[:1].lower()}{what[1:]}: queries read only the project's tables")
     except (duckdb.Error, OSError) as exc:
         return _fail(f"query failed: {_first_line(exc)}")
     return 0
@@ -261,6 +278,31 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so every `with` block (the daemon, the code server, the
+    temporary workspace) cleans up on the way out instead of the process just dying."""
+
+
+def _on_signal(signum, frame) -> None:
+    import signal
+
+    # One interruption is enough: a second signal during the cleanup would cut it short and
+    # leave the children behind (each is stopped within its bounded wait; SIGKILL still works).
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    raise Terminated(signal.Signals(signum).name) if signum == signal.SIGTERM else KeyboardInterrupt("SIGINT")
+
+
+def _install_signal_handlers() -> dict:
+    """Our handlers for SIGTERM and SIGINT; the previous ones, to restore (main() called in-process)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():  # handlers live in the main thread only
+        return {}
+    return {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "bench":
@@ -268,7 +310,20 @@ def main(argv: list[str] | None = None) -> int:
 
         return bench_main(argv[1:]) or 0
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    previous = _install_signal_handlers()
+    try:
+        return args.func(args)
+    except KeyboardInterrupt as exc:
+        name = "SIGTERM" if isinstance(exc, Terminated) else "SIGINT"
+        done = ("; stopped its daemon and code server and removed its temporary workspace (the backfill stays "
+                "in the instance: the UI shows it)") if args.command == "run" else ""
+        print(f"geo-assets {args.command}: interrupted by {name}{done}", file=sys.stderr)
+        return 143 if name == "SIGTERM" else 130
+    finally:
+        import signal
+
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 if __name__ == "__main__":

@@ -20,13 +20,22 @@ K8S_CONFIG_TAG = "dagster-k8s/config"
 GPU_NODE_LABEL = {"geo-assets/pool": "gpu"}
 GPU_TOLERATIONS = [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
 
+# Every run pod: the images' uid, no escalation, no capabilities, a read-only root filesystem
+# (the run writes /tmp and GEO_ASSETS_CACHE_DIR, emptyDir volumes in deploy/helm/values.yaml).
+RUN_CONTAINER_SECURITY = {"allowPrivilegeEscalation": False, "privileged": False, "readOnlyRootFilesystem": True,
+                          "capabilities": {"drop": ["ALL"]}}
+RUN_POD_SECURITY = {"runAsNonRoot": True, "runAsUser": 10001, "runAsGroup": 10001, "fsGroup": 10001,
+                    "seccompProfile": {"type": "RuntimeDefault"}}
+
 TILE_K8S_CONFIG = {
     "container_config": {
         "resources": {
             "requests": {"cpu": "2", "memory": "2Gi"},
             "limits": {"cpu": "2", "memory": "4Gi"},  # OCR/blur threads beyond 2 only contend
         },
+        "security_context": RUN_CONTAINER_SECURITY,
     },
+    "pod_spec_config": {"security_context": RUN_POD_SECURITY},
 }
 
 

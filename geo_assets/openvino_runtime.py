@@ -161,6 +161,35 @@ def import_openvino():
     return sys.modules["openvino"]
 
 
+def digest_path(path: Path) -> Path:
+    """The digest file kept beside a converted model's IR: sha256 of its .xml and .bin."""
+    return path.with_suffix(".sha256")
+
+
+def _ir_digest(path: Path) -> dict[str, str]:
+    return {"xml": _file_sha256(path), "bin": _file_sha256(path.with_suffix(".bin"))}
+
+
+def cached_ir_ok(path: Path) -> bool:
+    """True when the IR at ``path`` and its .bin exist and match the digest written when they
+    were converted. A file planted in (or damaged in) the cache does not: a swapped detector
+    could switch blurring off, a swapped encoder change every embedding. The check catches a
+    file replaced without its digest; the folder is kept private (0700) against the rest."""
+    import json
+
+    if not (path.exists() and path.with_suffix(".bin").exists()):
+        return False
+    try:
+        stored = json.loads(digest_path(path).read_text())
+    except (OSError, ValueError):
+        log.warning("converted model %s has no readable digest: converting again", path.name)
+        return False
+    if stored != _ir_digest(path):
+        log.warning("converted model %s does not match its digest: converting again", path.name)
+        return False
+    return True
+
+
 def _convert(net, example_input, input_shape: list[int], path: Path):
     """Trace ``net`` (a module, or a function building it) and keep the IR at ``path``; written
     to a temporary folder and renamed into place, the .xml last, so a reader never finds half
@@ -172,12 +201,17 @@ def _convert(net, example_input, input_shape: list[int], path: Path):
         net = net()
     model = ov.convert_model(net, example_input=example_input, input=[ov.PartialShape(input_shape)])
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        import json
+
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         with tempfile.TemporaryDirectory(dir=path.parent, prefix=".convert-") as tmp:
             tmp_xml = Path(tmp) / path.name
             ov.save_model(model, str(tmp_xml), compress_to_fp16=False)
+            tmp_digest = digest_path(tmp_xml)
+            tmp_digest.write_text(json.dumps(_ir_digest(tmp_xml)))
             os.replace(tmp_xml.with_suffix(".bin"), path.with_suffix(".bin"))
             os.replace(tmp_xml, path)
+            os.replace(tmp_digest, digest_path(path))  # last: until it lands, the IR reads as unchecked
     except OSError as exc:  # a read-only home: convert again next time, nothing lost
         log.warning("could not keep the converted model in %s (%s)", path.parent, exc)
     return model
@@ -196,7 +230,7 @@ class OpenVinoModule:
     def __init__(self, net, *, name: str, weights: Path, example_input, input_shape: list[int],
                  threads: int | None = None, directory: Path | None = None, precision: str = PRECISION) -> None:
         self.ir_path = ir_path(name, Path(weights), directory)
-        cached = self.ir_path.exists() and self.ir_path.with_suffix(".bin").exists()
+        cached = cached_ir_ok(self.ir_path)
         model = self.ir_path if cached else _convert(net, example_input, input_shape, self.ir_path)
         self._compiled = _compile(model, threads, precision)
         self.precision = self._compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()  # "f32", "bf16"

@@ -190,3 +190,76 @@ def s3_root(s3_env):
     bucket = "geo-assets-" + uuid.uuid4().hex[:12]
     boto3.client("s3", endpoint_url=s3_env).create_bucket(Bucket=bucket)
     return f"s3://{bucket}/geo_assets"
+
+
+class FaultyS3Proxy:
+    """An HTTP proxy in front of the moto server that forwards every request, except those a
+    test chooses to fail: while `fail_leases` is set, a PUT of a lease object (a key under
+    `.leases/`) gets 403 AccessDenied, as from an expired credential or a bucket policy, so a
+    heartbeat's renewals fail while data writes still go through. Real HTTP both ways."""
+
+    def __init__(self, upstream: str) -> None:
+        import http.client
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        from urllib.parse import urlsplit
+
+        self.fail_leases = threading.Event()
+        self.refused: list[str] = []
+        up = urlsplit(upstream)
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args) -> None:
+                pass
+
+            def _forward(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else None
+                if self.command == "PUT" and "/.leases/" in self.path and proxy.fail_leases.is_set():
+                    proxy.refused.append(self.path)
+                    error = (b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>AccessDenied</Code>'
+                             b"<Message>Access Denied</Message></Error>")
+                    self.send_response(403)
+                    self.send_header("Content-Type", "application/xml")
+                    self.send_header("Content-Length", str(len(error)))
+                    self.end_headers()
+                    self.wfile.write(error)
+                    return
+                con = http.client.HTTPConnection(up.hostname, up.port, timeout=30)
+                try:
+                    headers = {k: v for k, v in self.headers.items() if k.lower() not in ("connection",)}
+                    con.request(self.command, self.path, body=body, headers=headers)
+                    resp = con.getresponse()
+                    data = resp.read()
+                    self.send_response(resp.status)
+                    for k, v in resp.getheaders():
+                        if k.lower() not in ("connection", "transfer-encoding", "content-length"):
+                            self.send_header(k, v)
+                    # HEAD keeps the object's length (no body follows); others send what was read.
+                    self.send_header("Content-Length", resp.getheader("Content-Length", "0") if self.command == "HEAD"
+                                     else str(len(data)))
+                    self.end_headers()
+                    if self.command != "HEAD":
+                        self.wfile.write(data)
+                finally:
+                    con.close()
+
+            do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _forward
+
+        class Server(ThreadingHTTPServer):
+            daemon_threads = True
+
+        self._httpd = Server(("127.0.0.1", 0), Handler)
+        self.endpoint = f"http://127.0.0.1:{self._httpd.server_address[1]}"
+        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+
+    def __enter__(self) -> "FaultyS3Proxy":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()

@@ -206,9 +206,56 @@ def test_gpu_tags_put_the_pod_on_a_gpu_node():
 def test_dockerfiles_pin_and_hold_no_secrets():
     cpu = (DEPLOY / "Dockerfile").read_text()
     cuda = (DEPLOY / "Dockerfile.cuda").read_text()
-    assert "FROM python:3.11-slim" in cpu
+    for text in (cpu, cuda):  # issue 22: the base image by digest, every package from constraints.txt
+        assert re.search(r"^ARG PYTHON_IMAGE=python:3\.11-slim@sha256:[0-9a-f]{64}$", text, re.M)
+        assert re.search(r"^FROM \$\{PYTHON_IMAGE\}$", text, re.M) and len(re.findall(r"^FROM ", text, re.M)) == 1
+        assert "COPY pyproject.toml constraints.txt ./" in text and "RUN pip install -c constraints.txt -e ." in text
     assert "torch==2.14.1" in cuda and "ARG TORCH_CUDA=cu" in cuda
     assert "download.pytorch.org/whl/${TORCH_CUDA}" in cuda and "download.pytorch.org/whl/cpu" in cpu
     for text in (cpu, cuda):
         assert "dagster-postgres==0.29.27" in text and "dagster-k8s==0.29.27" in text
         assert not re.search(r"(?i)(AWS_SECRET_ACCESS_KEY|PASSWORD|TOKEN)\s*=", text)
+
+
+def _pod_security(pod: dict, container: dict, *, read_only: bool) -> None:
+    assert pod.get("runAsNonRoot") is True and pod.get("runAsUser") == 10001
+    assert pod.get("seccompProfile") == {"type": "RuntimeDefault"}
+    assert container.get("allowPrivilegeEscalation") is False and container.get("privileged") is False
+    assert container.get("capabilities") == {"drop": ["ALL"]}
+    assert container.get("readOnlyRootFilesystem", False) is read_only
+
+
+def test_helm_pods_run_unprivileged_and_the_code_server_is_fenced():
+    """Issue 22 (low): every pod non-root, no escalation, no capabilities; the code server and
+    run pods read-only with emptyDir /tmp and model cache; a NetworkPolicy lets only the
+    webserver and the daemon reach the code server."""
+    values = _helm(HELM_VALUES[0])
+    for section in ("dagsterWebserver", "dagsterDaemon"):
+        _pod_security(values[section]["podSecurityContext"], values[section]["securityContext"], read_only=False)
+    (dep,) = values["dagster-user-deployments"]["deployments"]
+    _pod_security(dep["podSecurityContext"], dep["securityContext"], read_only=True)
+    mounts = {m["mountPath"] for m in dep["volumeMounts"]}
+    assert {"/tmp", dep["env"]["GEO_ASSETS_CACHE_DIR"]} <= mounts
+    run = values["runLauncher"]["config"]["k8sRunLauncher"]
+    _pod_security({_camel(k): v for k, v in run["runK8sConfig"]["podSpecConfig"]["security_context"].items()},
+                  run["runK8sConfig"]["containerConfig"]["security_context"], read_only=True)
+    assert {m["mountPath"] for m in run["volumeMounts"]} == mounts
+
+    policy = yaml.safe_load((DEPLOY / "k8s" / "networkpolicy.yaml").read_text())
+    assert policy["kind"] == "NetworkPolicy" and policy["spec"]["policyTypes"] == ["Ingress"]
+    assert policy["spec"]["podSelector"]["matchLabels"] == {"component": "user-deployments", "deployment": dep["name"]}
+    (rule,) = policy["spec"]["ingress"]
+    assert [p["podSelector"]["matchLabels"]["component"] for p in rule["from"]] == ["dagster-webserver", "dagster-daemon"]
+    assert rule["ports"] == [{"protocol": "TCP", "port": dep["port"]}]
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(w.title() for w in rest)
+
+
+def test_deploy_doc_creates_secrets_from_files():
+    doc = (ROOT / "docs" / "DEPLOY.md").read_text()
+    commands = [line for line in doc.splitlines() if line.strip().startswith("--from-") or "create secret" in line]
+    assert commands and not any("--from-literal" in line for line in commands)
+    assert sum("--from-file=" in line for line in commands) >= 5

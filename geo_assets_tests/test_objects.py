@@ -174,10 +174,12 @@ def test_s3_lease_expiry_takeover_and_loss(s3_root):
 
 def test_s3_lease_heartbeat_keeps_it(s3_root):
     store = ObjectStore.from_uri(s3_root)
-    with store.lock("tile=t9", ttl_s=1.0, timeout_s=5) as lease:
-        time.sleep(2.5)  # more than twice the TTL: only renewals keep it
+    # The heartbeat gives a lease up after a whole TTL without an accepted renewal: 3 s (not 1)
+    # keeps slow answers on a loaded machine (moto shares this process) from counting as that.
+    with store.lock("tile=t9", ttl_s=3.0, timeout_s=5) as lease:
+        time.sleep(7.0)  # more than twice the TTL: only renewals keep it
         with pytest.raises(LockTimeout):
-            with store.lock("tile=t9", ttl_s=1.0, timeout_s=0.5, poll_s=0.1):
+            with store.lock("tile=t9", ttl_s=3.0, timeout_s=0.5, poll_s=0.1):
                 pass
         lease.check()
 

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import dagster as dg
 
-from geo_assets.geo.tiles import tiles_for_region
+from geo_assets.geo.geocells import geocell_key
+from geo_assets.geo.tiles import Tile, tiles_for_region
 from geo_assets.settings import BLUR_VARIANTS, GeoSettings
+from geo_assets.store.layout import safe_component
 
 blur_partitions = dg.StaticPartitionsDefinition(list(BLUR_VARIANTS))
 GEOCELL_PARTITIONS_NAME = "geocell"
@@ -33,9 +35,50 @@ def model_partition_key(blur: str, geocell: str) -> dg.MultiPartitionKey:
     return dg.MultiPartitionKey({"blur": blur, "geocell": geocell})
 
 
+def check_geocell_partition_key(key: str) -> str:
+    """`key` when it is a geocell size in its canonical form ('0.05'); else ValueError.
+    Dagster lets a dynamic key be almost anything ('../../x'): this one check keeps such a
+    key from ever reaching a path or a lock."""
+    text = str(key)
+    try:
+        ok = geocell_key(text) == text
+    except (ValueError, OverflowError):
+        ok = False
+    if not ok:
+        raise ValueError(f"geocell partition key {text[:60]!r} is not a geocell size "
+                         "(degrees, written as `geo-assets geocell add` writes it, e.g. 0.05)")
+    return text
+
+
+def check_tile_partition_key(key: str) -> str:
+    """`key` when it is one plain path component naming a tile ('51.90_-0.40_53.90_1.60'); else ValueError."""
+    text = safe_component(key, "tile partition key")
+    Tile.from_key(text)
+    return text
+
+
 def split_model_partition_key(key: str | dg.MultiPartitionKey) -> tuple[str, str]:
+    """(blur, geocell) of a model partition key, each checked (ValueError) before any use."""
     if isinstance(key, dg.MultiPartitionKey):
         dims = key.keys_by_dimension
     else:
         dims = model_partitions.get_partition_key_from_str(key).keys_by_dimension
-    return dims["blur"], dims["geocell"]
+    if dims["blur"] not in BLUR_VARIANTS:
+        raise ValueError(f"blur partition key {str(dims['blur'])[:60]!r} is not one of {', '.join(BLUR_VARIANTS)}")
+    return dims["blur"], check_geocell_partition_key(dims["geocell"])
+
+
+def model_partition_of(context: dg.AssetExecutionContext) -> tuple[str, str]:
+    """The run's checked (blur, geocell), or a dg.Failure saying which key was refused."""
+    try:
+        return split_model_partition_key(context.partition_key)
+    except ValueError as exc:
+        raise dg.Failure(f"refused: {exc}") from None
+
+
+def tile_partition_of(context: dg.AssetExecutionContext) -> str:
+    """The run's checked tile key, or a dg.Failure saying which key was refused."""
+    try:
+        return check_tile_partition_key(context.partition_key)
+    except ValueError as exc:
+        raise dg.Failure(f"refused: {exc}") from None

@@ -88,6 +88,15 @@ class ImageSourceResource(dg.ConfigurableResource):
     folder: str = ""
     """Folder source only: the folder of geotagged JPEGs (GEO_ASSETS_FOLDER)."""
 
+    max_search_requests: int = 2000
+    """Search requests one tile pull may send (the bbox splitting's budget). A tile that reaches
+    it is stored as far as it was listed completely and reported incomplete (`search_incomplete`)."""
+
+    allow_private_addresses: bool = False
+    """Mapillary source only: fetch image URLs whose host is loopback, private or link-local
+    (refused by default: an answer must not point the downloader inside this network). Tests
+    that serve images on 127.0.0.1 turn it on; the synthetic source always allows them."""
+
     _server = PrivateAttr(default=None)
     _client = PrivateAttr(default=None)
 
@@ -120,7 +129,7 @@ class ImageSourceResource(dg.ConfigurableResource):
             self._server.start()
             self._client = MapillaryClient(
                 base_url=self._server.base_url, token=token, timeout=self.timeout_s, max_retries=self.max_retries,
-                backoff=self.backoff_s,
+                backoff=self.backoff_s, max_search_requests=self.max_search_requests,
             )
         elif self.kind == "mapillary":
             token = self.token
@@ -128,7 +137,8 @@ class ImageSourceResource(dg.ConfigurableResource):
                 raise dg.Failure(f"image source 'mapillary' needs a token in the environment variable {TOKEN_ENV}")
             self._client = MapillaryClient(
                 base_url=self.base_url, token=token, timeout=self.timeout_s, max_retries=self.max_retries,
-                backoff=self.backoff_s, max_bbox_area=0.01,
+                backoff=self.backoff_s, max_bbox_area=0.01, allow_private_addresses=self.allow_private_addresses,
+                max_search_requests=self.max_search_requests,
             )
         else:
             raise dg.Failure(f"unknown image source kind {self.kind!r}; use 'synthetic', 'mapillary' or 'folder'")

@@ -15,7 +15,8 @@ from geo_assets.store.paths import storage_root
 import dagster as dg
 
 from geo_assets.defs.jobs import train_job
-from geo_assets.defs.partitions import GEOCELL_PARTITIONS_NAME, geocell_partitions, model_partition_key
+from geo_assets.defs.partitions import (GEOCELL_PARTITIONS_NAME, check_geocell_partition_key, geocell_partitions,
+                                       model_partition_key)
 from geo_assets.defs.resources import StorageResource
 from geo_assets.geocell_sizes import read_geocells
 from geo_assets.settings import BLUR_VARIANTS
@@ -41,6 +42,17 @@ def geocell_requests(configured: list[str], existing: list[str]) -> tuple[list[s
     return added, removed, runs
 
 
+def refused_geocell_keys(keys: list[str]) -> list[str]:
+    """The keys in `keys` that are not geocell sizes (check_geocell_partition_key)."""
+    refused = []
+    for key in keys:
+        try:
+            check_geocell_partition_key(key)
+        except ValueError:
+            refused.append(key)
+    return refused
+
+
 def evaluate_geocell_sizes(context: dg.SensorEvaluationContext, storage: StorageResource):
     """The geocell sensor's tick: partition adds/removes and the runs for new sizes."""
     try:
@@ -49,6 +61,10 @@ def evaluate_geocell_sizes(context: dg.SensorEvaluationContext, storage: Storage
         context.log.error(f"geocell sizes refused: {exc}")
         return dg.SkipReason(f"geocell sizes refused, nothing added: {exc}")
     existing = context.instance.get_dynamic_partitions(GEOCELL_PARTITIONS_NAME)
+    # A key added by other means (the UI, the API) that is not a size never gets a run or a
+    # path: it is removed like any size missing from the file, and said so.
+    for key in refused_geocell_keys(existing):
+        context.log.warning(f"geocell partition {key[:60]!r} refused: not a geocell size; removed")
     added, removed, runs = geocell_requests(configured, existing)
     if not added and not removed:
         return dg.SkipReason(f"geocell sizes unchanged: {', '.join(configured)}")

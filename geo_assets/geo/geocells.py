@@ -43,7 +43,12 @@ def smallest_size_within_cap(bounds: BBox, cap: int = MAX_GEOCELLS) -> float:
 def check_geocell_count(bounds: BBox, size: float, cap: int = MAX_GEOCELLS) -> int:
     """The number of cells of a `size` grid over `bounds`; ValueError past `cap`,
     with the count, the head size and the cap in the message."""
-    rows, cols = grid_shape(bounds, size)
+    try:
+        rows, cols = grid_shape(bounds, size)
+    except OverflowError:  # e.g. 1e-320: the ratio is inf, so there is no count to show
+        raise ValueError(
+            f"geocell size {size:g} is too small to count its cells over the region (over 10^308); the cap is "
+            f"{cap:,} cells: use a size of at least {smallest_size_within_cap(bounds, cap):g} degrees") from None
     n = rows * cols
     if n > cap:
         raise ValueError(

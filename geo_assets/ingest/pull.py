@@ -155,9 +155,11 @@ def _fetch(client, cand: dict) -> tuple[bytes | None, object]:
                 if url is None:
                     return None, ("download_failed", "URL expired and the refreshed record has no URL", exc)
                 continue
-            return None, ("download_failed", redact(exc), exc)
+            return None, ("bad_url" if exc.bad_url else "download_failed", redact(exc), exc)
         except MapillaryError as exc:
             return None, ("download_failed", redact(exc), exc)
+        except Exception as exc:  # noqa: BLE001 - anything else about one record must not fail the tile
+            return None, ("download_failed", f"{type(exc).__name__}: {redact(exc)}"[:500], exc)
     try:
         return data, validate_image_bytes(data)
     except ImageRejected as exc:
@@ -227,6 +229,9 @@ def pull_tile(
             return False
         stats["windows"] += 1
         stats["searched"] += len(window.records)
+        if window.capped:
+            stats["search_capped"] += 1
+            exhausted = True  # the walk ended at the request cap: nothing past window.end is complete
         stats["beyond_truncation"] += window.beyond_horizon
         for rec in window.records:
             rid = rec.get("id") if isinstance(rec, dict) else None
@@ -390,6 +395,13 @@ def pull_tile(
         _save_strikes(layout, tile.key, {k: v for k, v in strikes.items() if k not in done})
 
     result.stats = _stats(stats, result, pos, client, before, started)
+    if stats["search_capped"]:
+        newest = max((r["captured_at"] for r in result.rows + result.rejects if r.get("captured_at") is not None),
+                     default=start_captured_at)
+        logger.warning(
+            f"tile {tile.key}: incomplete: the image search stopped at {getattr(client, 'max_search_requests', '?')} "
+            f"requests (max_search_requests); stored what was listed completely, and the next pull resumes from "
+            f"captured_at {newest if newest is not None else 'the start'}")
     reasons = result.stats["rejected_by_reason"]
     logger.info(  # one preformatted string: Dagster's context.log works like a logger too
         f"tile {tile.key}: {stats['searched']} searched in {stats['windows']} windows, {stats['known_skipped']} known, {len(result.rows)} new images, "
@@ -408,6 +420,7 @@ def _stats(stats: Counter, result: PullResult, pos: int, client, before: dict, s
         "known_skipped": stats["known_skipped"],
         "outside_tile": stats["outside_tile"],
         "beyond_truncation": stats["beyond_truncation"],
+        "search_capped": bool(stats["search_capped"]),  # the tile's listing stopped at max_search_requests
         "candidates": pos,
         "accepted": len(result.rows),
         "rejected": len(result.rejects),

@@ -61,11 +61,18 @@ REDUCE_DATA_CODE = 1
 MAX_JSON_BYTES = 32_000_000  # a full page of 2,000 records with every field is ~2 MB
 MAX_IMAGE_BYTES = 25_000_000
 DOWNLOAD_DEADLINE_S = 60.0  # whole download, however slowly the bytes drip
+# Search requests one `search_windows` walk (one tile pull) may send. A real tile needs tens;
+# an API that always answers a full page would make the splitting send ~87,000 at depth 8.
+MAX_SEARCH_REQUESTS = 2000
 _CHUNK = 65536
 
 
 class _TooMuchData(Exception):
     """HTTP 500 code 1: split the box and ask again."""
+
+
+class _SearchCapped(Exception):
+    """The walk's search requests reached `max_search_requests`."""
 
 
 @dataclass
@@ -82,6 +89,7 @@ class SearchWindow:
     records: list[dict]
     end: int | None
     beyond_horizon: int = 0
+    capped: bool = False  # the walk stopped at max_search_requests: the tile is listed only up to `end`
 
 
 def _sec_floor(ms: int) -> int:
@@ -205,6 +213,8 @@ class MapillaryClient:
         max_json_bytes: int = MAX_JSON_BYTES,
         search_limit: int = MAX_LIMIT,
         max_split_depth: int = 8,
+        allow_private_addresses: bool = True,
+        max_search_requests: int = MAX_SEARCH_REQUESTS,
     ) -> None:
         if max_retries < 0:
             raise ValueError("max_retries must be >= 0")
@@ -222,6 +232,12 @@ class MapillaryClient:
         self.download_deadline = float(download_deadline)
         self.search_limit = int(search_limit)
         self.max_split_depth = int(max_split_depth)
+        # False for the real API (mapillary/addresses.py); the local servers live on 127.0.0.1.
+        self.allow_private_addresses = bool(allow_private_addresses)
+        if int(max_search_requests) < 1:
+            raise ValueError("max_search_requests must be >= 1")
+        self.max_search_requests = int(max_search_requests)
+        self._search_budget: int | None = None  # requests left in the current search_windows walk
         self.last_search_horizon: int | None = None
         self.max_json_bytes = int(max_json_bytes)
         self._session = session
@@ -434,6 +450,10 @@ class MapillaryClient:
             params["start_captured_at"] = _iso(start)
         if end is not None:
             params["end_captured_at"] = _iso(end, round_up=True)
+        if self._search_budget is not None:
+            if self._search_budget <= 0:
+                raise _SearchCapped()
+            self._search_budget -= 1
         data = self._get_json("/images", params, f"image search bbox={params['bbox']}")
         if not isinstance(data, dict) or not isinstance(data.get("data"), list):
             raise MapillaryUnavailableError(f"Mapillary image search bbox={params['bbox']}: answer has no 'data' list")
@@ -539,7 +559,18 @@ class MapillaryClient:
         that window was empty or once past now. No ordering of a page is relied on
         for completeness: a window is complete only when its page was not full.
         After the last window, `last_search_horizon` is set as by `search_images`.
+
+        At most `max_search_requests` searches are sent: at the cap the walk ends with
+        a last window `capped=True` holding only what every box has listed completely
+        (a cursor taken from it never passes an unseen image), `last_search_horizon` at its end.
         """
+        self._search_budget = self.max_search_requests
+        try:
+            yield from self._search_windows(bbox, fields, start_captured_at, limit, max_depth)
+        finally:
+            self._search_budget = None
+
+    def _search_windows(self, bbox, fields, start_captured_at, limit, max_depth) -> Iterator[SearchWindow]:
         limit, max_depth, fields = self._search_settings(limit, max_depth, fields)
         start = to_epoch_ms(start_captured_at)
         first = None if start is None else _sec_floor(start)  # what the API's whole-second start means
@@ -551,7 +582,11 @@ class MapillaryClient:
         while True:
             while asked:
                 bs = asked.pop(0)
-                split = self._advance(bs, first, fields, limit, max_depth, pending, seen)
+                try:
+                    split = self._advance(bs, first, fields, limit, max_depth, pending, seen)
+                except _SearchCapped:
+                    yield self._capped_window(streams, pending)
+                    return
                 if split:  # code 1: the box is too big for the API; its quadrants go on from where it stood
                     k = streams.index(bs)
                     streams[k:k + 1] = split
@@ -574,6 +609,23 @@ class MapillaryClient:
             if out:
                 yield SearchWindow(out, end)
             asked = [bs for bs in open_ if bs.to == end]
+
+    def _capped_window(self, streams: list[_BoxStream], pending: list[dict]) -> SearchWindow:
+        """The last window of a walk stopped at the request cap: the records up to where every
+        open box is listed completely; none when some box was never listed at all."""
+        self._count("search_capped")
+        open_ = [bs for bs in streams if not bs.done]
+        ends = [bs.to for bs in open_]
+        if any(e is None for e in ends):
+            out, end = [], None
+        else:
+            end = min(ends) if ends else None
+            out = sorted((r for r in pending if end is None or _rec_key(r)[0] <= end), key=_rec_key)
+        self.last_search_horizon = end
+        self._count("records", len(out))
+        log.warning("Mapillary image search: stopped after %d requests (max_search_requests); the listing is "
+                    "complete only up to %s", self.max_search_requests, "nothing" if not out and end is None else end)
+        return SearchWindow(out, end, len(pending) - len(out), capped=True)
 
     def _advance(self, bs: _BoxStream, first: int | None, fields: list[str], limit: int, max_depth: int,
                  pending: list[dict], seen: set[str]) -> list[_BoxStream] | None:
@@ -695,8 +747,15 @@ class MapillaryClient:
         short = _short_url(url)
         what = f"download {short}"
         problem = url_problem(url) if isinstance(url, str) else "URL is not a string"
+        if problem is None and not self.allow_private_addresses:
+            from urllib.parse import urlsplit
+
+            from geo_assets.mapillary.addresses import non_public_host
+
+            parts = urlsplit(url)
+            problem = non_public_host(parts.hostname, parts.port)
         if problem:
-            raise MapillaryDownloadError(f"Mapillary download: {problem}")
+            raise MapillaryDownloadError(f"Mapillary download: {problem}", bad_url=True)
         err = "no attempt made"
         for attempt in range(self.max_retries + 1):
             retry_after = None
@@ -746,8 +805,12 @@ class MapillaryClient:
                 self._count("timeouts")
                 err = f"timed out after {self.timeout:g}s"
             except (requests.exceptions.InvalidURL, requests.exceptions.InvalidSchema,
-                    requests.exceptions.MissingSchema, requests.exceptions.InvalidHeader) as exc:
-                raise MapillaryDownloadError(f"Mapillary {what}: bad URL ({type(exc).__name__})") from None
+                    requests.exceptions.MissingSchema, requests.exceptions.InvalidHeader, UnicodeError) as exc:
+                raise MapillaryDownloadError(f"Mapillary {what}: bad URL ({type(exc).__name__})", bad_url=True) from None
+            except ValueError as exc:
+                # urllib3's LocationParseError (a ValueError, not a requests error) for a host it
+                # cannot encode, raised while connecting: the URL is bad, not the network.
+                raise MapillaryDownloadError(f"Mapillary {what}: bad URL ({type(exc).__name__})", bad_url=True) from None
             except (requests.RequestException, OSError) as exc:
                 self._count("connection_errors")
                 err = f"{type(exc).__name__}: {self._scrub(str(exc))}"

@@ -28,7 +28,13 @@ class MapillaryRequestError(MapillaryError):
 
 class MapillaryDownloadError(MapillaryRequestError):
     """An image download came back as something other than a usable image
-    (wrong Content-Type, too large, HTTP 403 for an expired URL, 404...)."""
+    (wrong Content-Type, too large, HTTP 403 for an expired URL, 404...).
+    `bad_url`: the URL itself was refused before any request (a `bad_url` reject)."""
+
+    def __init__(self, message: str, status: int | None = None, code: int | None = None,
+                 api_message: str | None = None, *, bad_url: bool = False) -> None:
+        super().__init__(message, status=status, code=code, api_message=api_message)
+        self.bad_url = bad_url
 
 
 class MapillaryUnavailableError(MapillaryError):

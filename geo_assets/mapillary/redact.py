@@ -2,8 +2,11 @@
 
 Signed thumbnail URLs carry their signature in the query string, and error text
 from `requests`/`urllib3` quotes the URL it failed on (in full, or as
-`url: /path?query`). `redact()` drops every query string and fragment from
-every URL or path in a text, and the access token wherever it appears.
+`url: /path?query`). `redact()` drops every query string, fragment and user:password
+from every URL or path in a text, and the access token wherever it appears. It
+parses each URL (urlsplit) from where it starts to the next whitespace, rather than
+matching a character class: a path holding `)`, `'` or `"` no longer ends the match
+before its query. (URLs with whitespace never get this far: `url_problem` refuses them.)
 """
 
 from __future__ import annotations
@@ -12,8 +15,10 @@ import logging
 import re
 from urllib.parse import urlsplit
 
-# A URL (scheme://...) or an absolute path, then '?' and its query: 'url: /p?q' in urllib3 errors.
-_URLISH_RE = re.compile(r"(?:[a-zA-Z][a-zA-Z0-9+.\-]*://|(?<![\w.])/)[^\s'\"<>)\]}?]*\?[^\s'\"<>)\]}]*")
+# Where a URL (scheme://...) or an absolute path starts inside a whitespace-free token
+# ('url: /p?q' in urllib3 errors, "('http://h/p?q')" in requests' reprs).
+_URL_START_RE = re.compile(r"[a-zA-Z][a-zA-Z0-9+.\-]*://|(?<![\w.])/")
+_TOKEN_RE = re.compile(r"\S+")
 
 REDACTED = "?<query removed>"
 URL_MAX_CHARS = 4096
@@ -25,7 +30,26 @@ def redact(text: object, secrets: tuple[str, ...] = ()) -> str:
     for secret in secrets:
         if secret:
             out = out.replace(secret, "***")
-    return _URLISH_RE.sub(lambda m: m.group(0).split("?", 1)[0] + REDACTED, out)
+    return _TOKEN_RE.sub(_redact_token, out)
+
+
+def _redact_token(match: re.Match) -> str:
+    token = match.group(0)
+    start = _URL_START_RE.search(token)
+    if start is None:
+        return token
+    head, url = token[:start.start()], token[start.start():]
+    try:
+        parts = urlsplit(url)
+        secret_part = bool(parts.query or parts.fragment or "?" in url or "#" in url or "@" in parts.netloc)
+        if not secret_part:
+            return token
+        netloc = parts.netloc.rpartition("@")[2]  # user:password@ dropped
+        clean = (f"{parts.scheme}://{netloc}" if parts.scheme else netloc) + parts.path
+    except ValueError:  # not even urlsplit can read it: keep nothing past the first ? or #
+        cut = min((i for i in (url.find("?"), url.find("#")) if i >= 0), default=len(url))
+        clean = url[:cut]
+    return head + clean + REDACTED
 
 
 def url_problem(url: str) -> str | None:
@@ -44,6 +68,21 @@ def url_problem(url: str) -> str | None:
         return f"URL scheme {parts.scheme[:16]!r} is not http or https"
     if not parts.hostname:
         return "URL has no host"
+    return host_problem(parts.hostname)
+
+
+def host_problem(host: str) -> str | None:
+    """Why the HTTP client could not connect to `host` by name (None when it can): urllib3
+    encodes it with IDNA and raises LocationParseError, outside requests' own errors,
+    for an empty label ('a..b', 'x..', '.x'), a label over 63 characters, or a name over 253."""
+    if host.startswith("[") or ":" in host:
+        return None  # an IPv6 literal: urlsplit has already checked it
+    if len(host.rstrip(".")) > 253:
+        return "URL host is longer than 253 characters"
+    try:
+        host.encode("idna")
+    except UnicodeError:
+        return "URL host is not a valid name (an empty label, or one over 63 characters)"
     return None
 
 

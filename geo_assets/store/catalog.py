@@ -16,6 +16,12 @@ On s3:// storage there is no catalog file (DuckDB cannot write its database file
 S3): `refresh_views` does nothing, and `query_connection` builds the same views in
 memory over `s3://` globs, read through the fsspec filesystem registered with DuckDB
 (no httpfs extension, which cannot be downloaded here).
+
+`query_connection` is read-only: once the views exist, DuckDB's external access is
+switched off (only the tables folder stays readable, through `allowed_directories`)
+and its configuration locked, so SQL cannot read other files or buckets, write,
+attach databases or install extensions; `refuse_writes` also refuses any statement
+that is not a query before it runs (DuckDB would still let COPY write into the tables folder).
 """
 
 from __future__ import annotations
@@ -134,10 +140,38 @@ def refresh_views(layout: StorageLayout, tables: tuple[str, ...] = TABLES, *, wa
     return present
 
 
+# Statement types that only read. DESCRIBE, SHOW, SUMMARIZE and WITH parse as SELECT.
+READ_ONLY_STATEMENTS = ("SELECT", "EXPLAIN")
+
+
+class QueryRefused(ValueError):
+    """A statement that is not a read-only query."""
+
+
+def refuse_writes(sql: str) -> None:
+    """QueryRefused naming the first statement in `sql` that is not a read-only query.
+    A statement DuckDB cannot parse raises its own duckdb.ParserException."""
+    for statement in duckdb.extract_statements(sql):
+        kind = statement.type.name
+        if kind not in READ_ONLY_STATEMENTS:
+            words = statement.query.strip().split(None, 1)
+            shown = words[0].upper() if words else kind
+            raise QueryRefused(f"{shown} statements are not allowed (queries are read-only: "
+                               "SELECT, WITH, DESCRIBE, SHOW, SUMMARIZE, EXPLAIN)")
+
+
+def _lock_down(con: duckdb.DuckDBPyConnection, tables_dir: str) -> None:
+    """No file or bucket access but the tables folder, and no way to change that back."""
+    con.execute("SET allowed_directories = ?", [[tables_dir.rstrip("/") + "/"]])
+    con.execute("SET enable_external_access = false")
+    con.execute("SET lock_configuration = true")
+
+
 @contextmanager
 def query_connection(layout: StorageLayout):
-    """A connection that sees every table: in-memory views over the same Parquet
-    globs, so reading never contends for the catalog file's lock. Works for local and s3:// roots."""
+    """A read-only connection that sees every table: in-memory views over the same Parquet
+    globs, so reading never contends for the catalog file's lock. Works for local and s3://
+    roots. It reads the tables folder and nothing else (module docstring)."""
     from geo_assets.store.paths import ObjectPath
 
     con = duckdb.connect(":memory:")
@@ -151,6 +185,7 @@ def query_connection(layout: StorageLayout):
         for table in TABLES:
             if table in present:
                 con.execute(_view_sql(layout, table))
+        _lock_down(con, str(layout.root / "tables"))
         yield con
     finally:
         con.close()

@@ -18,11 +18,16 @@ from pathlib import Path
 
 @contextmanager
 def partition_lock(root: Path, asset: str, partition: str, timeout_s: float = 3600.0):
+    """Exclusive per (asset, partition). Both names must be one plain path component
+    (UnsafePathError otherwise), checked before any folder, file or lease is made."""
+    from geo_assets.store.layout import safe_component
     from geo_assets.store.paths import ObjectPath
 
+    asset = safe_component(asset, "lock asset name")
+    partition = safe_component(partition, "lock partition name")
     if isinstance(root, ObjectPath):
-        with _lease_store(str(root)).lock(f"locks/{asset}/{partition}", timeout_s=timeout_s, ttl_s=lease_ttl_s()):
-            yield
+        with _lease_store(str(root)).lock(f"locks/{asset}/{partition}", timeout_s=timeout_s, ttl_s=lease_ttl_s()) as lease:
+            yield lease  # every S3 publish inside checks it (store/objects.py)
         return
     path = Path(root) / "locks" / asset / f"{partition}.lock"
     try:
@@ -33,14 +38,17 @@ def partition_lock(root: Path, asset: str, partition: str, timeout_s: float = 36
         flock_until(fh, time.monotonic() + timeout_s,
                     lambda: TimeoutError(f"{asset}[{partition}] stayed locked by another run for {timeout_s:.0f}s"), 0.2)
         try:
-            yield
+            yield None
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def lease_ttl_s() -> float:
+    """GEO_ASSETS_LEASE_TTL_S (default 120 s); ValueError unless finite and positive."""
+    from geo_assets.store.objects import DEFAULT_LEASE_TTL_S, valid_ttl
+
     value = os.environ.get("GEO_ASSETS_LEASE_TTL_S")
-    return float(value) if value else 120.0
+    return valid_ttl(value, "GEO_ASSETS_LEASE_TTL_S") if value else DEFAULT_LEASE_TTL_S
 
 
 def _lease_store(uri: str):
@@ -76,3 +84,19 @@ def remove_orphan_temp_files(folder: Path) -> int:
         p.unlink(missing_ok=True)
         removed += 1
     return removed
+
+
+def remove_unlisted_images(folder: Path, listed_ids: set[str]) -> list[str]:
+    """Remove `<id>.jpg` files in `folder` whose id the table does not list (written by a pull
+    that failed or was killed before its table row was stored); call under the tile's lock.
+    Their ids are not known, so the next pull fetches and lists them again. Returns the names removed."""
+    removed = []
+    try:
+        files = list(folder.glob("*.jpg")) if folder.exists() else []
+    except OSError:
+        return removed
+    for p in files:
+        if p.stem not in listed_ids:
+            p.unlink(missing_ok=True)
+            removed.append(p.name)
+    return sorted(removed)

@@ -33,17 +33,27 @@ deletes someone else's lease. Expiry is judged from the object's server-side
 LastModified, so only the reader's clock skew (seconds) matters against a TTL
 of minutes. AWS S3 and moto honour If-Match on DELETE; a store that ignores it
 could let a holder whose lease was already taken over (and who has not yet
-noticed, at most ttl/4) delete the new holder's lease. Where a store lacks
+noticed, at most ttl/4) delete the new holder's lease.
+
+A lease whose renewals keep failing (a network partition, an expired credential) is
+marked lost once a whole TTL has passed since the last renewal that was sent and
+accepted: from then on another run may take it over. Every publish to S3 made while a
+lease is held in this context (`ObjectPath.write_bytes`, `S3ObjectStore.write_bytes`:
+tables, images, model artifacts) first calls `check_held_leases()`, so the holder's
+step fails with LeaseLost instead of writing beside the new holder. A stored TTL that
+is not a finite positive number, or above MAX_LEASE_TTL_S, counts as the reader's own
+TTL, so no lease body can make itself permanent. The body names its holder by an
+opaque random id only (no user, host or PID). Where a store lacks
 conditional writes, one run per partition must
 come from the run queue instead (`dagster/partition` tag limit, deploy/dagster.yaml).
 """
 
 from __future__ import annotations
 
-import getpass
+import contextvars
 import json
+import math
 import os
-import socket
 import threading
 import time
 import uuid
@@ -61,6 +71,7 @@ import pyarrow.parquet as pq
 from geo_assets.store.layout import safe_component
 
 DEFAULT_LEASE_TTL_S = 120.0
+MAX_LEASE_TTL_S = 24 * 3600.0  # a stored TTL above this (or inf, nan, <= 0) is not honoured as stored
 # S3's Last-Modified has whole seconds: a lease renewed at 12.9 s reads as 12 s.
 LAST_MODIFIED_RESOLUTION_S = 1.0
 
@@ -72,6 +83,33 @@ class LockTimeout(TimeoutError):
 class LeaseLost(RuntimeError):
     """The lease expired and was taken over (or could not be renewed) while held:
     another run may have written the same partition, so the holder's step must fail."""
+
+
+# The leases held in this context (thread / task): every S3 publish checks them first.
+_HELD_LEASES: contextvars.ContextVar[tuple] = contextvars.ContextVar("geo_assets_held_leases", default=())
+
+
+def _forget(lease) -> None:
+    # By identity, not ContextVar.reset: leases are not always released in the order taken,
+    # and a reset would bring back one released in between.
+    _HELD_LEASES.set(tuple(held for held in _HELD_LEASES.get() if held is not lease))
+
+
+def check_held_leases() -> None:
+    """LeaseLost when a lease held in this context has been lost; call before any publish."""
+    for lease in _HELD_LEASES.get():
+        lease.check()
+
+
+def valid_ttl(value, what: str) -> float:
+    """`value` as seconds when finite and in (0, MAX_LEASE_TTL_S]; else ValueError naming `what`."""
+    try:
+        ttl = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{what} must be a number of seconds, got {str(value)[:40]!r}") from None
+    if not math.isfinite(ttl) or not 0 < ttl <= MAX_LEASE_TTL_S:
+        raise ValueError(f"{what} must be a finite number of seconds in (0, {MAX_LEASE_TTL_S:.0f}], got {str(value)[:40]!r}")
+    return ttl
 
 
 def check_key(key: str, what: str = "key") -> str:
@@ -347,6 +385,7 @@ class S3ObjectStore(ObjectStore):
 
     def write_bytes(self, key: str, data: bytes) -> None:
         # One PUT of the finished bytes (multipart above s3fs's 50 MB chunk, also atomic).
+        check_held_leases()
         self.fs.pipe_file(self._fs_path(check_key(key)), bytes(data))
 
     def exists(self, key: str) -> bool:
@@ -401,11 +440,14 @@ class S3ObjectStore(ObjectStore):
         name = check_key(name, "lock name")
         lease = S3Lease(self, f"{self.prefix}/.leases/{name}.lease" if self.prefix else f".leases/{name}.lease", ttl_s)
         lease.acquire(timeout_s, poll_s)
+        _HELD_LEASES.set(_HELD_LEASES.get() + (lease,))
         try:
             yield lease
         except BaseException:
+            _forget(lease)
             lease.release()
             raise
+        _forget(lease)
         lost = lease.release()
         if lost:
             raise LeaseLost(f"lease {name} was lost while held: {lost}")
@@ -415,14 +457,15 @@ class S3Lease:
     """A lease object in the bucket; see the module docstring for the protocol."""
 
     def __init__(self, store: S3ObjectStore, s3_key: str, ttl_s: float):
-        if ttl_s <= 0:
-            raise ValueError("ttl_s must be positive")
         self.store = store
         self.s3_key = s3_key
-        self.ttl_s = float(ttl_s)
-        self.owner = f"{getpass.getuser()}@{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.ttl_s = valid_ttl(ttl_s, "the lease's ttl_s")
+        self.owner = uuid.uuid4().hex  # opaque: the bucket's readers learn nothing about the holder
         self.etag: str | None = None
         self.lost: str | None = None
+        # monotonic time at which the last accepted write of the lease was *sent*: S3's
+        # LastModified is no earlier, so a taker (which waits ttl + 1 s past it) never comes first.
+        self._renewed_at = 0.0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._etag_lock = threading.Lock()
@@ -444,22 +487,25 @@ class S3Lease:
     def acquire(self, timeout_s: float, poll_s: float) -> None:
         deadline = time.monotonic() + timeout_s
         while True:
+            sent = time.monotonic()
             etag = self.store._put_conditional(self.s3_key, self._body(), IfNoneMatch="*", Metadata=self._meta())
             if etag is None:
                 head = self.store._head(self.s3_key)
                 if head is not None:
                     # The holder's TTL (object metadata, read with the ETag in one HEAD), not ours.
                     try:
-                        ttl = float(head.get("Metadata", {}).get("ttl-s", self.ttl_s))
-                    except ValueError:
+                        ttl = valid_ttl(head.get("Metadata", {}).get("ttl-s", self.ttl_s), "stored ttl")
+                    except ValueError:  # inf, nan, <= 0, huge or garbled: not honoured as stored
                         ttl = self.ttl_s
                     age = (datetime.now(timezone.utc) - head["LastModified"]).total_seconds()
                     if age > ttl + LAST_MODIFIED_RESOLUTION_S:
                         # Expired (holder died without releasing): take it over only if nobody renewed it meanwhile.
+                        sent = time.monotonic()
                         etag = self.store._put_conditional(self.s3_key, self._body(), IfMatch=head["ETag"],
                                                            Metadata=self._meta())
             if etag is not None:
                 self.etag = etag
+                self._renewed_at = sent
                 self._thread = threading.Thread(target=self._heartbeat, name=f"lease:{self.s3_key}", daemon=True)
                 self._thread.start()
                 return
@@ -471,21 +517,38 @@ class S3Lease:
     def _heartbeat(self) -> None:
         interval = self.ttl_s / 4  # three chances to renew before it expires
         while not self._stop.wait(interval):
+            if self._expired():
+                return
             try:
                 with self._etag_lock:
+                    sent = time.monotonic()
                     etag = self.store._put_conditional(self.s3_key, self._body(), IfMatch=self.etag,
-                                                               Metadata=self._meta())
+                                                       Metadata=self._meta())
                     if etag is None:
                         self.lost = "renewal refused: another holder took the lease after it expired"
                         return
                     self.etag = etag
-            except Exception:  # noqa: BLE001 - a network blip: try again next tick, the TTL covers it
-                continue
+                    self._renewed_at = sent
+            except Exception:  # noqa: BLE001 - a network blip: try again next tick, unless a whole TTL has gone
+                if self._expired():
+                    return
+
+    def _expired(self) -> bool:
+        """True (and the lease marked lost) once a whole TTL has passed since the last accepted renewal."""
+        if self.lost:
+            return True
+        silent = time.monotonic() - self._renewed_at
+        if self._renewed_at and silent >= self.ttl_s:
+            self.lost = (f"renewals failed for {silent:.1f}s, at least the lease's TTL of {self.ttl_s:g}s: "
+                         "another run may hold it now")
+            return True
+        return False
 
     def check(self) -> None:
-        """Raise LeaseLost when the lease was taken over; call before publishing results."""
-        if self.lost:
-            raise LeaseLost(f"lease s3://{self.store.bucket}/{self.s3_key}: {self.lost}")
+        """Raise LeaseLost when the lease was taken over or its renewals failed for a whole TTL;
+        judged now, not by the heartbeat alone (its request may hang). Called before every publish."""
+        if self._expired():
+            raise LeaseLost(f"lease s3://{self.store.bucket}/{self.s3_key}: {self.lost}; nothing more is published")
 
     def release(self) -> str | None:
         """Stop renewing and delete the lease if it is still ours; the reason it was lost, if it was."""

@@ -185,7 +185,11 @@ class ObjectPath:
         return self.read_bytes().decode(encoding)
 
     def write_bytes(self, data: bytes) -> int:
-        """One PUT of the finished bytes: readers see the old object or the new one."""
+        """One PUT of the finished bytes: readers see the old object or the new one. Refused
+        (LeaseLost) when a lease held by this step was lost: another run may own the partition."""
+        from geo_assets.store.objects import check_held_leases
+
+        check_held_leases()
         self.fs.pipe_file(self._fs_path, bytes(data))
         return len(data)
 
@@ -203,6 +207,9 @@ class ObjectPath:
             if missing_ok:
                 return
             raise FileNotFoundError(str(self))
+        from geo_assets.store.objects import check_held_leases
+
+        check_held_leases()
         self.fs.rm_file(self._fs_path)
 
     def mkdir(self, parents: bool = False, exist_ok: bool = False) -> None:

@@ -32,6 +32,7 @@ from geo_assets.settings import GeoSettings
 from geo_assets.store.catalog import refresh_views
 from geo_assets.store.images import load_bgr
 from geo_assets.store.layout import StorageLayout
+from geo_assets.defs.partitions import tile_partition_of
 from geo_assets.store.locks import partition_lock
 from geo_assets.store.parquet import read_table, rows_by, write_table
 from geo_assets.store.schemas import (
@@ -101,7 +102,7 @@ def _summary(rows: list[dict], second_ids: set[str]) -> dict:
 def materialize_gazetteer_attack(context: dg.AssetExecutionContext, config: AttackConfig, storage: StorageResource) -> dg.MaterializeResult:
     if config.rule not in RULES:
         raise dg.Failure(f"unknown attack rule {config.rule!r}; choose one of {', '.join(RULES)}")
-    tile = context.partition_key
+    tile = tile_partition_of(context)
     layout = storage.layout()
     region = GeoSettings.from_env().region
     started = time.perf_counter()

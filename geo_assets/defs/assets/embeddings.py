@@ -18,6 +18,7 @@ from geo_assets.embed.rows import encode_batch
 from geo_assets.settings import BLUR_VARIANTS
 from geo_assets.store.catalog import refresh_views
 from geo_assets.store.images import load_bgr
+from geo_assets.defs.partitions import tile_partition_of
 from geo_assets.store.locks import partition_lock
 from geo_assets.store.parquet import read_table, rows_by, write_table
 from geo_assets.store.schemas import CAPTION_SCHEMA, RAW_IMAGES_SCHEMA, embedding_schema
@@ -32,9 +33,9 @@ def _sha(text: str) -> str:
 
 
 def materialize_embeddings(context: dg.AssetExecutionContext, config: EmbeddingConfig, storage: StorageResource, encoders: EncoderResource):
-    tile = context.partition_key
+    tile = tile_partition_of(context)
     layout = storage.layout()
-    with partition_lock(layout.root, "embeddings", context.partition_key):
+    with partition_lock(layout.root, "embeddings", tile):
         images = rows_by(read_table(layout.table_path("raw_images", tile), RAW_IMAGES_SCHEMA), "image_id")
         text_encoder, image_encoder = encoders.text_encoder(), encoders.image_encoder()
         fusion = CrossAttentionFusion(text_encoder.dim, image_encoder.dim)

@@ -18,7 +18,8 @@ from geo_assets.ingest.folder_pull import pull_folder_tile
 from geo_assets.ingest.pull import DUPLICATE_DISTANCE_M, pull_tile
 from geo_assets.store.schemas import RAW_IMAGES_SCHEMA, RAW_REJECTS_SCHEMA
 from geo_assets.mapillary.errors import MapillaryUnavailableError
-from geo_assets.store.locks import partition_lock, remove_orphan_temp_files
+from geo_assets.defs.partitions import tile_partition_of
+from geo_assets.store.locks import partition_lock, remove_orphan_temp_files, remove_unlisted_images
 from geo_assets.settings import GeoSettings
 from geo_assets.store.parquet import read_table, write_table
 
@@ -43,16 +44,21 @@ def _cursor(images: pa.Table, rejects: pa.Table) -> int | None:
 def pull_raw_images(
     context: dg.AssetExecutionContext, config: PullConfig, storage: StorageResource, image_source: ImageSourceResource
 ):
-    tile = Tile.from_key(context.partition_key)
+    tile = Tile.from_key(tile_partition_of(context))
     settings = GeoSettings.from_env()
     images_per_tile = config.images_per_tile if config.images_per_tile is not None else settings.images_per_tile
     layout = storage.layout()
-    with partition_lock(layout.root, "raw_images", context.partition_key):
-        remove_orphan_temp_files(layout.raw_image_path(context.partition_key, 'x').parent)
+    with partition_lock(layout.root, "raw_images", tile.key):
+        remove_orphan_temp_files(layout.raw_image_path(tile.key, 'x').parent)
         images_path = layout.table_path("raw_images", tile.key)
         rejects_path = layout.table_path("raw_rejects", tile.key)
         images = read_table(images_path, RAW_IMAGES_SCHEMA)
         rejects = read_table(rejects_path, RAW_REJECTS_SCHEMA)
+        image_folder = layout.raw_image_path(tile.key, "x").parent
+        orphans = remove_unlisted_images(image_folder, set(images["image_id"].to_pylist()))
+        if orphans:
+            context.log.warning(f"tile {tile.key}: removed {len(orphans)} image files no table row lists "
+                                "(left by a pull that failed or was killed); they are fetched again")
 
         wanted = max(0, images_per_tile - images.num_rows)
         if config.max_new_per_run > 0:
@@ -101,8 +107,13 @@ def pull_raw_images(
             except MapillaryUnavailableError as exc:
                 result = getattr(exc, "partial", None)
                 if result is None:
+                    remove_unlisted_images(image_folder, set(images["image_id"].to_pylist()))
                     raise
                 outage = exc  # store what was walked before the outage, then fail the run
+            except BaseException:
+                # Whatever failed, no image file outlives the pull without its table row.
+                remove_unlisted_images(image_folder, set(images["image_id"].to_pylist()))
+                raise
             new_rows, new_rejects, stats = result.rows, result.rejects, result.stats
         seconds = time.perf_counter() - started
 
@@ -147,6 +158,8 @@ def pull_raw_images(
                 "images_per_second": round(len(new_rows) / seconds, 2) if seconds > 0 and new_rows else 0.0,
                 "api_requests": int(stats.get("requests", 0)),
                 "api_retries": int(stats.get("retries", 0)),
+                # the search stopped at max_search_requests: listed (and stored) only part of the tile
+                "search_incomplete": bool(stats.get("search_capped", False)),
                 "source": image_source.source_name,
                 # Folder source: files opened this pull (headers of new or changed files, then
                 # whole files of new images); an unchanged folder opens none.

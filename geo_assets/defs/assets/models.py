@@ -16,7 +16,7 @@ import pyarrow as pa
 
 from geo_assets.defs.automation import EVALUATION_AUTOMATION, MODEL_AUTOMATION
 from geo_assets.defs.metadata import OWNERS, data_version_of
-from geo_assets.defs.partitions import model_partitions, split_model_partition_key
+from geo_assets.defs.partitions import model_partition_of, model_partitions
 from geo_assets.defs.resources import StorageResource
 from geo_assets.geo.bbox import region_bounds
 from geo_assets.geo.geocells import GeocellGrid, parse_geocell_size
@@ -105,7 +105,7 @@ def _save(model_dir, fit, spec: ModelSpec, meta: dict, grid) -> None:
 
 
 def materialize_geolocator_model(context: dg.AssetExecutionContext, config: TrainingConfig, storage: StorageResource) -> dg.MaterializeResult:
-    blur, geocell = split_model_partition_key(context.partition_key)
+    blur, geocell = model_partition_of(context)
     layout = storage.layout()
     # Two runs of one partition take turns: the model folder is written in place.
     with partition_lock(layout.root, "geolocator_model", f"{blur}_{geocell}"):
@@ -204,7 +204,7 @@ def _num(v) -> float:
 
 
 def materialize_model_evaluation(context: dg.AssetExecutionContext, storage: StorageResource):
-    blur, geocell = split_model_partition_key(context.partition_key)
+    blur, geocell = model_partition_of(context)
     layout = storage.layout()
     model_dir = layout.model_dir(blur, geocell)
     report = {"blur": blur, "geocell": geocell, "model_dir": str(model_dir)}

@@ -28,6 +28,7 @@ from geo_assets.preprocess.ocr import OcrWord
 from geo_assets.preprocess.text_cleaning import contains_coordinates
 from geo_assets.preprocess.variants import caption_text, encode_jpeg, generate_captions, make_blurred_variant, ocr_image
 from geo_assets.settings import BLUR_VARIANTS
+from geo_assets.defs.partitions import tile_partition_of
 from geo_assets.store.locks import partition_lock
 from geo_assets.store.parquet import atomic_write_bytes, read_table, rows_by, write_table
 
@@ -86,9 +87,9 @@ class BlurConfig(dg.Config):
 
 
 def materialize_ocr_text(context: dg.AssetExecutionContext, storage: StorageResource, ocr: OcrResource) -> dg.MaterializeResult:
-    tile = context.partition_key
+    tile = tile_partition_of(context)
     layout = storage.layout()
-    with partition_lock(layout.root, "ocr_text", context.partition_key):
+    with partition_lock(layout.root, "ocr_text", tile):
         images = read_table(layout.table_path("raw_images", tile), RAW_IMAGES_SCHEMA)
         out_path = layout.table_path("ocr_text", tile)
         engine = ocr.primary()
@@ -161,9 +162,9 @@ def materialize_blurred_images(
     context: dg.AssetExecutionContext, config: BlurConfig, storage: StorageResource, ocr: OcrResource,
     image_source: ImageSourceResource,
 ):
-    tile = context.partition_key
+    tile = tile_partition_of(context)
     layout = storage.layout()
-    with partition_lock(layout.root, "blurred_images", context.partition_key):
+    with partition_lock(layout.root, "blurred_images", tile):
         images = read_table(layout.table_path("raw_images", tile), RAW_IMAGES_SCHEMA)
         ocr_rows = rows_by(read_table(layout.table_path("ocr_text", tile), OCR_SCHEMA), "image_id")
         out_path = layout.table_path("blurred_images", tile)
@@ -300,9 +301,9 @@ class CaptionConfig(dg.Config):
 def materialize_captions(
     context: dg.AssetExecutionContext, config: CaptionConfig, storage: StorageResource, captioner: CaptionerResource,
 ):
-    tile = context.partition_key
+    tile = tile_partition_of(context)
     layout = storage.layout()
-    with partition_lock(layout.root, "captions", context.partition_key):
+    with partition_lock(layout.root, "captions", tile):
         images = rows_by(read_table(layout.table_path("raw_images", tile), RAW_IMAGES_SCHEMA), "image_id")
         ocr_rows = rows_by(read_table(layout.table_path("ocr_text", tile), OCR_SCHEMA), "image_id")
         blur_rows = rows_by(read_table(layout.table_path("blurred_images", tile), BLUR_SCHEMA), "image_id")
