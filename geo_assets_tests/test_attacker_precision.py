@@ -18,14 +18,13 @@ import pytest
 from geo_assets.attack import false_guesses as fg
 from geo_assets.attack.gazetteer import ambiguity, is_common_word, line_neighbours, locate, place_abroad, uk_marker
 from geo_assets.attack.ocr_cache import fill_reads, load_reads
-from geo_assets.attack.real_sets import ILLEGIBLE, default_real_dir, read_icdar, read_set, read_svt, read_text_sets
+from geo_assets.data.real_sets import ILLEGIBLE, RealSetError, load_icdar2015, load_real_set, load_svt, load_text_sets, real_data_dir
 from geo_assets.data.place_words import common_words, place_words, world_places
 from geo_assets.geo.haversine import haversine_km
 from geo_assets.model.report import false_guess_lines
 from geo_assets.preprocess.gazetteer import place_key, uk_gazetteer
 from geo_assets.preprocess.ocr import OcrWord
 
-REPO = Path(__file__).resolve().parents[1]
 
 # Text seen in the real sets' ground truth (ICDAR 2015: Singapore malls and streets; SVT: US shop
 # fronts) and in the issue's UK town-centre photos: each names a UK place by accident.
@@ -174,28 +173,29 @@ def _write_svt(root: Path) -> Path:
 
 
 def test_real_set_readers(tmp_path):
-    icdar = read_icdar(_write_icdar(tmp_path))
+    icdar = load_icdar2015(_write_icdar(tmp_path))
     assert [r.name for r in icdar] == ["images/img_2.jpg", "images/img_10.jpg"]
     assert [w.text for w in icdar[0].words] == ["SALE", "", "Fish, Chips"]  # BOM gone, comma kept
     assert [w.legible for w in icdar[0].words] == [True, False, True] and icdar[0].texts() == ["SALE", "Fish, Chips"]
-    svt = read_svt(_write_svt(tmp_path))
-    assert svt[0].texts() == ["PORTLAND", "RESTAURANT"] and svt[0].words[0].box[2] == (35.0, 16.0)
-    assert set(read_text_sets(tmp_path)) == {"icdar2015_train", "svt_train"}
+    svt = load_svt(_write_svt(tmp_path))
+    assert svt[0].texts() == ["PORTLAND", "RESTAURANT"] and svt[0].words[0].polygon[2] == (35.0, 16.0)
+    assert set(load_text_sets(tmp_path)) == {"icdar2015_train", "svt_train"}
     assert ILLEGIBLE == "###"
 
 
 def test_real_set_readers_reject_bad_input(tmp_path):
-    with pytest.raises(FileNotFoundError, match="neither"):
-        read_set(tmp_path)
+    # RealSetError (a ValueError), not FileNotFoundError: one error type for both readers
+    with pytest.raises(RealSetError, match="neither"):
+        load_real_set(tmp_path)
     folder = _write_icdar(tmp_path)
     (folder / "gt" / "gt_img_2.txt").write_text("1,2,3,SALE\n", encoding="utf-8")
     with pytest.raises(ValueError, match="gt_img_2.txt:1"):
-        read_icdar(folder)
+        load_icdar2015(folder)
     (folder / "gt" / "gt_img_2.txt").write_text("a,2,3,4,5,6,7,8,SALE\n", encoding="utf-8")
     with pytest.raises(ValueError, match="not numbers"):
-        read_icdar(folder)
-    with pytest.raises(FileNotFoundError, match="no labelled real set"):
-        read_text_sets(tmp_path / "nothing")
+        load_icdar2015(folder)
+    with pytest.raises(RealSetError, match="no labelled real set"):
+        load_text_sets(tmp_path / "nothing")
 
 
 def test_ocr_cache_reads_each_image_once(tmp_path):
@@ -226,7 +226,7 @@ def test_ocr_cache_reads_each_image_once(tmp_path):
 
 def test_measurement_and_the_report_line(tmp_path):
     _write_icdar(tmp_path), _write_svt(tmp_path)
-    sets = read_text_sets(tmp_path)
+    sets = load_text_sets(tmp_path)
     result = fg.real_measurement(sets, {})
     gt = result[fg.GROUND_TRUTH]
     assert gt["before"]["all"]["guessed"] == 3  # SALE, KENDAL, PORTLAND (restaurant)
@@ -265,10 +265,10 @@ def test_the_shipped_measurement_meets_the_targets():
 
 @pytest.mark.slow
 def test_ground_truth_of_the_real_photos_gets_at_most_one_percent_guesses():
-    real = default_real_dir(REPO)
+    real = real_data_dir()
     if not real.is_dir():
         pytest.skip(f"{real} is absent (set GEO_ASSETS_REAL_DATA)")
-    sets = read_text_sets(real)
+    sets = load_text_sets(real)
     reads = {s: {r.name: fg.gt_words(r) for r in images} for s, images in sets.items()}
     per_set = {s: fg.false_guesses(r, strict=True) for s, r in reads.items()}
     images = sum(e["images"] for e in per_set.values())

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from geo_assets.bench.blur_real import bench_blur_real, sample_images, words_read, write_icdar_set
-from geo_assets.bench.real_sets import RealSetError, load_icdar2015, load_real_set, load_svt, parse_icdar_line, real_data_dir
+from geo_assets.data.real_sets import RealSetError, RealSetWarning, load_icdar2015, load_real_set, load_svt, parse_icdar_line, real_data_dir
 from geo_assets.preprocess.ocr import OcrWord
 
 # ---------------------------------------------------------------------------- formats
@@ -41,6 +41,10 @@ def test_load_icdar_orders_by_number_and_skips_images_without_truth(tmp_path):
         (tmp_path / "gt" / f"gt_img_{n}.txt").write_text("0,0,4,0,4,4,0,4,ab\n", encoding="utf-8")
     images = load_icdar2015(tmp_path)
     assert [i.path.name for i in images] == ["img_1.jpg", "img_10.jpg"]
+    assert [i.name for i in images] == ["images/img_1.jpg", "images/img_10.jpg"]
+    (tmp_path / "gt" / "gt_img_3.txt").write_text("0,0,4,0,4,4,0,4,ab\n", encoding="utf-8")  # truth, no image
+    with pytest.warns(RealSetWarning, match="img_3.jpg' is missing"):
+        assert [i.path.name for i in load_icdar2015(tmp_path)] == ["img_1.jpg", "img_10.jpg"]
     with pytest.raises(RealSetError, match="not an ICDAR 2015 folder"):
         load_icdar2015(tmp_path / "images")
 
@@ -52,14 +56,24 @@ def test_load_svt_reads_rectangles_and_refuses_paths_leaving_the_folder(tmp_path
     (tmp_path / "train.xml").write_text(
         "<tagset><image><imageName>img/a.jpg</imageName><taggedRectangles>"
         '<taggedRectangle height="10" width="20" x="3" y="4"><tag>CAFE</tag></taggedRectangle>'
-        '<taggedRectangle height="x" width="20" x="3" y="4"><tag>BAD</tag></taggedRectangle>'
         "</taggedRectangles></image>"
         "<image><imageName>../outside.jpg</imageName></image>"
         "<image><imageName>img/missing.jpg</imageName></image></tagset>")
-    fmt, images = load_real_set(tmp_path)
+    with pytest.warns(RealSetWarning) as left_out:  # names that leave the folder or are missing: not read, named
+        fmt, images = load_real_set(tmp_path)
     assert fmt == "svt" and len(images) == 1
+    assert ["leaves the set folder" in str(w.message) for w in left_out] == [True, False]
+    assert images[0].name == "img/a.jpg" and images[0].set_name == tmp_path.name
     (word,) = images[0].words
     assert word.text == "CAFE" and word.legible and word.polygon == ((3, 4), (23, 4), (23, 14), (3, 14))
+    # A rectangle whose coordinates are not numbers is refused loudly, as a malformed ICDAR line is
+    # (the attacker's reader raised; this reader used to skip it): no box leaves a measurement unseen.
+    xml = (tmp_path / "train.xml").read_text()
+    (tmp_path / "train.xml").write_text(xml.replace(
+        "</taggedRectangles>", '<taggedRectangle height="x" width="20" x="3" y="4"><tag>BAD</tag></taggedRectangle>'
+        "</taggedRectangles>"))
+    with pytest.raises(RealSetError, match="not numbers"):
+        load_svt(tmp_path)
     (tmp_path / "train.xml").write_text("<tagset><image>")
     with pytest.raises(RealSetError, match="train.xml"):
         load_svt(tmp_path)

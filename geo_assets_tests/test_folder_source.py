@@ -6,12 +6,12 @@ import io
 import json
 import os
 from datetime import datetime, timezone
-from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import ExifTags, Image
 
+from geo_assets.data.real_sets import real_data_dir
 from geo_assets.folder.metadata import clean_sequence_id, parse_time
 from geo_assets.folder.scan import FolderMissingError, list_folder
 from geo_assets.folder.sequences import TimedPoint, cut_sequences, metres
@@ -19,14 +19,13 @@ from geo_assets.folder.sidecars import relative_in_folder
 from geo_assets.geo.bbox import BBox
 from geo_assets.geo.tiles import Tile
 from geo_assets.ingest.folder_pull import image_id_of, pull_folder_tile
-from geo_assets.settings import PROJECT_ROOT
 from geo_assets.store.layout import StorageLayout
 
 # Two tiles around Lund, as tiles_for_region((BBox(13.0, 55.6, 13.4, 55.8),), 0.2) makes them
 # (built directly: the land mask outside the UK costs seconds to load).
 WEST, EAST = Tile(BBox(13.0, 55.6, 13.2, 55.8)), Tile(BBox(13.2, 55.6, 13.4, 55.8))
 TILES = (WEST, EAST)
-LUND = Path(os.environ.get("GEO_ASSETS_REAL_DATA") or PROJECT_ROOT.parent / "shared" / "data" / "real") / "lund_exif"
+LUND = real_data_dir() / "lund_exif"
 T0 = datetime(2024, 5, 1, 9, 0, 0, tzinfo=timezone.utc)
 
 

@@ -3,23 +3,17 @@
 and a missing folder fails with a message that names it."""
 
 import json
-import os
-from pathlib import Path
 
 import dagster as dg
 import pytest
 
 from geo_assets import execution
+from geo_assets.data.real_sets import real_data_dir
 from geo_assets.defs.partitions import GEOCELL_PARTITIONS_NAME, model_partition_key, tile_keys
 from geo_assets.defs.resources import build_resources
-from geo_assets.settings import PROJECT_ROOT, GeoSettings
+from geo_assets.settings import GeoSettings
 from geo_assets.store.catalog import query_connection
 from geo_assets_tests.dagster_helpers import materialize_model, materialize_tile, metadata
-
-
-def real_data_dir() -> Path:
-    override = os.environ.get("GEO_ASSETS_REAL_DATA")
-    return Path(override) if override else PROJECT_ROOT.parent / "shared" / "data" / "real"
 
 
 LUND = real_data_dir() / "lund_exif"

@@ -137,11 +137,9 @@ def test_pipeline_learns_models_report_new_geocell_and_predict(dagster_resources
 
 def real_photo():
     """A real street photo from ../shared/data/real (GEO_ASSETS_REAL_DATA), or None when absent."""
-    import os
-    from pathlib import Path
+    from geo_assets.data.real_sets import real_data_dir
 
-    root = Path(os.environ.get("GEO_ASSETS_REAL_DATA") or Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real")
-    photo = root / "lund_exif" / "01.jpg"
+    photo = real_data_dir() / "lund_exif" / "01.jpg"
     return photo if photo.is_file() else None
 
 

@@ -3,7 +3,7 @@
     python -m geo_assets.attack.false_guesses --real ../shared/data/real --ocr-cache DIR \
         --engine rapidocr --engine easyocr --synthetic-ocr 150 --out geo_assets/data/attacker_false_guesses.json
 
-False guesses: the real sets (``real_sets``: ICDAR 2015, Street View Text) hold no UK
+False guesses: the real sets (``data/real_sets.py``: ICDAR 2015, Street View Text) hold no UK
 image, so every place the attacker names there is wrong. Readers: the ground-truth
 transcriptions (a perfect OCR) and each engine's cached read of the original image
 (``ocr_cache``; missing reads are made and cached, minutes per engine).
@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Sequence
 
 from geo_assets.attack.gazetteer import locate
-from geo_assets.attack.real_sets import RealImage, default_real_dir, read_text_sets
+from geo_assets.data.real_sets import RealImage, RealSetError, load_text_sets
 from geo_assets.geo.haversine import haversine_km
 from geo_assets.preprocess.ocr import OcrWord
 
@@ -56,7 +56,7 @@ def load_measurement(path: str | Path = DATA_PATH) -> dict | None:
 
 def gt_words(image: RealImage) -> list[OcrWord]:
     """The legible transcriptions as OCR words, boxes kept (for the line check)."""
-    return [OcrWord(w.text, 1.0, [list(p) for p in w.box]) for w in image.words if w.legible and w.text]
+    return [OcrWord(w.text, 1.0, [list(p) for p in w.polygon]) for w in image.words if w.legible and w.text]
 
 
 def false_guesses(reads: dict[str, Sequence], strict: bool = True, examples: int = 12) -> dict:
@@ -159,7 +159,7 @@ def main(argv: list[str] | None = None) -> None:
     from geo_assets.synthetic.world import SyntheticWorld
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--real", type=Path, default=None, help="folder with icdar2015_train/ and svt_train/")
+    parser.add_argument("--real", type=Path, default=None, help="folder with icdar2015_train/ and svt_train/ (default: real_data_dir())")
     parser.add_argument("--ocr-cache", type=Path, default=None, help="folder of <set>_<engine>.parquet reads")
     parser.add_argument("--engine", action="append", choices=("rapidocr", "easyocr"), default=[])
     parser.add_argument("--cached-only", action="store_true",
@@ -168,7 +168,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=None, help="write the JSON here (e.g. the package's data file)")
     args = parser.parse_args(argv)
     log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
-    sets = read_text_sets(args.real or default_real_dir())
+    try:
+        sets = load_text_sets(args.real)
+    except RealSetError as exc:
+        parser.error(str(exc))
     engine_reads = {}
     for name in args.engine:
         if args.ocr_cache is None:

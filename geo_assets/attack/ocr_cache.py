@@ -20,7 +20,7 @@ from typing import Callable, Sequence
 
 import pyarrow as pa
 
-from geo_assets.attack.real_sets import RealImage, default_real_dir, read_text_sets
+from geo_assets.data.real_sets import RealImage, RealSetError, load_text_sets
 from geo_assets.preprocess.ocr import OcrWord
 from geo_assets.store.parquet import read_table, write_table
 
@@ -96,12 +96,15 @@ def main(argv: list[str] | None = None) -> None:
     from geo_assets.preprocess.ocr import make_ocr_engine
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--real", type=Path, default=None, help="folder holding icdar2015_train/ and svt_train/")
+    parser.add_argument("--real", type=Path, default=None, help="folder holding icdar2015_train/ and svt_train/ (default: real_data_dir())")
     parser.add_argument("--cache", type=Path, required=True, help="folder for <set>_<engine>.parquet")
     parser.add_argument("--engine", action="append", choices=("rapidocr", "easyocr"), required=True)
     parser.add_argument("--set", action="append", default=None, help="only these sets (default: every labelled set)")
     args = parser.parse_args(argv)
-    sets = read_text_sets(args.real or default_real_dir())
+    try:
+        sets = load_text_sets(args.real)
+    except RealSetError as exc:
+        parser.error(str(exc))
     if args.set:
         unknown = set(args.set) - set(sets)
         if unknown:

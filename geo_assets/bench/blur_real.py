@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from geo_assets.bench.meter import loadavg, machine_info, now
-from geo_assets.bench.real_sets import RealImage, RealSetError, load_real_set
+from geo_assets.data.real_sets import RealImage, RealSetError, load_real_set
 from geo_assets.bench.tables import format_table
 
 COVERED = 0.8

@@ -3,10 +3,11 @@
 fire for few). Both go through the production path (`predict_images`: OCR, blur,
 captions, encoders, every model), so the numbers are what a user gets.
 
-    python -m geo_assets.model.ood_check --models models --real ../shared/data/real \\
+    python -m geo_assets.model.ood_check --models models --real [../shared/data/real] \\
         [--storage storage --synthetic 60] [--limit 200] [--out ood_check.json]
 
-Real sets are the sub-folders of --real (e.g. icdar2015_train, svt_train, lund_exif);
+Real sets are the sub-folders of --real (e.g. icdar2015_train, svt_train, lund_exif; --real
+with no folder reads `data/real_sets.real_data_dir()`: GEO_ASSETS_REAL_DATA, else ../shared/data/real);
 every JPEG/PNG under one is a photo of that set; --limit takes that many evenly spaced
 from each set (0 = all). Synthetic test images are the evaluation rows of the models'
 predictions.parquet, their files under <storage>/images/raw/. The warning fires for an
@@ -23,6 +24,8 @@ import sys
 import time
 from pathlib import Path
 
+from geo_assets.data.real_sets import real_data_dir
+
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
 
@@ -34,7 +37,7 @@ def sample_evenly(items: list, limit: int) -> list:
     return [items[int(i * step)] for i in range(limit)]
 
 
-def real_sets(root: Path, limit: int = 0) -> dict[str, list[Path]]:
+def photo_sets(root: Path, limit: int = 0) -> dict[str, list[Path]]:
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"real photo folder {root} does not exist")
@@ -101,7 +104,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m geo_assets.model.ood_check", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", required=True, type=Path, help="models folder (GEO_ASSETS_MODELS)")
-    parser.add_argument("--real", type=Path, default=None, help="folder whose sub-folders are real photo sets")
+    parser.add_argument("--real", type=Path, nargs="?", default=None, const=real_data_dir(),
+                        help="folder whose sub-folders are real photo sets (no folder: GEO_ASSETS_REAL_DATA, "
+                             "else ../shared/data/real)")
     parser.add_argument("--limit", type=int, default=0, help="photos per real set, evenly spaced (0: all)")
     parser.add_argument("--storage", type=Path, default=None, help="storage folder: also predict synthetic test images")
     parser.add_argument("--synthetic", type=int, default=60, help="synthetic test images to predict (0: all)")
@@ -111,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
 
     groups: dict[str, list[Path]] = {}
     if args.real is not None:
-        groups.update({f"real/{k}": v for k, v in real_sets(args.real, args.limit).items()})
+        groups.update({f"real/{k}": v for k, v in photo_sets(args.real, args.limit).items()})
     if args.storage is not None:
         groups["synthetic/test"] = synthetic_test_images(args.models, args.storage, args.synthetic)
     if not groups:
