@@ -49,9 +49,9 @@ DEFAULT_SCALES: tuple[float, ...] = (1.0, 1.5)
 """Scales (x native size) of extra detection passes on the contrast-normalised image. Chosen on
 real photos (ICDAR 2015, SVT) with the synthetic world (blur-v4, issue 21): without them the
 OCR pass's map missed 10% of legible real text that these passes find (PERFORMANCE.md)."""
-DEFAULT_PADDING_FRAC = 0.3
+DEFAULT_PADDING_FRAC = 0.2
 """Padding on every side of a region, as a fraction of its text height..."""
-DEFAULT_PADDING_PX = 6
+DEFAULT_PADDING_PX = 5
 """...plus this many pixels."""
 DEFAULT_SIGN_BOARDS = True
 """Blur whole small sign boards whose marks no detection pass found (``find_sign_boards``)."""
