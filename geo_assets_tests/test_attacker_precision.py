@@ -10,13 +10,14 @@ files the tests write; one slow test reads the real photos' ground truth from
 from __future__ import annotations
 
 import json
+import re
 import random
 from pathlib import Path
 
 import pytest
 
 from geo_assets.attack import false_guesses as fg
-from geo_assets.attack.gazetteer import ambiguity, is_common_word, line_neighbours, locate, place_abroad, uk_marker
+from geo_assets.attack.gazetteer import ATTACKER_VERSION, ambiguity, is_common_word, line_neighbours, locate, place_abroad, uk_marker
 from geo_assets.attack.ocr_cache import fill_reads, load_reads
 from geo_assets.data.real_sets import ILLEGIBLE, RealSetError, load_icdar2015, load_real_set, load_svt, load_text_sets, real_data_dir
 from geo_assets.data.place_words import common_words, place_words, world_places
@@ -238,6 +239,10 @@ def test_measurement_and_the_report_line(tmp_path):
     path.write_text(json.dumps(measured), encoding="utf-8")
     text = "\n".join(false_guess_lines(fg.load_measurement(path)))
     assert "ground truth 1/3 (33.3%; 100.0% before issue 21)" in text and "2026-12-07" in text and "80.0%" in text
+    assert "not of today's" in text  # no attacker version recorded: the report says it may be stale
+    measured["attacker_version"] = ATTACKER_VERSION
+    path.write_text(json.dumps(measured), encoding="utf-8")
+    assert "not of today's" not in "\n".join(false_guess_lines(fg.load_measurement(path)))
     assert "not measured" in "\n".join(false_guess_lines(None))
     assert fg.load_measurement(tmp_path / "absent.json") is None
     (tmp_path / "bad.json").write_text("{}", encoding="utf-8")
@@ -258,6 +263,9 @@ def test_the_shipped_measurement_meets_the_targets():
         assert per["after"]["all"]["guessed_pct"] <= 1.0, reader
     for reader in ("ground truth", "rapidocr"):
         assert measured["synthetic"][reader]["after"]["within_10km_pct"] >= 75.0, reader
+    # of today's attacker, and printed in every report: no folder of the machine that measured it
+    assert measured["attacker_version"] == ATTACKER_VERSION
+    assert not re.search(r"/(work|tmp|home|root)/", json.dumps(measured))
 
 
 # --------------------------------------------------------------------------- the real photos

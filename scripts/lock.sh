@@ -9,7 +9,7 @@ tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
 "$PY" -m venv "$tmp/venv"
 "$tmp/venv/bin/python" -m pip install --quiet --upgrade pip
-"$tmp/venv/bin/python" -m pip install --quiet -e ".[dev]"
+"$tmp/venv/bin/python" -m pip install --quiet -e ".[dev,wordlists]"
 {
   echo "# Pinned by scripts/lock.sh (make lock) on $(date -u +%Y-%m-%d) with $("$tmp/venv/bin/python" --version)."
   echo "# scripts/setup.sh installs with -c constraints.txt; edit pyproject.toml, then rerun make lock."

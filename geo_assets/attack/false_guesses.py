@@ -30,7 +30,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Sequence
 
-from geo_assets.attack.gazetteer import locate
+from geo_assets.attack.gazetteer import ATTACKER_VERSION, locate
 from geo_assets.data.real_sets import RealImage, RealSetError, load_text_sets
 from geo_assets.geo.haversine import haversine_km
 from geo_assets.preprocess.ocr import OcrWord
@@ -186,10 +186,13 @@ def main(argv: list[str] | None = None) -> None:
         engine_reads[name] = {s: fill_cache(imgs, engine, cache_path(args.ocr_cache, s, name), log=log)
                               for s, imgs in sets.items()}
     world = SyntheticWorld()
+    raw = list(argv if argv is not None else sys.argv[1:])
+    # The command is printed in every privacy report: folders of this machine are not shown.
+    shown = ["DIR" if prev == "--ocr-cache" else a for prev, a in zip([None, *raw], raw)]
     result = {
         "date": dt.date.today().isoformat(),
-        "command": "python -m geo_assets.attack.false_guesses " + " ".join(
-            shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])),
+        "attacker_version": ATTACKER_VERSION,
+        "command": "python -m geo_assets.attack.false_guesses " + " ".join(shlex.quote(a) for a in shown),
         "sets": {s: len(imgs) for s, imgs in sets.items()},
         "false_guesses": real_measurement(sets, engine_reads),
         "synthetic": {"world_seed": world.seed, **synthetic_measurement(world, args.synthetic_ocr, args.ocr_cache, log)},

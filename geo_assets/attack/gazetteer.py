@@ -69,6 +69,10 @@ import unicodedata
 from dataclasses import dataclass, field, replace
 from typing import Callable, Iterable, Sequence
 
+ATTACKER_VERSION = "gazetteer_attack-v2"
+"""Bump when the attacker's rules or word lists change: the asset recomputes its guesses, and the
+shipped false-guess measurement (``attack.false_guesses``) no longer counts as this attacker's."""
+
 import numpy as np
 
 from geo_assets.geo.bbox import UK_REGION, BBox

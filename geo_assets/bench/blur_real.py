@@ -32,6 +32,7 @@ import numpy as np
 from geo_assets.bench.meter import loadavg, machine_info, now
 from geo_assets.data.real_sets import RealImage, RealSetError, load_real_set
 from geo_assets.bench.tables import format_table
+from geo_assets.preprocess.text_cleaning import read_matches
 
 COVERED = 0.8
 """A ground-truth box counts as blurred when at least this share of it is."""
@@ -39,25 +40,9 @@ MIN_CONFIDENCE = 0.5
 MIN_CHARS = 3
 
 
-def _norm(text: str) -> str:
-    return "".join(ch for ch in text.lower() if ch.isalnum())
-
-
 def words_read(read: list, truths: list[str]) -> set[int]:
-    """Indices of the ground-truth words (3+ alphanumerics) that a read contains: a read
-    token (confidence >= 0.5, 3+ alphanumerics) equal to the word, or containing it, or
-    contained in it with at least 3 characters of it."""
-    tokens = [_norm(w.text) for w in read if w.confidence >= MIN_CONFIDENCE]
-    parts = [p for t in tokens for p in ([t] + [_norm(x) for x in t.split()])]
-    parts = [p for p in parts if len(p) >= MIN_CHARS]
-    found = set()
-    for i, truth in enumerate(truths):
-        ref = _norm(truth)
-        if len(ref) < MIN_CHARS:
-            continue
-        if any(ref in p or p in ref for p in parts):
-            found.add(i)
-    return found
+    """Indices of the ground-truth words that a read says (``text_cleaning.read_matches``)."""
+    return set().union(*(hit for _, hit in read_matches(read, truths, min_confidence=MIN_CONFIDENCE, min_chars=MIN_CHARS)))
 
 
 @dataclass

@@ -22,6 +22,7 @@ import numpy as np
 
 from geo_assets.preprocess import blur as blur_mod
 from geo_assets.preprocess.ocr import OcrWord, make_ocr_engine
+from geo_assets.preprocess.text_cleaning import read_matches
 from geo_assets.preprocess.text_images import text_images
 from geo_assets.preprocess.variants import ocr_image
 
@@ -32,15 +33,8 @@ def _norm(text: str) -> str:
 
 def matching_words(words: list[OcrWord], truths: list[str], *, min_confidence: float = 0.5) -> list[str]:
     """Words read (confidence >= min_confidence, 3+ alphanumerics) that match a true text
-    or one of its words (substring either way, case and punctuation ignored)."""
-    refs = {_norm(t) for t in truths} | {_norm(p) for t in truths for p in t.split()}
-    refs = {r for r in refs if len(r) >= 3}
-    found = []
-    for w in words:
-        token = _norm(w.text)
-        if len(token) >= 3 and w.confidence >= min_confidence and any(token in r or r in token for r in refs):
-            found.append(w.text)
-    return found
+    or one of its words (``text_cleaning.read_matches``)."""
+    return [text for text, _ in read_matches(words, truths, min_confidence=min_confidence)]
 
 
 @dataclass

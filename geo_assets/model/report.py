@@ -174,6 +174,11 @@ def false_guess_lines(measured: dict | None) -> list[str]:
     lines = [f"- False guesses on real photos outside the UK ({', '.join(f'{k} {v}' for k, v in sets.items())} images; "
              "none is in the UK, so every place named there is wrong): the attacker named a place for "
              + ", ".join(cells) + f". Measured {measured.get('date', '?')} with `{measured.get('command', '?')}`."]
+    from geo_assets.attack.gazetteer import ATTACKER_VERSION
+
+    if measured.get("attacker_version") != ATTACKER_VERSION:
+        lines.append(f"- That measurement is of attacker {measured.get('attacker_version', 'unknown')}, not of today's "
+                     f"{ATTACKER_VERSION}: measure again before relying on it.")
     syn = measured.get("synthetic", {})
     recalls = [f"{reader} {syn[reader]['after']['within_10km_pct']:.1f}% of {syn[reader]['after']['images']}"
                for reader in ("ground truth", "rapidocr") if syn.get(reader, {}).get("after")]

@@ -357,3 +357,31 @@ def find_place_names(text: str) -> list[str]:
         if name not in seen:
             seen.append(name)
     return seen
+
+
+def _alnum(text: str) -> str:
+    return "".join(ch for ch in text.lower() if ch.isalnum())
+
+
+def read_matches(read: Iterable, truths: Iterable[str], *, split_truths: bool = True, min_confidence: float = 0.5,
+                 min_chars: int = 3) -> list[tuple[str, set[int]]]:
+    """Which read words say one of ``truths``: (the word read, indices of the truths it matches)
+    for every word (``OcrWord``) read with confidence >= ``min_confidence`` whose letters and
+    digits (3+) are inside a truth or hold it, case and punctuation ignored. With ``split_truths``
+    each word of a truth is a truth too. The one rule by which the blur's check, its benchmarks
+    and the real-photo benchmark decide that text is still readable."""
+    refs = []
+    for i, truth in enumerate(truths):
+        for part in {truth, *(truth.split() if split_truths else ())}:
+            norm = _alnum(part)
+            if len(norm) >= min_chars:
+                refs.append((norm, i))
+    out = []
+    for word in read:
+        token = _alnum(word.text)
+        if len(token) < min_chars or word.confidence < min_confidence:
+            continue
+        hit = {i for norm, i in refs if token in norm or norm in token}
+        if hit:
+            out.append((word.text, hit))
+    return out

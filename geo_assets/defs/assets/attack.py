@@ -22,7 +22,7 @@ from pathlib import Path
 import dagster as dg
 import pyarrow as pa
 
-from geo_assets.attack.gazetteer import DEFAULT_RULE, RULES, locate
+from geo_assets.attack.gazetteer import ATTACKER_VERSION, DEFAULT_RULE, RULES, locate
 from geo_assets.defs.metadata import data_version_of, records_table
 from geo_assets.defs.tile_assets import tile_asset, tile_definitions, with_row_count
 from geo_assets.defs.resources import StorageResource
@@ -214,7 +214,7 @@ def build_gazetteer_attack(tiles: dg.PartitionsDefinition) -> dg.AssetsDefinitio
     @tile_asset(
         tiles,
         deps=["raw_images", "ocr_text", "blurred_images", "captions"],
-        code_version="gazetteer_attack-v2",
+        code_version=ATTACKER_VERSION,
         group_name="attack",
         kinds={"python", "parquet"},
         schema=ATTACK_SCHEMA,

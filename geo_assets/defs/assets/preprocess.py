@@ -25,7 +25,7 @@ from geo_assets.store.schemas import (
 )
 from geo_assets.preprocess import blur as blur_mod
 from geo_assets.preprocess.ocr import OcrWord
-from geo_assets.preprocess.text_cleaning import contains_coordinates
+from geo_assets.preprocess.text_cleaning import contains_coordinates, read_matches
 from geo_assets.preprocess.variants import caption_text, encode_jpeg, generate_captions, make_blurred_variant, ocr_image
 from geo_assets.settings import BLUR_VARIANTS
 from geo_assets.defs.partitions import tile_partition_of
@@ -146,16 +146,7 @@ def materialize_ocr_text(context: dg.AssetExecutionContext, storage: StorageReso
 
 def _readable_after_blur(before: list, after: list) -> list[str]:
     """Words the checker reads on the blurred image that were there before blurring."""
-    def norm(s: str) -> str:
-        return "".join(ch for ch in s.lower() if ch.isalnum())
-
-    reference = {norm(t) for t in before if len(norm(t)) >= 3}
-    found = []
-    for word in after:
-        token = norm(word.text)
-        if len(token) >= 3 and word.confidence >= 0.5 and any(token in ref or ref in token for ref in reference):
-            found.append(word.text)
-    return found
+    return [text for text, _ in read_matches(after, before, split_truths=False)]
 
 
 def materialize_blurred_images(
