@@ -24,7 +24,7 @@ def test_every_blur_option_is_part_of_the_blur_version():
     default = BlurConfig()
     assert default.blur_version().startswith(blur.BLUR_VERSION)
     changed = [BlurConfig(scales=[1.0]), BlurConfig(original_scales=[2.0]), BlurConfig(sign_boards=False),
-               BlurConfig(padding_frac=0.2), BlurConfig(padding_px=3)]
+               BlurConfig(padding_frac=0.25), BlurConfig(padding_px=3)]
     versions = {c.blur_version() for c in changed} | {default.blur_version()}
     assert len(versions) == len(changed) + 1
     # and the asset passes every one of them to the blur
