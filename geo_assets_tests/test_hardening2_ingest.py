@@ -10,8 +10,6 @@ import logging
 import dagster as dg
 import pytest
 
-from geo_assets.defs.partitions import tile_keys
-from geo_assets.defs.resources import ImageSourceResource, StorageResource
 from geo_assets.geo.bbox import BBox
 from geo_assets.geo.tiles import Tile
 from geo_assets.ingest.pull import pull_tile
@@ -20,6 +18,7 @@ from geo_assets.store.layout import StorageLayout
 from geo_assets.store.parquet import read_table
 from geo_assets.store.schemas import RAW_IMAGES_SCHEMA, RAW_REJECTS_SCHEMA
 from geo_assets_tests.hostile_api import HostileApi, record
+from geo_assets_tests.test_hardening_ingest import _failure_text, _materialize_raw, _tile_key_and_box
 
 SECRET = "SIGxSECRETx22"
 UNPARSEABLE = ["http://a..b/x.jpg", "http://x../y.jpg", "http://" + "a" * 64 + ".example/x.jpg",
@@ -32,31 +31,6 @@ def api():
         yield a
 
 
-def _tile():
-    key = tile_keys()[0]
-    return key, Tile.from_key(key).bbox
-
-
-def _materialize_raw(instance, tmp_path, api, **source):
-    from geo_assets.defs.assets.ingest import build_raw_images
-    from geo_assets.defs.partitions import tile_partitions_for
-
-    resources = {
-        "storage": StorageResource(storage_dir=str(tmp_path / "storage"), models_dir=str(tmp_path / "models")),
-        "image_source": ImageSourceResource(kind="mapillary", base_url=api.base_url, token=dg.EnvVar("MAPILLARY_ACCESS_TOKEN"),
-                                            max_retries=1, backoff_s=0.001, timeout_s=3.0,
-                                            **{"allow_private_addresses": True, **source}),
-    }
-    key, _ = _tile()
-    return dg.materialize([build_raw_images(tile_partitions_for())], partition_key=key, instance=instance,
-                          resources=resources, raise_on_error=False,
-                          run_config={"ops": {"raw_images": {"config": {"images_per_tile": 50}}}})
-
-
-def _failure_text(result) -> str:
-    return "\n".join(str(e.event_specific_data) for e in result.all_events if e.is_failure)
-
-
 def _records(api, box, urls_by_id: dict[str, str], t0: int = 1_600_000_000_000) -> None:
     lon, lat0 = (box.min_lon + box.max_lon) / 2, box.min_lat + 0.1
     api.records = [record(i, url, lon=lon, lat=lat0 + n * 0.01, captured_at=t0 + n)
@@ -65,7 +39,7 @@ def _records(api, box, urls_by_id: dict[str, str], t0: int = 1_600_000_000_000) 
 
 def test_unparseable_urls_are_bad_url_rejects_and_do_not_block_the_tile(api, tmp_path, monkeypatch):
     monkeypatch.setenv("MAPILLARY_ACCESS_TOKEN", "t0ken")
-    key, box = _tile()
+    key, box = _tile_key_and_box()
     urls = {"500": api.image("a.jpg", 1), "501": api.image("b.jpg", 2)}  # downloaded before the bad ones
     urls.update({str(510 + n): u + f"?sig={SECRET}" for n, u in enumerate(UNPARSEABLE)})
     urls["520"] = api.image("c.jpg", 3)
@@ -98,7 +72,7 @@ def test_image_files_without_table_rows_are_removed_by_the_next_pull(api, tmp_pa
     """A pull killed (or failed) after some downloads leaves files the table does not list; the
     next pull of the tile removes them under the tile's lock, so the folder holds only listed images."""
     monkeypatch.setenv("MAPILLARY_ACCESS_TOKEN", "t0ken")
-    key, box = _tile()
+    key, box = _tile_key_and_box()
     _records(api, box, {"600": api.image("a.jpg", 4)})
     layout = StorageLayout(tmp_path / "storage", tmp_path / "models")
     folder = layout.root / "images" / "raw" / key
@@ -151,7 +125,7 @@ def test_redact_parses_each_url():
 
 def test_mapillary_source_refuses_non_public_image_hosts_without_a_request(api, tmp_path, monkeypatch):
     monkeypatch.setenv("MAPILLARY_ACCESS_TOKEN", "t0ken")
-    key, box = _tile()
+    key, box = _tile_key_and_box()
     good = api.image("p.jpg", 5)
     urls = {"800": good,  # 127.0.0.1: loopback
             "801": good.replace("127.0.0.1", "localhost"),

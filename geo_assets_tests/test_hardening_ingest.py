@@ -143,8 +143,8 @@ def _materialize_raw(instance, tmp_path, api, **source):
     resources = {
         "storage": StorageResource(storage_dir=str(tmp_path / "storage"), models_dir=str(tmp_path / "models")),
         "image_source": ImageSourceResource(kind="mapillary", base_url=api.base_url, token=dg.EnvVar("MAPILLARY_ACCESS_TOKEN"),
-                                            max_retries=1, backoff_s=0.001, allow_private_addresses=True,
-                                            timeout_s=3.0, **source),
+                                            max_retries=1, backoff_s=0.001, timeout_s=3.0,
+                                            **{"allow_private_addresses": True, **source}),
     }
     from geo_assets.defs.assets.ingest import build_raw_images
     from geo_assets.defs.partitions import tile_partitions_for
