@@ -11,8 +11,8 @@ from pathlib import Path
 
 def _cmd_run(args) -> int:
     from geo_assets.defs.partitions import tile_keys
-    from geo_assets.instance import get_instance
-    from geo_assets.settings import GeoSettings
+    from geo_assets.run.instance import get_instance
+    from geo_assets.config.settings import GeoSettings
 
     if args.images_per_tile is not None:  # the code server and run workers read it from the environment
         os.environ["GEO_ASSETS_IMAGES_PER_TILE"] = str(args.images_per_tile)
@@ -31,7 +31,7 @@ def _cmd_run(args) -> int:
         return _fail(str(exc))
     except (RuntimeError, TimeoutError) as exc:  # the daemon would not start, or the backfill stalled
         return _fail(str(exc), 1)
-    from geo_assets.run_stats import stage_table, stage_totals
+    from geo_assets.run.stats import stage_table, stage_totals
 
     print(f"done: {len(steps)} runs, {len(failed)} failed")
     print("\ntime per asset (all runs; computed = images, captions or rows this run actually computed):\n")
@@ -46,19 +46,19 @@ def _cmd_run(args) -> int:
 
 
 def _run_in_process(args, instance, tiles) -> tuple[list, list[str]]:
-    from geo_assets.pipeline import run_pipeline
+    from geo_assets.run.in_process import run_in_process
 
     overrides = {"max_epochs": args.max_epochs} if args.max_epochs else None
-    report = run_pipeline(instance, tiles=tiles, train_overrides=overrides, skip_models=args.skip_models)
+    report = run_in_process(instance, tiles=tiles, train_overrides=overrides, skip_models=args.skip_models)
     print(f"{len(report.steps)} runs in {report.seconds:.0f}s")
     return ([(s.steps, s.counts) for s in report.steps],
             [f"{s.name} (run {s.run_id})" for s in report.steps if not s.ok])
 
 
 def _run_backfill(args, instance, tiles) -> tuple[list, list[str]]:
-    from geo_assets import backfill, execution
+    from geo_assets.run import backfill, execution
     from geo_assets.defs.resources import build_resources
-    from geo_assets.run_stats import counts_from_log, step_seconds
+    from geo_assets.run.stats import counts_from_log, step_seconds
 
     if args.max_epochs:
         os.environ["GEO_ASSETS_MAX_EPOCHS"] = str(args.max_epochs)
@@ -90,11 +90,11 @@ def _cmd_serve(args) -> int:
 
 
 def _cmd_geocell(args) -> int:
-    from geo_assets import execution
+    from geo_assets.run import execution
     from geo_assets.defs.resources import build_resources
-    from geo_assets.geocell_sizes import add_geocell, read_geocells, remove_geocell
-    from geo_assets.instance import get_instance
-    from geo_assets.settings import GeoSettings
+    from geo_assets.config.geocell_sizes import add_geocell, read_geocells, remove_geocell
+    from geo_assets.run.instance import get_instance
+    from geo_assets.config.settings import GeoSettings
 
     storage = GeoSettings.from_env().storage_dir
     if args.action == "list":
@@ -184,7 +184,7 @@ def _cmd_predict(args) -> int:
 
 
 def _cmd_query(args) -> int:
-    from geo_assets.settings import GeoSettings
+    from geo_assets.config.settings import GeoSettings
     from geo_assets.store.catalog import QueryRefused, query_connection, refuse_writes
     from geo_assets.store.layout import StorageLayout
 

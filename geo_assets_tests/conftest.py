@@ -21,6 +21,6 @@ import pytest  # noqa: E402
 @pytest.fixture
 def dagster_resources(tmp_path):
     from geo_assets.defs.resources import build_resources
-    from geo_assets.settings import GeoSettings
+    from geo_assets.config.settings import GeoSettings
 
     return build_resources(GeoSettings.from_env().with_storage(tmp_path / "storage", tmp_path / "models"))

@@ -1,9 +1,9 @@
-"""Helpers for tests that materialize the real graph: thin aliases of geo_assets.execution,
+"""Helpers for tests that materialize the real graph: thin aliases of geo_assets.run.execution,
 the same functions the main job and the benchmark call."""
 
 import dagster as dg
 
-from geo_assets import execution
+from geo_assets.run import execution
 
 
 def materialize_tile(instance, resources, tile: str, images_per_tile: int, selection=None, check_sample: int = 1,

@@ -169,7 +169,7 @@ def test_gazetteer_attack_asset_then_rerun_runs_no_ocr(dagster_resources):
     from geo_assets.defs.assets.attack import attack_table_path
     from geo_assets.store.schemas import ATTACK_SCHEMA
     from geo_assets.definitions import TILE_ASSET_NAMES
-    from geo_assets.execution import all_assets
+    from geo_assets.run.execution import all_assets
     from geo_assets.store.schemas import RAW_IMAGES_SCHEMA
     from geo_assets.store.parquet import read_table
     from geo_assets_tests.dagster_helpers import metadata

@@ -7,8 +7,8 @@ import pytest
 
 from geo_assets.defs.partitions import GEOCELL_PARTITIONS_NAME, model_partition_key, tile_keys
 from geo_assets.defs.sensors import geocell_requests
-from geo_assets.execution import load_definitions
-from geo_assets.geocell_sizes import write_geocells
+from geo_assets.run.execution import load_definitions
+from geo_assets.config.geocell_sizes import write_geocells
 from geo_assets_tests.dagster_helpers import materialize_tile, metadata
 
 TILES = tile_keys()

@@ -37,7 +37,7 @@ def test_refused_geocell_list_fails_before_training(isolated, capsys, monkeypatc
     (isolated / "geocells.txt").write_text("0.1\n0.00001\n")
     # Tiles are skipped by asking for none of the models' inputs: the refusal comes from the
     # geocell sensor's check, which the main job runs before any model partition exists.
-    from geo_assets import execution
+    from geo_assets.run import execution
     from geo_assets.defs.resources import build_resources
 
     with dg.instance_for_test() as instance:

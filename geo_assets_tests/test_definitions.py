@@ -10,9 +10,9 @@ import pytest
 from geo_assets.definitions import MODEL_ASSET_NAMES, OPT_IN_ASSET_NAMES, REPORT_ASSET_NAMES, TILE_ASSET_NAMES, defs
 from geo_assets.defs.partitions import GEOCELL_PARTITIONS_NAME, model_partition_key, tile_keys, tile_partitions_for
 from geo_assets.defs.resources import StorageResource, build_resources
-from geo_assets.geocell_sizes import write_geocells
-from geo_assets.progress import ProgressBar, format_duration, progress_line
-from geo_assets.settings import GeoSettings
+from geo_assets.config.geocell_sizes import write_geocells
+from geo_assets.run.progress import ProgressBar, format_duration, progress_line
+from geo_assets.config.settings import GeoSettings
 
 TABLE_ASSETS = {"raw_images", "ocr_text", "blurred_images", "captions", "gazetteer_attack"}
 

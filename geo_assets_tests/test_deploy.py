@@ -153,7 +153,7 @@ def test_helm_run_launcher_config_passes_dagster_k8s_schema():
     from dagster_k8s import K8sRunLauncher
     from dagster_k8s.job import UserDefinedDagsterK8sConfig
 
-    from geo_assets.k8s import TILE_K8S_CONFIG
+    from geo_assets.config.k8s import TILE_K8S_CONFIG
 
     values = _helm(HELM_VALUES[0])
     assert values["runLauncher"]["type"] == "K8sRunLauncher"
@@ -183,11 +183,11 @@ def test_helm_run_launcher_config_passes_dagster_k8s_schema():
 
 
 def test_gpu_tags_put_the_pod_on_a_gpu_node():
-    """geo_assets.k8s.gpu_tags(), applied by dagster-k8s the way the launcher does, gives a pod on the
+    """geo_assets.config.k8s.gpu_tags(), applied by dagster-k8s the way the launcher does, gives a pod on the
     GPU node pool with one GPU, in the CUDA image."""
     from dagster_k8s.job import DagsterK8sJobConfig, UserDefinedDagsterK8sConfig, construct_dagster_k8s_job
 
-    from geo_assets.k8s import GPU_NODE_LABEL, K8S_CONFIG_TAG, gpu_tags
+    from geo_assets.config.k8s import GPU_NODE_LABEL, K8S_CONFIG_TAG, gpu_tags
 
     tags = gpu_tags("registry.example.com/geo-assets-cuda:0.1.0")
     job = construct_dagster_k8s_job(

@@ -53,9 +53,9 @@ def _pull_script(storage, models, tile, images_per_tile, out_json):
     return textwrap.dedent(f"""
         import json
         import dagster as dg
-        from geo_assets.execution import all_assets
+        from geo_assets.run.execution import all_assets
         from geo_assets.defs.resources import build_resources
-        from geo_assets.settings import GeoSettings
+        from geo_assets.config.settings import GeoSettings
         resources = build_resources(GeoSettings.from_env().with_storage({str(storage)!r}, {str(models)!r}))
         r = dg.materialize(all_assets(), selection=["raw_images"], partition_key={tile!r}, resources=resources,
                            run_config={{"ops": {{"raw_images": {{"config": {{"images_per_tile": {images_per_tile}}}}}}}}})
@@ -100,9 +100,9 @@ def test_run_killed_mid_pull_then_rerun_is_clean(tmp_path):
     storage = tmp_path / "storage"
     script = textwrap.dedent(f"""
         import dagster as dg
-        from geo_assets.execution import all_assets
+        from geo_assets.run.execution import all_assets
         from geo_assets.defs.resources import build_resources
-        from geo_assets.settings import GeoSettings
+        from geo_assets.config.settings import GeoSettings
         resources = build_resources(GeoSettings.from_env().with_storage({str(storage)!r}, {str(tmp_path / 'm')!r}))
         dg.materialize(all_assets(), selection=["raw_images"], partition_key={TILES[3]!r}, resources=resources,
                        run_config={{"ops": {{"raw_images": {{"config": {{"images_per_tile": 400}}}}}}}})
@@ -121,7 +121,7 @@ def test_run_killed_mid_pull_then_rerun_is_clean(tmp_path):
 
     from geo_assets_tests.dagster_helpers import materialize_tile as mt
     from geo_assets.defs.resources import build_resources
-    from geo_assets.settings import GeoSettings
+    from geo_assets.config.settings import GeoSettings
 
     resources = build_resources(GeoSettings.from_env().with_storage(storage, tmp_path / "m"))
     with dg.instance_for_test() as instance:

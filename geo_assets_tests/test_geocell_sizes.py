@@ -1,6 +1,6 @@
 import pytest
 
-from geo_assets.geocell_sizes import add_geocell, read_geocells, remove_geocell
+from geo_assets.config.geocell_sizes import add_geocell, read_geocells, remove_geocell
 
 
 def test_defaults_then_add_and_remove(tmp_path, monkeypatch):

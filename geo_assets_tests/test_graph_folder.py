@@ -7,11 +7,11 @@ import json
 import dagster as dg
 import pytest
 
-from geo_assets import execution
+from geo_assets.run import execution
 from geo_assets.data.real_sets import real_data_dir
 from geo_assets.defs.partitions import GEOCELL_PARTITIONS_NAME, model_partition_key, tile_keys
 from geo_assets.defs.resources import build_resources
-from geo_assets.settings import GeoSettings
+from geo_assets.config.settings import GeoSettings
 from geo_assets.store.catalog import query_connection
 from geo_assets_tests.dagster_helpers import materialize_model, materialize_tile, metadata
 

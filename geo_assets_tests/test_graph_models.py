@@ -9,11 +9,11 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from geo_assets.execution import all_assets
+from geo_assets.run.execution import all_assets
 from geo_assets.defs.partitions import GEOCELL_PARTITIONS_NAME, model_partition_key, tile_keys
 from geo_assets.model.predict import predict_images
-from geo_assets import execution
-from geo_assets.geocell_sizes import write_geocells
+from geo_assets.run import execution
+from geo_assets.config.geocell_sizes import write_geocells
 from geo_assets.store.catalog import query_connection
 from geo_assets_tests.dagster_helpers import checks, materialize_model, materialize_tile, metadata
 

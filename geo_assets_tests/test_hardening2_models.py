@@ -13,7 +13,7 @@ import torch
 
 pytest.importorskip("openvino")
 
-from geo_assets.openvino_runtime import OpenVinoModule, digest_path  # noqa: E402
+from geo_assets.runtime.openvino import OpenVinoModule, digest_path  # noqa: E402
 
 
 def _linear(seed: int) -> torch.nn.Module:

@@ -13,7 +13,7 @@ import dagster as dg
 import pytest
 
 from geo_assets.defs.partitions import GEOCELL_PARTITIONS_NAME, model_partition_key
-from geo_assets.execution import materialize
+from geo_assets.run.execution import materialize
 from geo_assets.store.layout import UnsafePathError
 from geo_assets.store.locks import partition_lock
 
@@ -65,7 +65,7 @@ def test_partition_lock_refuses_names_that_are_not_one_component(tmp_path):
 
 def test_the_geocell_sensor_removes_a_hostile_key_and_says_so(tmp_path, capfd):
     from geo_assets.defs.resources import StorageResource
-    from geo_assets.execution import load_definitions
+    from geo_assets.run.execution import load_definitions
 
     sensor = load_definitions().resolve_sensor_def("geocell_sizes_sensor")
     storage = tmp_path / "storage"
@@ -114,8 +114,8 @@ def _cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
 @pytest.mark.parametrize("size", ["1e-320", "5e-324"])
 def test_a_denormal_geocell_size_is_one_clear_line_everywhere(tmp_path, size):
     from geo_assets.defs.resources import StorageResource
-    from geo_assets.execution import load_definitions
-    from geo_assets.geocell_sizes import read_geocells
+    from geo_assets.run.execution import load_definitions
+    from geo_assets.config.geocell_sizes import read_geocells
 
     added = _cli(tmp_path, "geocell", "add", size, "--no-run")
     assert added.returncode == 2 and "Traceback" not in added.stderr, added.stderr

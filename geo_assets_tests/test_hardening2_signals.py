@@ -53,7 +53,7 @@ def test_a_signal_stops_the_daemon_and_code_server_and_removes_the_workspace(tmp
         children: dict[int, str] = {}
         while time.monotonic() < deadline and proc.poll() is None:
             children = _children(proc.pid)
-            if any("geo_assets.daemon" in c for c in children.values()) and any("api grpc" in c for c in children.values()):
+            if any("geo_assets.run.daemon" in c for c in children.values()) and any("api grpc" in c for c in children.values()):
                 break
             time.sleep(0.5)
         assert proc.poll() is None, proc.communicate()

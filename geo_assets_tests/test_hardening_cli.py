@@ -62,7 +62,7 @@ def test_grid_refuses_past_the_cap_and_keeps_the_defaults():
 
 def test_geocell_sensor_refuses_a_tiny_size_in_the_file(tmp_path):
     from geo_assets.defs.resources import StorageResource
-    from geo_assets.execution import load_definitions
+    from geo_assets.run.execution import load_definitions
 
     geocell_sizes_sensor = load_definitions().resolve_sensor_def("geocell_sizes_sensor")
 
@@ -82,7 +82,7 @@ def test_geocell_sensor_refuses_a_tiny_size_in_the_file(tmp_path):
 
 
 def test_remove_still_works_for_a_refused_size(tmp_path):
-    from geo_assets.geocell_sizes import read_geocells, remove_geocell
+    from geo_assets.config.geocell_sizes import read_geocells, remove_geocell
 
     (tmp_path / "geocells.txt").write_text("0.1\n0.0001\n")
     with pytest.raises(ValueError, match="cap"):
@@ -198,7 +198,7 @@ def test_predict_input_check_and_region_warning(tmp_path):
     from PIL import Image
 
     from geo_assets.model.predict import _truth, load_input, region_warning
-    from geo_assets.settings import GeoSettings
+    from geo_assets.config.settings import GeoSettings
 
     region = GeoSettings.from_env().region
     rng = np.random.default_rng(0)

@@ -53,7 +53,7 @@ def test_orphan_temp_files_are_removed_in_every_folder_that_gets_them(tmp_path):
 
 ADDER = """
 import sys
-from geo_assets.geocell_sizes import add_geocell
+from geo_assets.config.geocell_sizes import add_geocell
 for size in sys.argv[2:]:
     add_geocell(sys.argv[1], size)
 """
@@ -67,7 +67,7 @@ def test_concurrent_geocell_adds_lose_nothing(tmp_path):
     env = {**os.environ, "GEO_ASSETS_GEOCELLS": "0.5"}
     procs = [subprocess.Popen([sys.executable, "-c", ADDER, str(tmp_path), *group], env=env) for group in sizes]
     assert all(p.wait(timeout=120) == 0 for p in procs)
-    from geo_assets.geocell_sizes import read_geocells
+    from geo_assets.config.geocell_sizes import read_geocells
 
     expected = sorted({"0.5", *(str(float(s)) for g in sizes for s in g)}, key=float)
     assert read_geocells(tmp_path) == [f"{float(s):g}" for s in expected]

@@ -6,7 +6,7 @@ import time
 
 import dagster as dg
 
-from geo_assets.execution import all_assets
+from geo_assets.run.execution import all_assets
 from geo_assets.defs.partitions import GEOCELL_PARTITIONS_NAME, model_partition_key
 from geo_assets.store.locks import partition_lock
 

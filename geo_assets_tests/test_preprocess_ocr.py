@@ -234,7 +234,7 @@ def test_easyocr_detector_under_openvino_reads_what_torch_reads(tmp_path, monkey
     assert n_words >= 4
 
     # bf16 where the CPU has it natively (the default there): the same words, and an id that says so
-    from geo_assets.openvino_runtime import cpu_has_bf16
+    from geo_assets.runtime.openvino import cpu_has_bf16
 
     if cpu_has_bf16():
         fast = EasyOcrEngine(runtime="openvino")

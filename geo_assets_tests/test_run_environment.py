@@ -1,5 +1,5 @@
 """What the main job's runs are started with: threads per run (GEO_ASSETS_THREADS) and the
-daemon that passes over its backfill every few seconds (geo_assets/daemon.py)."""
+daemon that passes over its backfill every few seconds (geo_assets/run/daemon.py)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ import textwrap
 import dagster as dg
 import pytest
 
-from geo_assets import backfill, threads
+from geo_assets.run import backfill
+from geo_assets.runtime import threads
 
 
 def test_model_threads_reads_the_environment(monkeypatch):
@@ -70,12 +71,12 @@ def test_main_job_daemon_passes_over_backfills_every_few_seconds():
 
     # the patched constant is the one the backfill loop sleeps on (fails if Dagster moves it)
     assert "DEFAULT_DAEMON_INTERVAL_SECONDS" in inspect.getsource(dagster_backfill_daemon.execute_backfill_iteration_loop)
-    code = ("from geo_assets.daemon import faster_backfill_passes, BACKFILL_POLL_S\n"
+    code = ("from geo_assets.run.daemon import faster_backfill_passes, BACKFILL_POLL_S\n"
             "from dagster._daemon import controller\n"
             "faster_backfill_passes(); print(controller.DEFAULT_DAEMON_INTERVAL_SECONDS == BACKFILL_POLL_S < 30)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and out.stdout.strip() == "True", out.stderr[-2000:]
-    help_text = subprocess.run([sys.executable, "-m", "geo_assets.daemon", "run", "--help"],
+    help_text = subprocess.run([sys.executable, "-m", "geo_assets.run.daemon", "run", "--help"],
                                capture_output=True, text=True, timeout=120)
     assert help_text.returncode == 0 and "--workspace" in help_text.stdout, help_text.stderr[-2000:]
 

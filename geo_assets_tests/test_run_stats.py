@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from geo_assets.run_stats import materialization_counts, stage_table, stage_totals, step_seconds
+from geo_assets.run.stats import materialization_counts, stage_table, stage_totals, step_seconds
 
 
 @dg.asset

@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from geo_assets.settings import PROJECT_ROOT
+from geo_assets.config.settings import PROJECT_ROOT
 from geo_assets_tests.services import moto_server, postgres_server  # noqa: F401 - fixtures
 
 pytestmark = pytest.mark.slow
@@ -145,7 +145,7 @@ def s3_run(tmp_path_factory, postgres_server, moto_server):  # noqa: F811
     import boto3
     import dagster as dg
 
-    from geo_assets.backfill import BACKFILL_TAG
+    from geo_assets.run.backfill import BACKFILL_TAG
     from dagster._core.storage.dagster_run import RunsFilter
 
     base = tmp_path_factory.mktemp("scale_out")

@@ -105,7 +105,7 @@ def test_partition_lock_excludes_across_threads(layout):
 
 def test_settings_keep_s3_uris(monkeypatch, s3_root):
     from geo_assets.defs.resources import build_resources
-    from geo_assets.settings import GeoSettings
+    from geo_assets.config.settings import GeoSettings
 
     monkeypatch.setenv("GEO_ASSETS_STORAGE", s3_root + "/storage")
     monkeypatch.setenv("GEO_ASSETS_MODELS", s3_root + "/models")

@@ -13,7 +13,7 @@ import pytest
 from geo_assets.model.report import SEED_FIGURE_18, build_privacy_report
 from geo_assets.model.sensitivity import RESULT_FILE, read_result
 from geo_assets.model.text_assumption import assumption_header, seed_comparison, sensitivity_lines, source_share
-from geo_assets.settings import GeoSettings
+from geo_assets.config.settings import GeoSettings
 from geo_assets.synthetic.world import DEFAULT_PLACE_TEXT_SHARE, SIGN_RATE, SyntheticWorld
 
 # ImageMeta's fields before the share existed: today's records must not move.

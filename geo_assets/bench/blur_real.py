@@ -219,7 +219,7 @@ def _echo(line: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     import datetime as _dt
 
-    from geo_assets.settings import PROJECT_ROOT
+    from geo_assets.config.settings import PROJECT_ROOT
 
     parser = build_parser()
     args = parser.parse_args(argv)

@@ -62,7 +62,7 @@ def parse_sizes(text: str) -> list[int]:
 
 
 def default_out() -> Path:
-    from geo_assets.settings import PROJECT_ROOT
+    from geo_assets.config.settings import PROJECT_ROOT
 
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     return PROJECT_ROOT / "benchmarks" / "results" / f"bench-{stamp}.json"

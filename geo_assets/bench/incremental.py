@@ -43,8 +43,8 @@ def materialize_tiles(instance, resources: dict, tiles: list[str], images_per_ti
     """Materialize the tile assets for every tile (one Dagster run each, like the main job);
     `pull_only`: raw_images alone, what the daily_pull schedule runs."""
     from geo_assets.definitions import TILE_ASSET_NAMES
-    from geo_assets.execution import materialize_tile
-    from geo_assets.run_stats import materialization_counts, step_seconds
+    from geo_assets.run.execution import materialize_tile
+    from geo_assets.run.stats import materialization_counts, step_seconds
 
     selection = TILE_ASSET_NAMES[:1] if pull_only else TILE_ASSET_NAMES
 
@@ -94,7 +94,7 @@ def bench_incremental(workdir: Path, size: int, tiles: list[str], *, new_fractio
     import dagster as dg
 
     from geo_assets.defs.resources import build_resources
-    from geo_assets.settings import GeoSettings
+    from geo_assets.config.settings import GeoSettings
 
     root = workdir / f"incremental-{size}"
     storage_dir, models_dir = root / "storage", root / "models"

@@ -88,7 +88,7 @@ def bench_stages(workdir: Path, *, images: int = DEFAULT_IMAGES, easyocr_images:
     from geo_assets.preprocess.variants import (
         caption_text, encode_jpeg, generate_captions, make_blurred_variant, ocr_image,
     )
-    from geo_assets.settings import BLUR_VARIANTS, GeoSettings
+    from geo_assets.config.settings import BLUR_VARIANTS, GeoSettings
     from geo_assets.store.layout import StorageLayout
     from geo_assets.synthetic.server import LocalMapillaryServer
 

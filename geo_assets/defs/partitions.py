@@ -10,7 +10,7 @@ import dagster as dg
 
 from geo_assets.geo.geocells import geocell_key
 from geo_assets.geo.tiles import Tile, tiles_for_region
-from geo_assets.settings import BLUR_VARIANTS, GeoSettings
+from geo_assets.config.settings import BLUR_VARIANTS, GeoSettings
 from geo_assets.store.layout import safe_component
 
 blur_partitions = dg.StaticPartitionsDefinition(list(BLUR_VARIANTS))

@@ -10,7 +10,7 @@ import secrets
 import dagster as dg
 from pydantic import PrivateAttr
 
-from geo_assets.settings import GeoSettings
+from geo_assets.config.settings import GeoSettings
 from geo_assets.store.layout import StorageLayout
 from geo_assets.store.paths import storage_root
 

@@ -18,8 +18,8 @@ from geo_assets.defs.jobs import train_job
 from geo_assets.defs.partitions import (GEOCELL_PARTITIONS_NAME, check_geocell_partition_key, geocell_partitions,
                                        model_partition_key)
 from geo_assets.defs.resources import StorageResource
-from geo_assets.geocell_sizes import read_geocells
-from geo_assets.settings import BLUR_VARIANTS
+from geo_assets.config.geocell_sizes import read_geocells
+from geo_assets.config.settings import BLUR_VARIANTS
 
 AUTOMATION_ENV = "GEO_ASSETS_AUTOMATION"
 MODEL_ASSET_KEYS = [dg.AssetKey("geolocator_model"), dg.AssetKey("model_evaluation")]

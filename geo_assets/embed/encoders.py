@@ -49,7 +49,7 @@ def pick_device(device: str | None = "auto"):
     model here is built through it, so it also sizes torch's thread pool (GEO_ASSETS_THREADS)."""
     import torch
 
-    from geo_assets.threads import apply_to_torch
+    from geo_assets.runtime.threads import apply_to_torch
 
     apply_to_torch()
     if device in (None, "", "auto"):
@@ -341,7 +341,7 @@ class EfficientNetLite0Encoder:
         import torch
         from efficientnet_lite_pytorch import EfficientNet
 
-        from geo_assets import openvino_runtime
+        from geo_assets.runtime import openvino as openvino_runtime
 
         if runtime not in self.RUNTIMES:
             raise ValueError(f"unknown image encoder runtime {runtime!r}; use one of {', '.join(self.RUNTIMES)}")

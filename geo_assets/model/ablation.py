@@ -45,7 +45,7 @@ def _fmt(m: dict) -> str:
 
 def run_ablation(layout, geocell: str, variants: list[str], max_epochs: int, rows=ABLATION, n_boot: int = 1000,
                  echo=print) -> dict:
-    from geo_assets.settings import GeoSettings
+    from geo_assets.config.settings import GeoSettings
     from geo_assets.geo.bbox import region_bounds
     from geo_assets.geo.geocells import GeocellGrid, parse_geocell_size
     from geo_assets.model.dataset import load_dataset
@@ -106,7 +106,7 @@ def epoch_bench(layout, geocell: str, rows: int = 32_000, echo=print) -> dict:
     """Seconds for one training epoch on `rows` rows (the real features tiled), seed vs default."""
     import torch
 
-    from geo_assets.settings import GeoSettings
+    from geo_assets.config.settings import GeoSettings
     from geo_assets.geo.bbox import region_bounds
     from geo_assets.geo.geocells import GeocellGrid, parse_geocell_size
     from geo_assets.model.dataset import load_dataset
@@ -134,7 +134,7 @@ def epoch_bench(layout, geocell: str, rows: int = 32_000, echo=print) -> dict:
 
 
 def main(argv=None) -> None:
-    from geo_assets.settings import GeoSettings
+    from geo_assets.config.settings import GeoSettings
     from geo_assets.store.layout import StorageLayout
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])

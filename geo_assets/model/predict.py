@@ -36,7 +36,7 @@ from geo_assets.model.geolocator import class_centres
 from geo_assets.model.ood import flagged, ood_scores, warning_text
 from geo_assets.model.privacy_score import not_meaningful, privacy_score
 from geo_assets.model.refine import Gallery, model_outputs, refine, snap_distance_km
-from geo_assets.settings import GeoSettings
+from geo_assets.config.settings import GeoSettings
 
 MAX_FILE_BYTES = 100_000_000
 

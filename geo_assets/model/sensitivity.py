@@ -100,7 +100,7 @@ def run_share(settings, share: float, tiles: list[str], config: SensitivityConfi
     """One share: its tiles and two models in its own folders; the paired blur effect on test."""
     import dagster as dg
 
-    from geo_assets import execution
+    from geo_assets.run import execution
     from geo_assets.defs.partitions import GEOCELL_PARTITIONS_NAME, model_partition_key
     from geo_assets.defs.resources import build_resources, synthetic_world
     from geo_assets.model.report import paired_blur_effects
@@ -228,9 +228,9 @@ def run_command(args) -> int:
 
     import dagster as dg
 
-    from geo_assets import execution
+    from geo_assets.run import execution
     from geo_assets.defs.resources import build_resources
-    from geo_assets.instance import get_instance
+    from geo_assets.run.instance import get_instance
 
     try:
         config = config_from_args(args)

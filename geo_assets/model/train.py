@@ -34,7 +34,7 @@ import torch
 from geo_assets.geo.geocells import GeocellGrid
 from geo_assets.model.geolocator import HIDDEN, GeolocatorMLP, predict_coords
 from geo_assets.model.losses import geolocation_loss
-from geo_assets.threads import model_threads
+from geo_assets.runtime.threads import model_threads
 
 
 @dataclass

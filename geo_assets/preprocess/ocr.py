@@ -38,8 +38,8 @@ from typing import Iterable, Protocol, Sequence, runtime_checkable
 import cv2
 import numpy as np
 
-from geo_assets.openvino_runtime import dist_version
-from geo_assets.threads import apply_to_torch, model_threads
+from geo_assets.runtime.openvino import dist_version
+from geo_assets.runtime.threads import apply_to_torch, model_threads
 
 Box = list[list[float]]
 """4 corner points [[x, y], ...] in pixels, clockwise from top-left."""
@@ -187,7 +187,7 @@ class RapidOcrEngine:
         import onnxruntime as ort
         from rapidocr_onnxruntime import RapidOCR
 
-        from geo_assets.openvino_runtime import openvino_available, openvino_version, use_openvino
+        from geo_assets.runtime.openvino import openvino_available, openvino_version, use_openvino
 
         if runtime not in self.RUNTIMES:
             raise ValueError(f"unknown OCR runtime {runtime!r}; use one of {', '.join(self.RUNTIMES)}")
@@ -344,7 +344,7 @@ class EasyOcrEngine:
         import easyocr
         import easyocr_en_models
 
-        from geo_assets import openvino_runtime
+        from geo_assets.runtime import openvino as openvino_runtime
 
         if runtime not in self.RUNTIMES:
             raise ValueError(f"unknown OCR runtime {runtime!r}; use one of {', '.join(self.RUNTIMES)}")
@@ -355,7 +355,7 @@ class EasyOcrEngine:
         self.device = "cuda" if gpu else "cpu"
         apply_to_torch()  # the recogniser (and the torch detector) run in torch
         # On CPU the detector (90% of a read) runs ~1.7x faster under OpenVINO with the same
-        # score maps (openvino_runtime.py); the recogniser stays EasyOCR's own. The torch
+        # score maps (runtime/openvino.py); the recogniser stays EasyOCR's own. The torch
         # detector is then built only when its OpenVINO copy is not cached yet.
         use_openvino = runtime == "openvino" or (runtime == "auto" and not gpu and openvino_runtime.openvino_available())
         self._reader = easyocr.Reader(

@@ -28,7 +28,7 @@ from geo_assets.defs.tile_assets import tile_asset, tile_definitions, with_row_c
 from geo_assets.defs.resources import StorageResource
 from geo_assets.geo.haversine import haversine_km
 from geo_assets.model.splits import SplitConfig, assign_splits
-from geo_assets.settings import GeoSettings
+from geo_assets.config.settings import GeoSettings
 from geo_assets.store.catalog import refresh_views
 from geo_assets.store.images import load_bgr
 from geo_assets.store.layout import StorageLayout

@@ -8,14 +8,14 @@ import dagster as dg
 import numpy as np
 import pyarrow as pa
 
-from geo_assets.defs.assets.preprocess import GPU_POOL
+from geo_assets.config.pools import gpu_step_kwargs
 from geo_assets.defs.metadata import data_version_of
 from geo_assets.defs.tile_assets import tile_asset, tile_definitions, with_row_count
 from geo_assets.defs.resources import EncoderResource, StorageResource
 from geo_assets.embed.fusion import CrossAttentionFusion
 from geo_assets.embed.neighbours import nearest_neighbours, neighbour_distance_summary
 from geo_assets.embed.rows import encode_batch
-from geo_assets.settings import BLUR_VARIANTS
+from geo_assets.config.settings import BLUR_VARIANTS
 from geo_assets.store.catalog import refresh_views
 from geo_assets.store.images import load_bgr
 from geo_assets.defs.partitions import tile_partition_of
@@ -151,7 +151,7 @@ def build_embeddings(tiles: dg.PartitionsDefinition) -> dg.AssetsDefinition:
         code_version="embeddings-v2",
         group_name="embeddings",
         kinds={"python", "pytorch", "parquet", "duckdb"},
-        pool=GPU_POOL,
+        **gpu_step_kwargs(),
         check_specs=[dg.AssetCheckSpec("embeddings_finite_and_sized", asset="embeddings", blocking=True,
                                        description="no NaN/inf and the expected dimensions; blocking, so a "
                                                    "bad embedding stops training")],

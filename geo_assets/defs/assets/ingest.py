@@ -20,7 +20,7 @@ from geo_assets.store.schemas import RAW_IMAGES_SCHEMA, RAW_REJECTS_SCHEMA
 from geo_assets.mapillary.errors import MapillaryUnavailableError
 from geo_assets.defs.partitions import tile_partition_of
 from geo_assets.store.locks import partition_lock, remove_orphan_temp_files, remove_unlisted_images
-from geo_assets.settings import GeoSettings
+from geo_assets.config.settings import GeoSettings
 from geo_assets.store.parquet import read_table, write_table
 
 

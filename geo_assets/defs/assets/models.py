@@ -14,6 +14,8 @@ import time
 import dagster as dg
 import pyarrow as pa
 
+from geo_assets.config.pools import gpu_step_kwargs
+
 from geo_assets.defs.automation import EVALUATION_AUTOMATION, MODEL_AUTOMATION
 from geo_assets.defs.metadata import OWNERS, data_version_of
 from geo_assets.defs.partitions import model_partition_of, model_partitions
@@ -28,7 +30,7 @@ from geo_assets.model.refine import Gallery
 from geo_assets.model.spec import ModelSpec, spec_for
 from geo_assets.model.splits import PROTOCOLS, SplitConfig, group_keys, split_shortfall
 from geo_assets.model.train import TrainConfig
-from geo_assets.settings import GeoSettings
+from geo_assets.config.settings import GeoSettings
 from geo_assets.store.locks import partition_lock
 from geo_assets.store.parquet import atomic_write_bytes, write_table
 
@@ -254,7 +256,7 @@ TRAINING_INPUTS = [dg.AssetDep(name, partition_mapping=ALL_TILES) for name in ("
     group_name="models",
     kinds={"pytorch"},
     owners=OWNERS,
-    pool="gpu",
+    **gpu_step_kwargs(),
     automation_condition=MODEL_AUTOMATION,
 )
 def geolocator_model(context: dg.AssetExecutionContext, config: TrainingConfig, storage: StorageResource) -> dg.MaterializeResult:

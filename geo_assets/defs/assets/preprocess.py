@@ -27,13 +27,12 @@ from geo_assets.preprocess import blur as blur_mod
 from geo_assets.preprocess.ocr import OcrWord
 from geo_assets.preprocess.text_cleaning import contains_coordinates, read_matches
 from geo_assets.preprocess.variants import caption_text, encode_jpeg, generate_captions, make_blurred_variant, ocr_image
-from geo_assets.settings import BLUR_VARIANTS
+from geo_assets.config.pools import gpu_step_kwargs
+from geo_assets.config.settings import BLUR_VARIANTS
 from geo_assets.defs.partitions import tile_partition_of
 from geo_assets.store.locks import partition_lock
 from geo_assets.store.parquet import atomic_write_bytes, read_table, rows_by, write_table
 
-GPU_POOL = "gpu"
-"""Captioning and encoding share one pool so a GPU (or 2 CPU cores) is never oversubscribed."""
 
 
 def _engine_id(engine) -> str:
@@ -404,7 +403,7 @@ def build_preprocess_assets(tiles: dg.PartitionsDefinition) -> list[dg.AssetsDef
         group_name="preprocess",
         kinds={"python", "pytorch", "parquet"},
         schema=CAPTION_SCHEMA,
-        pool=GPU_POOL,
+        **gpu_step_kwargs(),
         check_specs=[dg.AssetCheckSpec("no_coordinates_in_captions", asset="captions",
                                        description="no coordinate-like string survives into any caption")],
     )

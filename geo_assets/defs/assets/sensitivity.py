@@ -11,7 +11,7 @@ from geo_assets.defs.metadata import OWNERS
 from geo_assets.defs.resources import StorageResource
 from geo_assets.model import sensitivity
 from geo_assets.model.text_assumption import sensitivity_lines
-from geo_assets.settings import GeoSettings
+from geo_assets.config.settings import GeoSettings
 from geo_assets.store.parquet import atomic_write_bytes
 
 

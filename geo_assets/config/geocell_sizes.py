@@ -16,7 +16,7 @@ from pathlib import Path
 
 from geo_assets.geo.bbox import region_bounds
 from geo_assets.geo.geocells import check_geocell_count, geocell_key
-from geo_assets.settings import GeoSettings
+from geo_assets.config.settings import GeoSettings
 from geo_assets.store.parquet import atomic_write_bytes
 from geo_assets.store.paths import storage_root
 

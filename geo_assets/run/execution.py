@@ -15,7 +15,7 @@ import dagster as dg
 
 from geo_assets.definitions import MODEL_ASSET_NAMES, REPORT_ASSET_NAMES, TILE_ASSET_NAMES
 from geo_assets.defs.partitions import GEOCELL_PARTITIONS_NAME, model_partition_key
-from geo_assets.settings import BLUR_VARIANTS, GeoSettings
+from geo_assets.config.settings import BLUR_VARIANTS, GeoSettings
 
 QUIET_LOGGERS = {"console": {"config": {"log_level": "WARNING"}}}
 
@@ -98,7 +98,7 @@ def materialize_report(instance, resources, **kwargs):
 def sync_geocells(instance: dg.DagsterInstance, resources: dict) -> list[dg.RunRequest]:
     """Evaluate the geocell sensor once and apply its partition adds/removes to the
     instance; returns the training runs it requests (new sizes only)."""
-    from geo_assets.geocell_sizes import read_geocells
+    from geo_assets.config.geocell_sizes import read_geocells
 
     read_geocells(resources["storage"].storage_dir)  # a refused list raises here, with the line that is wrong
     sensor = load_definitions().resolve_sensor_def("geocell_sizes_sensor")

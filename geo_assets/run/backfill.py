@@ -1,4 +1,4 @@
-"""The main job as one Dagster asset backfill, run by the daemon.
+"""`geo-assets run` (the default): the main job as one Dagster asset backfill, run by the daemon.
 
 `submit_graph_backfill` asks the instance for one backfill over the whole graph:
 every tile asset for the chosen tiles, every model partition downstream of them,
@@ -33,10 +33,10 @@ from dagster._core.storage.dagster_run import DagsterRunStatus, RunsFilter
 
 from geo_assets.definitions import MODEL_ASSET_NAMES, REPORT_ASSET_NAMES, TILE_ASSET_NAMES
 from geo_assets.defs.sensors import AUTOMATION_ENV
-from geo_assets.progress import ProgressBar
-from geo_assets.settings import PROJECT_ROOT
-from geo_assets.threads import ENV as THREADS_ENV
-from geo_assets.threads import threads_for
+from geo_assets.run.progress import ProgressBar
+from geo_assets.config.settings import PROJECT_ROOT
+from geo_assets.runtime.threads import ENV as THREADS_ENV
+from geo_assets.runtime.threads import threads_for
 
 BACKFILL_TAG = "dagster/backfill"
 DAEMON_FRESH_S = 60.0
@@ -180,8 +180,8 @@ def daemon_for(instance: dg.DagsterInstance, *, workspace: Path | None = None, e
         if workspace is None:
             workspace = stack.enter_context(code_server(child_env, log, start_timeout_s=start_timeout_s))
         workspace = Path(workspace)
-        # dagster-daemon, passing over backfills every few seconds (geo_assets/daemon.py)
-        cmd = [sys.executable, "-m", "geo_assets.daemon", "run", "-w", str(workspace)]
+        # dagster-daemon, passing over backfills every few seconds (geo_assets/run/daemon.py)
+        cmd = [sys.executable, "-m", "geo_assets.run.daemon", "run", "-w", str(workspace)]
         proc = subprocess.Popen(cmd, cwd=str(PROJECT_ROOT), env=child_env, stdout=log, stderr=subprocess.STDOUT,
                                 start_new_session=True)
         try:

@@ -1,6 +1,6 @@
 """Throughput of the tile stages with 1 and with 2 runs at once, on this machine.
 
-`python -m geo_assets.concurrency_bench [--images 12] [--repeats 3] [--out FILE.json]`
+`python -m geo_assets.bench.concurrency [--images 12] [--repeats 3] [--out FILE.json]`
 
 Two long-lived worker processes (as the run queue's run workers would be) load the
 models once (a 2-image warm-up tile), then take turns: each trial materializes every
@@ -31,10 +31,10 @@ RESULT = "@@RESULT "  # worker replies: one line, so library prints on stdout ca
 def _worker() -> int:
     import dagster as dg
 
-    from geo_assets import execution
+    from geo_assets.run import execution
     from geo_assets.defs.resources import build_resources
-    from geo_assets.run_stats import step_seconds
-    from geo_assets.settings import GeoSettings
+    from geo_assets.run.stats import step_seconds
+    from geo_assets.config.settings import GeoSettings
 
     instance = dg.DagsterInstance.ephemeral()
     for line in sys.stdin:
@@ -52,7 +52,7 @@ def _worker() -> int:
 class Worker:
     def __init__(self, log: Path):
         self.log = open(log, "ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "geo_assets.concurrency_bench", "--worker"],
+        self.proc = subprocess.Popen([sys.executable, "-m", "geo_assets.bench.concurrency", "--worker"],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log, text=True)
 
     def send(self, storage: Path, tile: str, images: int) -> None:
@@ -153,7 +153,7 @@ def table(s: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m geo_assets.concurrency_bench", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m geo_assets.bench.concurrency", description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=12, help="images per tile run")
     parser.add_argument("--repeats", type=int, default=3, help="pairs of (1 run, 2 runs) trials")
     parser.add_argument("--out", type=Path, default=None, help="write the JSON here")

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from geo_assets.threads import model_threads
+from geo_assets.runtime.threads import model_threads
 
 PRECISION = "f32"
 log = logging.getLogger(__name__)

@@ -1,7 +1,7 @@
-"""The main job: every tile, then every model partition, then the report. Each step
-is a real Dagster run recorded in the instance (so the UI shows them and their
-event logs), executed in this process so models load once. The console shows a
-progress bar and, at the end, where the time went."""
+"""`geo-assets run --in-process`: the main job's steps (every tile, then every model
+partition, then the report) as Dagster runs executed one after another in this process,
+so models load once. Each is recorded in the instance (the UI shows them and their event
+logs). The default `geo-assets run` is the backfill in `run/backfill.py` instead."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ from typing import Callable
 
 import dagster as dg
 
-from geo_assets import execution
+from geo_assets.run import execution
 from geo_assets.defs.partitions import tile_keys
-from geo_assets.progress import ProgressBar
-from geo_assets.run_stats import materialization_counts, stage_table, stage_totals, step_seconds
+from geo_assets.run.progress import ProgressBar
+from geo_assets.run.stats import materialization_counts, stage_table, stage_totals, step_seconds
 
 
 @dataclass
@@ -57,7 +57,7 @@ def _timed(fn, *args, **kwargs):
     return result, time.perf_counter() - started
 
 
-def run_pipeline(
+def run_in_process(
     instance: dg.DagsterInstance,
     *,
     tiles: list[str] | None = None,

@@ -6,7 +6,7 @@ import os
 import shutil
 from pathlib import Path
 
-from geo_assets.settings import PROJECT_ROOT, GeoSettings
+from geo_assets.config.settings import PROJECT_ROOT, GeoSettings
 
 
 def ensure_dagster_home(settings: GeoSettings | None = None) -> Path:

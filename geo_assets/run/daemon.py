@@ -1,4 +1,4 @@
-"""`python -m geo_assets.daemon run -w WORKSPACE`: `dagster-daemon` as the main job starts it,
+"""`python -m geo_assets.run.daemon run -w WORKSPACE`: `dagster-daemon` as the main job starts it,
 looking at backfills every `BACKFILL_POLL_S` seconds instead of Dagster's 30.
 
 Why: the main job is one asset backfill whose phases wait for each other (the tiles, then the
@@ -24,7 +24,7 @@ def faster_backfill_passes(seconds: int = BACKFILL_POLL_S) -> None:
 
     if not isinstance(getattr(controller, "DEFAULT_DAEMON_INTERVAL_SECONDS", None), int):
         raise RuntimeError("dagster._daemon.controller.DEFAULT_DAEMON_INTERVAL_SECONDS is gone: "
-                           "this Dagster version needs geo_assets.daemon updated")
+                           "this Dagster version needs geo_assets.run.daemon updated")
     controller.DEFAULT_DAEMON_INTERVAL_SECONDS = int(seconds)
 
 

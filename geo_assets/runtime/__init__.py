@@ -1,0 +1,1 @@
+"""How models execute on this machine: OpenVINO on CPU and the per-run thread budget."""
