@@ -227,8 +227,8 @@ def test_gazetteer_attack_asset_then_rerun_runs_no_ocr(dagster_resources):
         again = dg.materialize(all_assets(), selection=list(TILE_ASSET_NAMES), partition_key=tile, instance=instance,
                                resources=dagster_resources, run_config=_run_config(n_images, cap))
         assert again.success
-        assert metadata(again, "ocr_text")["ocr_computed"] == 0
-        assert metadata(again, "blurred_images")["blurred_now"] == 0
+        assert metadata(again, "ocr_text")["rows_computed"] == 0
+        assert metadata(again, "blurred_images")["rows_computed"] == 0
         meta2 = metadata(again, "gazetteer_attack")
         assert meta2["easyocr_reads"] == 0 and meta2["easyocr_images_read"] == 0
         assert meta2["easyocr_rows_reused"] == 2 * n_easy

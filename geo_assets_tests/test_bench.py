@@ -92,9 +92,9 @@ def test_bench_tiny_run_writes_every_stage_and_ratio(tmp_path, capsys):
         assert r["b_no_new"]["seconds"] < r["a_full"]["seconds"]
         # (b) recomputes nothing; (d) recomputes everything from the kept raw images
         counts_b = r["b_no_new"]["runs"][0]["counts"]
-        assert counts_b["ocr_text"]["ocr_computed"] == 0 and counts_b["embeddings"]["encoded"] == 0
+        assert all(counts_b[a]["rows_computed"] == 0 for a in ("ocr_text", "blurred_images", "captions", "embeddings", "gazetteer_attack"))
         counts_d = r["d_recompute"]["runs"][0]["counts"]
-        assert counts_d["ocr_text"]["ocr_computed"] == r["images_per_tile_after"]
+        assert counts_d["ocr_text"]["rows_computed"] == r["images_per_tile_after"]
     assert len(inc["growth"]) == 1 and inc["growth"][0]["total_images"] == pytest.approx(1.5)
 
 

@@ -34,7 +34,7 @@ def test_pipeline_learns_models_report_new_geocell_and_predict(dagster_resources
         # The attacker, model-free: unblurred text locates images, blurred text does not.
         with query_connection(layout) as con:
             hits = dict(con.execute(
-                "SELECT variant, count(*) FILTER (WHERE error_km <= 10) FROM attack_guesses "
+                "SELECT variant, count(*) FILTER (WHERE error_km <= 10) FROM gazetteer_attack "
                 "WHERE engine = 'rapidocr' GROUP BY variant").fetchall())
         assert hits["unblurred"] >= 5 and hits["blurred"] <= hits["unblurred"] // 5, hits
 

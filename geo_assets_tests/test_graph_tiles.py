@@ -45,9 +45,9 @@ def test_two_tiles_end_to_end_then_rerun_touches_nothing(dagster_resources):
             assert raw["new_images"] == raw["total_images"] >= 6
             assert all(c.passed for name, c in checks(result).items() if name != "blur_covers_ground_truth_text")
             caps = metadata(result, "captions")
-            assert caps["cache_misses"] == 2 * raw["total_images"]
+            assert caps["rows_computed"] == 2 * raw["total_images"] and caps["rows_reused"] == 0
             emb = metadata(result, "embeddings")
-            assert emb["rows"] == 2 * raw["total_images"] and emb["reused"] == 0
+            assert emb["rows"] == 2 * raw["total_images"] and emb["rows_reused"] == 0
             assert len(emb["nearest_neighbours"].splitlines()) == 2 + 3 * 3  # header, rule, 3 images x 3 neighbours
             assert "| unblurred | fused |" in emb["nn_km_vs_random_km"]
 
@@ -65,14 +65,14 @@ def test_two_tiles_end_to_end_then_rerun_touches_nothing(dagster_resources):
         again = materialize_tile(instance, resources, TILES[0], images_per_tile=8)
         assert again.success
         assert metadata(again, "raw_images")["new_images"] == 0
-        assert metadata(again, "ocr_text")["ocr_computed"] == 0
-        assert metadata(again, "blurred_images")["blurred_now"] == 0
+        assert metadata(again, "ocr_text")["rows_computed"] == 0
+        assert metadata(again, "blurred_images")["rows_computed"] == 0
         readability = checks(again)["blur_leaves_no_readable_words"]
         assert readability.passed and readability.metadata["images_checked"].value > 0
         assert readability.metadata["read_now"].value == 0, "the check's reads of unchanged images are cached"
-        assert metadata(again, "captions")["cache_misses"] == 0
+        assert metadata(again, "captions")["rows_computed"] == 0
         assert CAPTION_CALLS["n"] == 0, "rerun must not call the captioner"
-        assert metadata(again, "embeddings")["encoded"] == 0
+        assert metadata(again, "embeddings")["rows_computed"] == 0
         assert sorted(p.name for p in (layout.root / "images" / "raw" / TILES[0]).iterdir()) == files_before
         assert data_version(instance, "raw_images", TILES[0]) == first_version
 
@@ -80,7 +80,7 @@ def test_two_tiles_end_to_end_then_rerun_touches_nothing(dagster_resources):
         more = materialize_tile(instance, resources, TILES[0], images_per_tile=11)
         added = metadata(more, "raw_images")["new_images"]
         assert added >= 2
-        assert metadata(more, "captions")["cache_misses"] == 2 * added
+        assert metadata(more, "captions")["rows_computed"] == 2 * added
         assert CAPTION_CALLS["n"] == 2 * added
 
 

@@ -2,12 +2,12 @@
 
 import dagster as dg
 
-from geo_assets.run.stats import materialization_counts, stage_table, stage_totals, step_seconds
+from geo_assets.run.stats import counts_from_log, materialization_counts, stage_table, stage_totals, step_seconds
 
 
 @dg.asset
 def ocr_text() -> dg.MaterializeResult:
-    return dg.MaterializeResult(metadata={"ocr_computed": 3, "ocr_reused": 1})
+    return dg.MaterializeResult(metadata={"rows_computed": 3, "rows_reused": 1, "seconds_per_row": 0.5})
 
 
 @dg.asset(deps=[ocr_text])
@@ -15,18 +15,26 @@ def downstream() -> None:
     return None
 
 
+@dg.asset(deps=[downstream])
+def raw_images() -> dg.MaterializeResult:
+    return dg.MaterializeResult(metadata={"new_images": 2, "total_images": 5})
+
+
 def test_step_seconds_and_counts_come_from_a_real_run():
     with dg.instance_for_test() as instance:
-        result = dg.materialize([ocr_text, downstream], instance=instance)
+        result = dg.materialize([ocr_text, downstream, raw_images], instance=instance)
         steps = step_seconds(instance, result.run_id)
         counts = materialization_counts(result)
-    assert set(steps) == {"ocr_text", "downstream"} and all(s >= 0 for s in steps.values())
-    assert counts == {"ocr_text": {"ocr_computed": 3, "ocr_reused": 1}}
+        logged = counts_from_log(instance, result.run_id)
+    assert set(steps) == {"ocr_text", "downstream", "raw_images"} and all(s >= 0 for s in steps.values())
+    # Any asset reporting the uniform pair is counted; raw_images counts its pulls.
+    assert counts == logged == {"ocr_text": {"rows_computed": 3, "rows_reused": 1},
+                                "raw_images": {"new_images": 2, "total_images": 5}}
 
 
 def test_stage_totals_sum_over_runs_and_divide_by_computed_items():
-    runs = [({"ocr_text": 2.0, "downstream": 1.0}, {"ocr_text": {"ocr_computed": 4}}),
-            ({"ocr_text": 1.0}, {"ocr_text": {"ocr_computed": 0}})]
+    runs = [({"ocr_text": 2.0, "downstream": 1.0}, {"ocr_text": {"rows_computed": 4}}),
+            ({"ocr_text": 1.0}, {"ocr_text": {"rows_computed": 0}})]
     totals = stage_totals(runs)
     assert totals["ocr_text"] == {"seconds": 3.0, "computed": 4, "runs": 2}
     assert totals["downstream"] == {"seconds": 1.0, "computed": 0, "runs": 1}

@@ -33,7 +33,7 @@ TILES = 2
 IMAGES = 12
 GEOCELL = "0.5"
 EPOCHS = 2
-TABLES = ("raw_images", "ocr_text", "blurred_images", "captions", "embeddings", "attack_guesses")
+TABLES = ("raw_images", "ocr_text", "blurred_images", "captions", "embeddings", "gazetteer_attack")
 # Wall-clock columns: how long a step took, not what it computed.
 TIMING_KEYS = {"seconds", "train_seconds", "seconds_per_epoch", "saved_at"}
 

@@ -3,7 +3,7 @@
 Reads three upstream tables through DuckDB views over their Parquet files:
 `embeddings` (vectors, true location, sequence id), `captions` (whether the
 unblurred OCR text names a place: the text-reliant subset), and
-`attack_guesses` (the gazetteer attacker's RapidOCR guess for this variant,
+`gazetteer_attack` (the gazetteer attacker's RapidOCR guess for this variant,
 used as the model's gazetteer feature). A missing attack table reads as "no
 guess" for every image.
 
@@ -119,9 +119,9 @@ def load_dataset(layout: StorageLayout, variant: str) -> GeoDataset:
             reliant = {r[0] for r in con.execute(
                 "SELECT image_id FROM captions WHERE variant = 'unblurred' AND has_place_text").fetchall()}
         guesses: dict[str, tuple[float, float]] = {}
-        if "attack_guesses" in tables:
+        if "gazetteer_attack" in tables:
             for image_id, glat, glon in con.execute(
-                "SELECT image_id, guess_lat, guess_lon FROM attack_guesses "
+                "SELECT image_id, guess_lat, guess_lon FROM gazetteer_attack "
                 "WHERE variant = ? AND engine = 'rapidocr' AND guess_lat IS NOT NULL", [variant]).fetchall():
                 guesses[image_id] = (glat, glon)
     keys = table["encoder_key"].to_pylist()

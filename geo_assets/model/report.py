@@ -221,7 +221,7 @@ def build_privacy_report(evaluations: list[dict], predictions: dict | None = Non
                          n_boot: int = 1000, sources: list[str] | None = None, sensitivity: dict | None = None,
                          false_guesses: dict | None = None) -> dict:
     """Markdown and JSON. `predictions`: {(blur, geocell): rows dict} from predictions.parquet;
-    `attack_rows`: the attack_guesses table as dicts; `sources`: the distinct `source` values of
+    `attack_rows`: the gazetteer_attack table as dicts; `sources`: the distinct `source` values of
     raw_images (the text assumption in the header); `sensitivity`: the stored result of
     `geo-assets sensitivity` (None: the report says how to compute it); `false_guesses`: the
     attacker's measured false-guess rate on real photos (``attack.false_guesses.load_measurement``)."""

@@ -7,14 +7,16 @@ from collections import defaultdict
 
 import dagster as dg
 
-# (computed now, reused) counts that each tile asset writes into its metadata.
-COUNT_KEYS = {
-    "raw_images": ("new_images", "total_images"),
-    "ocr_text": ("ocr_computed", "ocr_reused"),
-    "blurred_images": ("blurred_now", "reused"),
-    "captions": ("cache_misses", "cache_hits"),
-    "embeddings": ("encoded", "reused"),
-}
+# (computed now, reused) counts in a tile asset's metadata: every incremental asset reports
+# the same pair (geo_assets.tables.incremental.counts_of); raw_images counts pulls instead.
+COUNT_KEYS = ("rows_computed", "rows_reused")
+PULL_KEYS = {"raw_images": ("new_images", "total_images")}
+
+
+def _count_keys(asset: str, metadata) -> tuple[str, str] | None:
+    if asset in PULL_KEYS:
+        return PULL_KEYS[asset]
+    return COUNT_KEYS if COUNT_KEYS[0] in metadata else None
 
 
 def step_seconds(instance: dg.DagsterInstance, run_id: str) -> dict[str, float]:
@@ -33,12 +35,12 @@ def step_seconds(instance: dg.DagsterInstance, run_id: str) -> dict[str, float]:
 def materialization_counts(result) -> dict[str, dict]:
     """The computed/reused counts of every tile asset materialized in one run's result."""
     out = {}
-    for asset, keys in COUNT_KEYS.items():
-        mats = result.asset_materializations_for_node(asset)
-        if not mats:
-            continue
-        meta = mats[-1].metadata
-        out[asset] = {k: meta[k].value for k in keys if k in meta}
+    for mat in result.get_asset_materialization_events():
+        asset = mat.asset_key.to_user_string()
+        meta = mat.materialization.metadata
+        keys = _count_keys(asset, meta)
+        if keys:
+            out[asset] = {k: meta[k].value for k in keys if k in meta}
     return out
 
 
@@ -48,7 +50,7 @@ def counts_from_log(instance: dg.DagsterInstance, run_id: str) -> dict[str, dict
     out = {}
     for entry in instance.all_logs(run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION):
         mat = entry.asset_materialization
-        keys = COUNT_KEYS.get(mat.asset_key.to_user_string()) if mat is not None else None
+        keys = _count_keys(mat.asset_key.to_user_string(), mat.metadata) if mat is not None else None
         if keys:
             out[mat.asset_key.to_user_string()] = {k: mat.metadata[k].value for k in keys if k in mat.metadata}
     return out
@@ -63,8 +65,8 @@ def stage_totals(per_run: list[tuple[dict[str, float], dict[str, dict]]]) -> dic
             t = totals[asset]
             t["seconds"] += seconds
             t["runs"] += 1
-            if asset in counts and COUNT_KEYS.get(asset):
-                t["computed"] += int(counts[asset].get(COUNT_KEYS[asset][0], 0) or 0)
+            computed = PULL_KEYS.get(asset, COUNT_KEYS)[0]
+            t["computed"] += int(counts.get(asset, {}).get(computed, 0) or 0)
     return dict(totals)
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 # Tables stored as Hive-style folders so DuckDB globs see tile/variant columns.
 # Each table is named after the asset that writes it (raw_rejects: raw_images's rejects).
-TABLES = ("raw_images", "raw_rejects", "ocr_text", "blurred_images", "captions", "embeddings", "attack_guesses")
+TABLES = ("raw_images", "raw_rejects", "ocr_text", "blurred_images", "captions", "embeddings", "gazetteer_attack")
 
 _COMPONENT_RE = re.compile(r"[A-Za-z0-9\-][A-Za-z0-9._=\-]{0,127}")
 

@@ -10,7 +10,10 @@ variants, at most ``easyocr_max_test_images`` per tile: on 2 CPU cores it costs
 readability check (``cache/blur_check``) are reused, and so are the rows of the
 previous materialization whose image sha256 and engine version match (their
 words are stored in the row, so a rule change re-locates without OCR): a rerun
-with nothing new runs no OCR at all and builds no engine.
+with nothing new runs no OCR at all and builds no engine. A row whose inputs (the
+words read, the split, the rule...) are all unchanged is kept as it is; the file
+carries the attacker version and region it was located under, and a change to
+either locates every row again.
 """
 
 import hashlib
@@ -20,10 +23,13 @@ from collections import Counter
 from pathlib import Path
 
 import dagster as dg
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from geo_assets.attack.gazetteer import ATTACKER_VERSION, DEFAULT_RULE, RULES, locate
-from geo_assets.defs.metadata import data_version_of, records_table
+from geo_assets.defs.incremental import data_version_of_columns, update_table
+from geo_assets.defs.metadata import records_table
 from geo_assets.defs.tile_assets import tile_asset, tile_definitions, with_row_count
 from geo_assets.defs.resources import StorageResource
 from geo_assets.geo.haversine import haversine_km
@@ -34,14 +40,22 @@ from geo_assets.store.images import load_bgr
 from geo_assets.store.layout import StorageLayout
 from geo_assets.defs.partitions import tile_partition_of
 from geo_assets.store.locks import partition_lock
-from geo_assets.store.parquet import read_table, rows_by, write_table
+from geo_assets.store.parquet import read_table
 from geo_assets.store.schemas import (
     ATTACK_SCHEMA, BLUR_CHECK_CACHE_SCHEMA, BLUR_SCHEMA, CAPTION_SCHEMA, OCR_SCHEMA, RAW_IMAGES_SCHEMA,
 )
+from geo_assets.tables.incremental import constant, lookup, reuse_rows
 
-ATTACK_TABLE = "attack_guesses"
+ATTACK_TABLE = "gazetteer_attack"
+LEGACY_TABLE = "attack_guesses"  # the table's name before tables took their asset's name
 SECOND_ENGINE = "easyocr"
 VARIANTS = ("unblurred", "blurred")
+GUESS_COLUMNS = ("guess_lat", "guess_lon", "source", "matched", "error_km")
+INPUT_COLUMNS = [f.name for f in ATTACK_SCHEMA if f.name not in GUESS_COLUMNS]
+# A row's guess is a function of these (texts_json: of words_sha), the rule, the region and the attacker's code.
+ROW_KEY = [c for c in INPUT_COLUMNS if c != "texts_json"]
+READ_KEY = ["image_id", "variant", "engine", "image_sha256"]
+READ_SCHEMA = pa.schema([ATTACK_SCHEMA.field(c) for c in READ_KEY + ["engine_id", "texts_json"]])
 
 
 class AttackConfig(dg.Config):
@@ -53,7 +67,7 @@ class AttackConfig(dg.Config):
 
 
 def attack_table_path(layout: StorageLayout, tile: str) -> Path:
-    """``tables/attack_guesses/tile=<tile>/data.parquet``."""
+    """``tables/gazetteer_attack/tile=<tile>/data.parquet``."""
     return layout.table_path(ATTACK_TABLE, tile)
 
 
@@ -73,27 +87,113 @@ def _pick_test_images(test_ids: list[str], n: int) -> list[str]:
     return sorted(test_ids, key=lambda i: hashlib.sha256(i.encode()).hexdigest())[: max(0, n)]
 
 
-def _attack_row(base: dict, texts: list[str], rule: str, region) -> dict:
-    guess = locate(texts, region=region, rule=rule)
-    row = {**base, "words_sha": words_sha(texts), "texts_json": json.dumps(texts, ensure_ascii=False), "rule": rule,
-           "guess_lat": None, "guess_lon": None, "source": None, "matched": None, "error_km": None}
-    if guess is not None:
-        row.update(guess_lat=guess.lat, guess_lon=guess.lon, source=guess.source, matched=guess.matched,
-                   error_km=round(float(haversine_km(base["lat"], base["lon"], guess.lat, guess.lon)), 4))
-    return row
+def _with_texts(table: pa.Table, texts: list[list[str]]) -> pa.Table:
+    """`table` with texts_json and words_sha of what was read."""
+    return (table.append_column("texts_json", pa.array([json.dumps(t, ensure_ascii=False) for t in texts], pa.string()))
+            .append_column("words_sha", pa.array([words_sha(t) for t in texts], pa.string())))
 
 
-def _summary(rows: list[dict], second_ids: set[str]) -> dict:
+def _ok(table: pa.Table, sha: str, image_sha: pa.ChunkedArray) -> pa.Array:
+    """Rows of an upstream table made from this version of the image, without error."""
+    error = pc.fill_null(pc.not_equal(table["error"], ""), False)
+    return pc.fill_null(pc.and_(pc.equal(table[sha], image_sha), pc.invert(error)), False)
+
+
+def _primary_reads(layout, tile: str, images: pa.Table) -> pa.Table:
+    """One row per (image, variant) the primary engine read: the words come from ocr_text
+    (unblurred) and from the blur step's re-read of the blurred image; image order."""
+    ocr = read_table(layout.table_path("ocr_text", tile), OCR_SCHEMA)
+    blur = read_table(layout.table_path("blurred_images", tile), BLUR_SCHEMA)
+    caption = read_table(layout.table_path("captions", tile, "unblurred"), CAPTION_SCHEMA)
+    splits = assign_splits(images["image_id"].to_pylist(), images["sequence_id"].to_pylist(), images["lat"].to_pylist(),
+                           images["lon"].to_pylist(), SplitConfig())
+    shared = pa.table({
+        "image_id": images["image_id"], "sequence_id": pc.fill_null(images["sequence_id"], ""),
+        "split": pa.array([str(x) for x in splits], pa.string()), "lat": images["lat"], "lon": images["lon"],
+        "sha256": images["sha256"], "order": pa.array(np.arange(images.num_rows) * 2),
+    })
+    shared = lookup(shared, caption, ["image_id"], {"has_place_text": "has_place_text", "image_id": "caption_id"})
+    reliant = pc.if_else(pc.is_valid(shared["caption_id"]), pc.fill_null(shared["has_place_text"], False), pa.scalar(None, pa.bool_()))
+    shared = shared.append_column("text_reliant", reliant)
+    parts = []
+    for variant, table, engine_col, words_col in (("unblurred", ocr, "engine", "words_json"),
+                                                  ("blurred", blur, "ocr_engine", "ocr_words_json")):
+        part = lookup(shared, table, ["image_id"], {"sha256": "up_sha", "error": "error", engine_col: "engine_id",
+                                                    words_col: "words"})
+        # The variant's image: the raw one, or the blurred file.
+        part = part.append_column("image_sha256", part["sha256"] if variant == "unblurred" else
+                                  lookup(part.select(["image_id"]), blur, ["image_id"], {"blurred_sha256": "b"})["b"])
+        part = part.filter(_ok(part, "up_sha", part["sha256"]))
+        part = part.set_column(part.schema.get_field_index("order"), "order", pc.add(part["order"], int(variant == "blurred")))
+        part = constant(part, "variant", variant).append_column(
+            "engine", pa.array([_engine_name(e) for e in part["engine_id"].to_pylist()], pa.string()))
+        parts.append(_with_texts(part, [_texts(w) for w in part["words"].to_pylist()]))
+    both = pa.concat_tables(parts)
+    return both.take(pc.sort_indices(both, [("order", "ascending")]))
+
+
+def _second_reads(log, layout, tile: str, images: pa.Table, blur: pa.Table, stats: dict):
+    """`compute` for the second engine's reads: the blur check's cached read of a blurred
+    image, else an OCR read now (the engine built on the first one)."""
+    check = read_table(layout.cache_path("blur_check", tile), BLUR_CHECK_CACHE_SCHEMA)
+    check = check.filter(pc.equal(check["checker"], SECOND_ENGINE))
+
+    def compute(missing: pa.Table) -> list[dict]:
+        missing = lookup(missing, check, ["image_sha256"], {"words_json": "check_words"}, right_key=["blurred_sha256"])
+        missing = lookup(missing, images, ["image_id"], {"path": "raw_path"})
+        missing = lookup(missing, blur, ["image_id"], {"blurred_path": "blurred_path"})
+        rows, engine = [], None
+        for m in missing.to_pylist():  # the reads made now: a few per tile
+            if m["variant"] == "blurred" and m["check_words"] is not None:
+                texts, engine_id = _texts(m["check_words"]), f"{SECOND_ENGINE}:blur_check"
+                stats["from_check"] += 1
+            else:
+                if engine is None:
+                    from geo_assets.preprocess.ocr import make_ocr_engine
+
+                    engine = make_ocr_engine(SECOND_ENGINE)
+                path = layout.root / (m["raw_path"] if m["variant"] == "unblurred" else m["blurred_path"])
+                t0 = time.perf_counter()
+                texts, engine_id = [w.text for w in engine.read(load_bgr(path))], f"{engine.name}:{engine.version}"
+                stats["ocr_seconds"] += time.perf_counter() - t0
+                stats["reads"] += 1
+                stats["read_ids"].add(m["image_id"])
+            rows.append({**{k: m[k] for k in READ_KEY}, "engine_id": engine_id, "texts_json": json.dumps(texts, ensure_ascii=False)})
+        log.info(f"{SECOND_ENGINE} on {tile}: {stats['reads']} reads in {stats['ocr_seconds']:.1f}s")
+        return rows
+
+    return compute
+
+
+def _locate_rows(rule: str, region):
+    """`compute` for the attack table: the attacker's guess from each row's texts."""
+
+    def compute(missing: pa.Table) -> pa.Table:
+        guesses = {c: [] for c in GUESS_COLUMNS}
+        for texts_json, lat, lon in zip(*(missing[c].to_pylist() for c in ("texts_json", "lat", "lon"))):
+            guess = locate(json.loads(texts_json), region=region, rule=rule)
+            values = (None,) * 5 if guess is None else (
+                guess.lat, guess.lon, guess.source, guess.matched, round(float(haversine_km(lat, lon, guess.lat, guess.lon)), 4))
+            for c, v in zip(GUESS_COLUMNS, values):
+                guesses[c].append(v)
+        for c, v in guesses.items():
+            missing = missing.append_column(c, pa.array(v, ATTACK_SCHEMA.field(c).type))
+        return missing
+
+    return compute
+
+
+def _summary(rows: pa.Table, second_ids: set[str]) -> dict:
     """Per engine/variant: rows, guesses, within 1/10/25 km. The primary engine is also
     summarised on the images the second engine read."""
-    groups: dict[str, list[dict]] = {}
-    for r in rows:
-        groups.setdefault(f"{r['engine']}/{r['variant']}", []).append(r)
-        if r["image_id"] in second_ids and r["engine"] != SECOND_ENGINE:
-            groups.setdefault(f"{r['engine']}/{r['variant']} ({SECOND_ENGINE} images)", []).append(r)
+    groups: dict[str, list] = {}
+    for image_id, engine, variant, err in zip(*(rows[c].to_pylist() for c in ("image_id", "engine", "variant", "error_km"))):
+        groups.setdefault(f"{engine}/{variant}", []).append(err)
+        if image_id in second_ids and engine != SECOND_ENGINE:
+            groups.setdefault(f"{engine}/{variant} ({SECOND_ENGINE} images)", []).append(err)
     summary = {}
     for key in sorted(groups):
-        errs = [r["error_km"] for r in groups[key] if r["error_km"] is not None]
+        errs = [e for e in groups[key] if e is not None]
         summary[key] = {"rows": len(groups[key]), "guessed": len(errs), "within_1km": sum(e <= 1 for e in errs),
                         "within_10km": sum(e <= 10 for e in errs), "within_25km": sum(e <= 25 for e in errs)}
     return summary
@@ -107,107 +207,54 @@ def materialize_gazetteer_attack(context: dg.AssetExecutionContext, config: Atta
     region = GeoSettings.from_env().region
     started = time.perf_counter()
     with partition_lock(layout.root, "gazetteer_attack", tile):
-        images = read_table(layout.table_path("raw_images", tile), RAW_IMAGES_SCHEMA).to_pylist()
-        by_id = {i["image_id"]: i for i in images}
-        ocr_rows = rows_by(read_table(layout.table_path("ocr_text", tile), OCR_SCHEMA), "image_id")
-        blur_rows = rows_by(read_table(layout.table_path("blurred_images", tile), BLUR_SCHEMA), "image_id")
-        captions = rows_by(read_table(layout.table_path("captions", tile, "unblurred"), CAPTION_SCHEMA), "image_id")
+        images = read_table(layout.table_path("raw_images", tile), RAW_IMAGES_SCHEMA)
         out_path = attack_table_path(layout, tile)
-        previous = {(r["image_id"], r["variant"], r["engine"]): r for r in read_table(out_path, ATTACK_SCHEMA).to_pylist()}
-        check_cache = {(r["blurred_sha256"], r["checker"]): r["words_json"]
-                       for r in read_table(layout.cache_path("blur_check", tile), BLUR_CHECK_CACHE_SCHEMA).to_pylist()}
-
-        splits = assign_splits([i["image_id"] for i in images], [i["sequence_id"] for i in images],
-                               [i["lat"] for i in images], [i["lon"] for i in images], SplitConfig())
-        rows: list[dict] = []
-        test_ids: list[str] = []
-        bases: dict[tuple[str, str], dict] = {}  # (image_id, variant) -> row fields shared by every engine
-        primary_name = None
-        for img, split in zip(images, splits):
-            image_id = img["image_id"]
-            caption = captions.get(image_id)
-            shared = {"image_id": image_id, "sequence_id": img["sequence_id"] or "", "split": str(split),
-                      "text_reliant": bool(caption["has_place_text"]) if caption else None,
-                      "lat": img["lat"], "lon": img["lon"]}
-            o = ocr_rows.get(image_id)
-            b = blur_rows.get(image_id)
-            if o is not None and o["sha256"] == img["sha256"] and not o["error"]:
-                primary_name = primary_name or _engine_name(o["engine"])
-                base = {**shared, "variant": "unblurred", "engine": _engine_name(o["engine"]), "engine_id": o["engine"],
-                        "image_sha256": img["sha256"]}
-                bases[(image_id, "unblurred")] = base
-                rows.append(_attack_row(base, _texts(o["words_json"]), config.rule, region))
-            if b is not None and b["sha256"] == img["sha256"] and not b["error"]:
-                base = {**shared, "variant": "blurred", "engine": _engine_name(b["ocr_engine"]), "engine_id": b["ocr_engine"],
-                        "image_sha256": b["blurred_sha256"]}
-                bases[(image_id, "blurred")] = base
-                rows.append(_attack_row(base, _texts(b["ocr_words_json"]), config.rule, region))
-            if split == "test" and (image_id, "unblurred") in bases and (image_id, "blurred") in bases:
-                test_ids.append(image_id)
-
-        # The second engine on a deterministic sample of the test split.
-        engine, engine_id, reads, reused_rows, from_check, read_ids = None, None, 0, 0, 0, set()
-        ocr_seconds = 0.0
-        chosen = _pick_test_images(test_ids, config.easyocr_max_test_images) if primary_name != SECOND_ENGINE else []
-        for image_id in chosen:
-            for variant in VARIANTS:
-                base = bases[(image_id, variant)]
-                prev = previous.get((image_id, variant, SECOND_ENGINE))
-                texts = None
-                if prev is not None and prev["image_sha256"] == base["image_sha256"]:
-                    texts, engine_id_row = json.loads(prev["texts_json"]), prev["engine_id"]
-                    reused_rows += 1
-                elif variant == "blurred" and (base["image_sha256"], SECOND_ENGINE) in check_cache:
-                    texts = _texts(check_cache[(base["image_sha256"], SECOND_ENGINE)])
-                    engine_id_row = f"{SECOND_ENGINE}:blur_check"
-                    from_check += 1
-                if texts is None:
-                    if engine is None:
-                        from geo_assets.preprocess.ocr import make_ocr_engine
-
-                        engine = make_ocr_engine(SECOND_ENGINE)
-                        engine_id = f"{engine.name}:{engine.version}"
-                    path = layout.root / (by_id[image_id]["path"] if variant == "unblurred"
-                                          else blur_rows[image_id]["blurred_path"])
-                    t0 = time.perf_counter()
-                    texts = [w.text for w in engine.read(load_bgr(path))]
-                    ocr_seconds += time.perf_counter() - t0
-                    engine_id_row = engine_id
-                    reads += 1
-                    read_ids.add(image_id)
-                rows.append(_attack_row({**base, "engine": SECOND_ENGINE, "engine_id": engine_id_row}, texts,
-                                        config.rule, region))
-
-        table = pa.Table.from_pylist(rows, schema=ATTACK_SCHEMA)
-        write_table(out_path, table)
+        legacy = layout.root / "tables" / LEGACY_TABLE / out_path.parent.name / out_path.name
+        # Until this tile's table is written under its new name, the old one's reads are reused.
+        previous = read_table(out_path if out_path.exists() or not legacy.exists() else legacy, ATTACK_SCHEMA)
+        primary = _primary_reads(layout, tile, images)
+        # The second engine on a deterministic sample of the test split (both variants read).
+        test = primary.filter(pc.equal(primary["split"], "test"))
+        counts = Counter(test["image_id"].to_pylist())
+        test_ids = [i for i in dict.fromkeys(test["image_id"].to_pylist()) if counts[i] == len(VARIANTS)]
+        primary_names = primary.filter(pc.equal(primary["variant"], "unblurred"))["engine"].to_pylist()[:1]
+        chosen = _pick_test_images(test_ids, config.easyocr_max_test_images) if primary_names != [SECOND_ENGINE] else []
+        positions = {(i, v): n for n, (i, v) in enumerate(zip(primary["image_id"].to_pylist(), primary["variant"].to_pylist()))}
+        second = constant(primary.take(pa.array([positions[(i, v)] for i in chosen for v in VARIANTS], pa.int64()))
+                          .drop_columns(["engine", "engine_id", "texts_json", "words_sha"]), "engine", SECOND_ENGINE)
+        stats = {"reads": 0, "from_check": 0, "ocr_seconds": 0.0, "read_ids": set()}
+        reads = reuse_rows(previous, second, READ_KEY, READ_SCHEMA, _second_reads(
+            context.log, layout, tile, images, read_table(layout.table_path("blurred_images", tile), BLUR_SCHEMA), stats))
+        second = _with_texts(second.append_column("engine_id", reads.table["engine_id"]),
+                             [json.loads(t) for t in reads.table["texts_json"].to_pylist()])
+        wanted = pa.concat_tables([constant(t.select([c for c in INPUT_COLUMNS if c != "rule"]), "rule", config.rule)
+                                   for t in (primary, second)])
+        result = update_table(out_path, ATTACK_SCHEMA, wanted, ROW_KEY, _locate_rows(config.rule, region), old=previous,
+                              stamp=f"{ATTACKER_VERSION}|region={region}")
+        table = result.table
         refresh_views(layout, (ATTACK_TABLE,))
-        seconds = time.perf_counter() - started
-        summary = _summary(rows, set(chosen))
-        sources = Counter(f"{r['engine']}/{r['variant']}:{r['source']}" for r in rows if r["source"])
-        context.log.info(f"gazetteer attack on {tile}: {len(rows)} rows, {reads} {SECOND_ENGINE} reads in {ocr_seconds:.1f}s")
+        summary = _summary(table, set(chosen))
+        sources = Counter(f"{e}/{v}:{s}" for e, v, s in zip(*(table[c].to_pylist() for c in ("engine", "variant", "source"))) if s)
         return dg.MaterializeResult(
             metadata={
-                "rows": len(rows),
+                "rows": table.num_rows,
+                **result.counts(),
                 "rule": config.rule,
-                "images": len(images),
+                "images": images.num_rows,
                 "test_images": len(test_ids),
                 f"{SECOND_ENGINE}_images_chosen": len(chosen),
-                f"{SECOND_ENGINE}_images_read": len(read_ids),
-                f"{SECOND_ENGINE}_reads": reads,
-                f"{SECOND_ENGINE}_reads_from_blur_check": from_check,
-                f"{SECOND_ENGINE}_rows_reused": reused_rows,
-                f"{SECOND_ENGINE}_seconds": round(ocr_seconds, 3),
-                "seconds": round(seconds, 3),
+                f"{SECOND_ENGINE}_images_read": len(stats["read_ids"]),
+                f"{SECOND_ENGINE}_reads": stats["reads"],
+                f"{SECOND_ENGINE}_reads_from_blur_check": stats["from_check"],
+                f"{SECOND_ENGINE}_rows_reused": reads.rows_reused,
+                f"{SECOND_ENGINE}_seconds": round(stats["ocr_seconds"], 3),
+                "seconds": round(time.perf_counter() - started, 3),
                 "by_engine_variant": dg.MetadataValue.json(summary),
                 "guesses": records_table([{"engine/variant": k, **v} for k, v in summary.items()]),
                 "sources": dg.MetadataValue.json(dict(sources)),
             },
-            data_version=data_version_of(
-                f"{r['image_id']}:{r['variant']}:{r['engine']}:{r['words_sha']}:{r['rule']}:{r['guess_lat']}:{r['guess_lon']}"
-                for r in rows),
+            data_version=data_version_of_columns(table, ["image_id", "variant", "engine", "words_sha", "rule", "guess_lat", "guess_lon"]),
         )
-
-
 
 
 def build_gazetteer_attack(tiles: dg.PartitionsDefinition) -> dg.AssetsDefinition:
@@ -222,9 +269,9 @@ def build_gazetteer_attack(tiles: dg.PartitionsDefinition) -> dg.AssetsDefinitio
     def gazetteer_attack(context: dg.AssetExecutionContext, config: AttackConfig, storage: StorageResource):
         """The gazetteer attacker on every image's OCR text, unblurred and blurred: printed
         coordinates, else the place the rule picks, else abstain. One row per (image,
-        variant, engine) in `attack_guesses`, with the error in km."""
+        variant, engine) in its table, with the error in km."""
         events = [materialize_gazetteer_attack(context, config, storage)]
-        yield from with_row_count(events, storage, "attack_guesses", context.partition_key)
+        yield from with_row_count(events, storage, ATTACK_TABLE, context.partition_key)
 
     return gazetteer_attack
 

@@ -7,9 +7,10 @@ import cv2
 import dagster as dg
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from geo_assets.config.pools import gpu_step_kwargs
-from geo_assets.defs.metadata import data_version_of
+from geo_assets.defs.incremental import data_version_of_columns, update_table
 from geo_assets.defs.tile_assets import tile_asset, tile_definitions, with_row_count
 from geo_assets.defs.resources import EncoderResource, StorageResource
 from geo_assets.embed.fusion import CrossAttentionFusion
@@ -20,8 +21,11 @@ from geo_assets.store.catalog import refresh_views
 from geo_assets.store.images import load_bgr
 from geo_assets.defs.partitions import tile_partition_of
 from geo_assets.store.locks import partition_lock
-from geo_assets.store.parquet import read_table, rows_by, write_table
-from geo_assets.store.schemas import CAPTION_SCHEMA, RAW_IMAGES_SCHEMA, embedding_schema
+from geo_assets.store.parquet import read_table
+from geo_assets.store.schemas import BLUR_SCHEMA, CAPTION_SCHEMA, RAW_IMAGES_SCHEMA, embedding_schema
+from geo_assets.tables.incremental import constant, counts_of, lookup
+
+VECTORS = ("text_emb", "image_emb", "fused", "ocr_emb")
 
 
 class EmbeddingConfig(dg.Config):
@@ -32,97 +36,113 @@ def _sha(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
+def _wanted(layout, tile: str, variant: str, images: pa.Table, encoder_key: str) -> pa.Table:
+    """One row per caption of `variant` whose image is in the tile, in the captions' order:
+    the key (image, caption text, encoders) and what encoding it needs."""
+    caps = read_table(layout.table_path("captions", tile, variant), CAPTION_SCHEMA)
+    caps = lookup(caps, images, ["image_id"], {"lat": "lat", "lon": "lon", "sequence_id": "sequence_id", "path": "raw_path",
+                                                "sha256": "raw_sha256"})
+    caps = caps.filter(pc.is_valid(caps["raw_sha256"]))
+    if variant != "unblurred":
+        blur = read_table(layout.table_path("blurred_images", tile), BLUR_SCHEMA)
+        caps = lookup(caps, blur, ["image_id"], {"blurred_path": "blurred_path"})
+    paths = caps["raw_path"] if variant == "unblurred" else caps["blurred_path"]
+    caption_sha = [_sha(c + "\x00" + o) for c, o in zip(caps["caption"].to_pylist(), caps["ocr_clean"].to_pylist())]
+    wanted = pa.table({
+        "image_id": caps["image_id"], "variant": pa.array([variant] * caps.num_rows, pa.string()),
+        "lat": caps["lat"], "lon": caps["lon"], "sequence_id": pc.fill_null(caps["sequence_id"], ""),
+        "image_sha256": caps["image_sha256"], "caption_sha256": pa.array(caption_sha, pa.string()),
+        "caption": caps["caption"], "ocr_clean": caps["ocr_clean"], "path": paths,
+    })
+    return constant(wanted, "encoder_key", encoder_key)
+
+
+def _embedding_rows(log, layout, variant: str, text_encoder, image_encoder, fusion, batch_size: int, seconds: dict):
+    """`compute` for embeddings: caption, OCR-text and image encodings and their fusion, in batches."""
+
+    def compute(missing: pa.Table) -> list[dict]:
+        rows = []
+        todo = missing.to_pylist()  # the rows encoded now: one dict each
+        for start in range(0, len(todo), batch_size):
+            batch = todo[start : start + batch_size]
+            for r in batch:
+                if not r["path"]:
+                    raise ValueError(f"no {variant} image for {r['image_id']}; materialize blurred_images first")
+            rgb = [cv2.cvtColor(load_bgr(layout.root / r["path"]), cv2.COLOR_BGR2RGB) for r in batch]
+            enc = encode_batch(text_encoder, image_encoder, fusion, [r["caption"] for r in batch],
+                               [r["ocr_clean"] for r in batch], rgb)
+            for name, took in enc.seconds.items():
+                seconds[name] = seconds.get(name, 0.0) + took
+            rows += [{**r, "text_emb": enc.text[i], "image_emb": enc.image[i], "fused": enc.fused[i], "ocr_emb": enc.ocr[i]}
+                     for i, r in enumerate(batch)]
+            log.info(f"{variant}: encoded {min(start + batch_size, len(todo))}/{len(todo)}")
+        return rows
+
+    return compute
+
+
+def _non_finite_vectors(table: pa.Table) -> int:
+    """Vectors (row x column) holding a NaN or an infinity."""
+    bad = 0
+    for col in VECTORS:
+        values = table[col].combine_chunks()
+        flat = values.flatten().to_numpy(zero_copy_only=False).reshape(len(values), -1)
+        bad += int((~np.isfinite(flat)).any(axis=1).sum())
+    return bad
+
+
 def materialize_embeddings(context: dg.AssetExecutionContext, config: EmbeddingConfig, storage: StorageResource, encoders: EncoderResource):
     tile = tile_partition_of(context)
     layout = storage.layout()
     with partition_lock(layout.root, "embeddings", tile):
-        images = rows_by(read_table(layout.table_path("raw_images", tile), RAW_IMAGES_SCHEMA), "image_id")
+        images = read_table(layout.table_path("raw_images", tile), RAW_IMAGES_SCHEMA)
         text_encoder, image_encoder = encoders.text_encoder(), encoders.image_encoder()
         fusion = CrossAttentionFusion(text_encoder.dim, image_encoder.dim)
         encoder_key = f"{text_encoder.encoder_id}|{image_encoder.encoder_id}|{fusion.fusion_id}"
         schema = embedding_schema(text_encoder.dim, image_encoder.dim, fusion.fused_dim)
-
-        stats: dict = {"encoded": 0, "reused": 0, "text_s": 0.0, "image_s": 0.0, "fusion_s": 0.0}
-        all_rows = []
-        for variant in BLUR_VARIANTS:
-            caps = read_table(layout.table_path("captions", tile, variant), CAPTION_SCHEMA).to_pylist()
-            out_path = layout.table_path("embeddings", tile, variant)
-            old = read_table(out_path, schema) if out_path.exists() else schema.empty_table()
-            try:
-                old_rows = {r["image_id"]: r for r in old.to_pylist()} if old.schema.equals(schema) else {}
-            except Exception:
-                old_rows = {}
-            rows, todo = [], []
-            for cap in caps:
-                img = images.get(cap["image_id"])
-                if img is None:
-                    continue
-                key = (cap["image_sha256"], _sha(cap["caption"] + "\x00" + cap["ocr_clean"]), encoder_key)
-                prev = old_rows.get(cap["image_id"])
-                if prev is not None and (prev["image_sha256"], prev["caption_sha256"], prev["encoder_key"]) == key:
-                    rows.append(prev)
-                else:
-                    todo.append((cap, img, key))
-            stats["reused"] += len(rows)
-            blur_paths = None
-            for start in range(0, len(todo), config.batch_size):
-                batch = todo[start : start + config.batch_size]
-                if variant == "blurred" and blur_paths is None:
-                    from geo_assets.store.schemas import BLUR_SCHEMA
-                    blur_paths = {r["image_id"]: r["blurred_path"] for r in read_table(layout.table_path("blurred_images", tile), BLUR_SCHEMA).to_pylist()}
-                paths = [img["path"] if variant == "unblurred" else blur_paths[cap["image_id"]] for cap, img, _ in batch]
-                rgb = [cv2.cvtColor(load_bgr(layout.root / p), cv2.COLOR_BGR2RGB) for p in paths]
-                enc = encode_batch(text_encoder, image_encoder, fusion, [cap["caption"] for cap, _, _ in batch],
-                                   [cap["ocr_clean"] for cap, _, _ in batch], rgb)
-                for name, took in enc.seconds.items():
-                    stats[name] += took
-                for i, (cap, img, key) in enumerate(batch):
-                    rows.append({
-                        "image_id": cap["image_id"], "variant": variant, "lat": img["lat"], "lon": img["lon"],
-                        "sequence_id": img.get("sequence_id") or "",
-                        "image_sha256": key[0], "caption_sha256": key[1], "encoder_key": key[2],
-                        "text_emb": enc.text[i], "image_emb": enc.image[i], "fused": enc.fused[i], "ocr_emb": enc.ocr[i],
-                    })
-                stats["encoded"] += len(batch)
-                context.log.info(f"{variant}: encoded {min(start + config.batch_size, len(todo))}/{len(todo)}")
-            rows.sort(key=lambda r: r["image_id"])
-            write_table(out_path, pa.Table.from_pylist(rows, schema=schema))
-            all_rows += rows
-
+        seconds: dict = {}
+        # A table of other vector sizes holds nothing to reuse: it is rebuilt.
+        results = [update_table(layout.table_path("embeddings", tile, variant), schema,
+                                _wanted(layout, tile, variant, images, encoder_key),
+                                ["image_id", "image_sha256", "caption_sha256", "encoder_key"],
+                                _embedding_rows(context.log, layout, variant, text_encoder, image_encoder, fusion,
+                                                config.batch_size, seconds),
+                                rebuild_incompatible=True, sort_by=["image_id"])
+                   for variant in BLUR_VARIANTS]
+        table = pa.concat_tables([r.table for r in results])
         refresh_views(layout, ("embeddings", "captions", "raw_images"))
 
-        bad = 0
-        for r in all_rows:
-            for col in ("text_emb", "image_emb", "fused", "ocr_emb"):
-                if not np.all(np.isfinite(np.asarray(r[col], dtype=np.float32))):
-                    bad += 1
         yield dg.AssetCheckResult(
-            check_name="embeddings_finite_and_sized", passed=bad == 0,
-            metadata={"rows": len(all_rows), "non_finite_vectors": bad, "text_dim": text_encoder.dim,
+            check_name="embeddings_finite_and_sized", passed=(bad := _non_finite_vectors(table)) == 0,
+            metadata={"rows": table.num_rows, "non_finite_vectors": bad, "text_dim": text_encoder.dim,
                       "image_dim": image_encoder.dim, "fused_dim": fusion.fused_dim},
         )
-        n = stats["encoded"]
-        sanity = _neighbour_sanity(all_rows)
+        counts = counts_of(results)
+        n = counts["rows_computed"]
+        sanity = _neighbour_sanity(table)
         yield dg.MaterializeResult(
             metadata={
-                "rows": len(all_rows),
-                "encoded": n,
-                "reused": stats["reused"],
+                "rows": table.num_rows,
+                **counts,
                 "text_encoder": text_encoder.encoder_id,
                 "image_encoder": image_encoder.encoder_id,
                 "fusion": fusion.fusion_id,
                 "dims": f"text {text_encoder.dim}, image {image_encoder.dim}, fused {fusion.fused_dim}",
-                "text_rows_per_s": round(n / stats["text_s"], 1) if stats["text_s"] else 0.0,
-                "image_rows_per_s": round(n / stats["image_s"], 1) if stats["image_s"] else 0.0,
-                "fusion_rows_per_s": round(n / stats["fusion_s"], 1) if stats["fusion_s"] else 0.0,
+                **{f"{stage}_rows_per_s": round(n / seconds[f"{stage}_s"], 1) if seconds.get(f"{stage}_s") else 0.0
+                   for stage in ("text", "image", "fusion")},
                 "nearest_neighbours": dg.MetadataValue.md(sanity["table"]),
                 "nn_km_vs_random_km": dg.MetadataValue.md(sanity["summary"]),
             },
-            data_version=data_version_of(f"{r['image_id']}:{r['variant']}:{r['image_sha256']}:{r['caption_sha256']}:{r['encoder_key']}" for r in all_rows),
+            data_version=data_version_of_columns(table, ["image_id", "variant", "image_sha256", "caption_sha256", "encoder_key"]),
         )
 
 
-def _neighbour_sanity(rows: list[dict], queries: int = 3, k: int = 3) -> dict:
+def _vectors(table: pa.Table, col: str) -> np.ndarray:
+    values = table[col].combine_chunks()
+    return values.flatten().to_numpy(zero_copy_only=False).astype(np.float32).reshape(len(values), -1)
+
+
+def _neighbour_sanity(rows: pa.Table, queries: int = 3, k: int = 3) -> dict:
     """Within this tile: for a few unblurred images, the closest images by fused vector and
     their distance on the ground; and, per variant and vector, the median km to the nearest
     neighbour against the median km to a random image (ratio < 1: the vectors carry place)."""
@@ -130,17 +150,16 @@ def _neighbour_sanity(rows: list[dict], queries: int = 3, k: int = 3) -> dict:
     summary = ["| variant | vector | rows | median km to nearest | median km to random | ratio |",
                "|---|---|---:|---:|---:|---:|"]
     for variant in BLUR_VARIANTS:
-        vrows = [r for r in rows if r["variant"] == variant]
-        if len(vrows) < 2:
+        vrows = rows.filter(pc.equal(rows["variant"], variant))
+        if vrows.num_rows < 2:
             continue
-        lat, lon = [r["lat"] for r in vrows], [r["lon"] for r in vrows]
+        lat, lon, ids = vrows["lat"].to_pylist(), vrows["lon"].to_pylist(), vrows["image_id"].to_pylist()
         for col in ("text_emb", "image_emb", "fused"):
-            s = neighbour_distance_summary(np.stack([np.asarray(r[col], dtype=np.float32) for r in vrows]), lat, lon)
+            s = neighbour_distance_summary(_vectors(vrows, col), lat, lon)
             summary.append(f"| {variant} | {col} | {s['rows']} | {s['median_nn_km']} | {s['median_random_km']} | {s['ratio']} |")
         if variant == "unblurred":
-            fused = np.stack([np.asarray(r["fused"], dtype=np.float32) for r in vrows])
-            for nb in nearest_neighbours(fused, lat, lon, range(min(queries, len(vrows))), k=k):
-                table.append(f"| {vrows[nb.query]['image_id']} | {vrows[nb.neighbour]['image_id']} | {nb.cosine:.3f} | {nb.km:.1f} |")
+            for nb in nearest_neighbours(_vectors(vrows, "fused"), lat, lon, range(min(queries, vrows.num_rows)), k=k):
+                table.append(f"| {ids[nb.query]} | {ids[nb.neighbour]} | {nb.cosine:.3f} | {nb.km:.1f} |")
     return {"table": "\n".join(table), "summary": "\n".join(summary)}
 
 

@@ -1,8 +1,8 @@
 """Preprocessing per tile (seed 3.4.1-3.4.5): one OCR pass, blurred images, captions.
 
-Each asset keeps the rows it already computed for unchanged inputs (keyed by
-image sha256 and the engine/captioner id) and computes only the rest, so a
-re-materialization after a pull touches only the new images.
+Each asset keeps the rows it already computed for unchanged inputs (keyed by image
+sha256 and the engine/captioner id, `geo_assets.defs.incremental`) and computes only
+the rest, so a re-materialization after a pull touches only the new images.
 """
 
 import hashlib
@@ -14,8 +14,10 @@ import cv2
 import dagster as dg
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
-from geo_assets.defs.metadata import data_version_of, preview_md
+from geo_assets.defs.incremental import data_version_of_columns, update_table
+from geo_assets.defs.metadata import preview_md
 from geo_assets.defs.tile_assets import tile_asset, tile_definitions, with_row_count
 from geo_assets.defs.resources import CaptionerResource, ImageSourceResource, OcrResource, StorageResource
 from geo_assets.store.images import UnreadableImage, load_bgr
@@ -31,8 +33,8 @@ from geo_assets.config.pools import gpu_step_kwargs
 from geo_assets.config.settings import BLUR_VARIANTS
 from geo_assets.defs.partitions import tile_partition_of
 from geo_assets.store.locks import partition_lock
-from geo_assets.store.parquet import atomic_write_bytes, read_table, rows_by, write_table
-
+from geo_assets.store.parquet import atomic_write_bytes, read_table, write_table
+from geo_assets.tables.incremental import constant, lookup
 
 
 def _engine_id(engine) -> str:
@@ -51,9 +53,13 @@ def _boxes_json(boxes: list) -> str:
     return json.dumps([np.asarray(b, dtype=float).round(1).tolist() for b in boxes])
 
 
-def _read_regions(path) -> tuple[pa.Table, dict]:
-    table = read_table(path, OCR_REGIONS_CACHE_SCHEMA)
-    return table, {(r["image_sha256"], r["engine"]): r["regions_json"] for r in table.to_pylist()}
+def _failed(table: pa.Table) -> np.ndarray:
+    """Per row: the `error` column is set (non-empty)."""
+    return np.array([bool(e) for e in table.column("error").to_pylist()], dtype=bool)
+
+
+def _raw_images(layout, tile: str) -> pa.Table:
+    return read_table(layout.table_path("raw_images", tile), RAW_IMAGES_SCHEMA)
 
 
 class BlurConfig(dg.Config):
@@ -85,67 +91,150 @@ class BlurConfig(dg.Config):
         return f"{blur_mod.BLUR_VERSION}|s={scales}|o={original}{boards}|p={self.padding_frac:g}+{self.padding_px}"
 
 
+def _ocr_rows(log, layout, engine, regions_path, regions: pa.Table):
+    """`compute` for ocr_text: one OCR pass per image; the pass's low-threshold regions
+    go to the `ocr_regions` cache, written before the table so a table row always has them."""
+    engine_id = _engine_id(engine)
+
+    def compute(missing: pa.Table) -> list[dict]:
+        have = set(regions.filter(pc.equal(regions["engine"], engine_id))["image_sha256"].to_pylist())
+        rows, new_regions = [], []
+        for image_id, sha, path in zip(*(missing[c].to_pylist() for c in ("image_id", "sha256", "path"))):
+            started = time.perf_counter()
+            try:
+                result = ocr_image(engine, load_bgr(layout.root / path))
+                row = {"words_json": _words_json(result.words), "n_words": len(result.words), "error": None}
+                if sha not in have:
+                    have.add(sha)
+                    new_regions.append({"image_sha256": sha, "engine": engine_id, "regions_json": _boxes_json(result.regions)})
+            except UnreadableImage as exc:  # recorded, the run goes on with the other images
+                row = {"words_json": "[]", "n_words": 0, "error": str(exc)}
+                log.warning(f"OCR skipped {image_id}: {exc}")
+            rows.append({"image_id": image_id, "sha256": sha, "engine": engine_id,
+                         "seconds": time.perf_counter() - started, **row})
+        if new_regions:
+            write_table(regions_path, pa.concat_tables(
+                [regions, pa.Table.from_pylist(new_regions, schema=OCR_REGIONS_CACHE_SCHEMA)]))
+        return rows
+
+    return compute
+
+
 def materialize_ocr_text(context: dg.AssetExecutionContext, storage: StorageResource, ocr: OcrResource) -> dg.MaterializeResult:
     tile = tile_partition_of(context)
     layout = storage.layout()
     with partition_lock(layout.root, "ocr_text", tile):
-        images = read_table(layout.table_path("raw_images", tile), RAW_IMAGES_SCHEMA)
-        out_path = layout.table_path("ocr_text", tile)
         engine = ocr.primary()
         engine_id = _engine_id(engine)
-        done = {(r["image_id"], r["sha256"]): r for r in read_table(out_path, OCR_SCHEMA).to_pylist() if r["engine"] == engine_id}
-        # The same detector pass's low-threshold regions, kept for the blur (a row without
-        # them, from before they were kept, is read again: the words come out the same).
         regions_path = layout.cache_path("ocr_regions", tile)
-        regions_table, regions = _read_regions(regions_path)
-        new_regions = []
-
-        rows, computed, errors, seconds = [], 0, 0, 0.0
-        for img in images.to_pylist():
-            key = (img["image_id"], img["sha256"])
-            if key in done and (done[key]["error"] or (img["sha256"], engine_id) in regions):
-                rows.append(done[key])
-                continue
-            started = time.perf_counter()
-            try:
-                result = ocr_image(engine, load_bgr(layout.root / img["path"]))
-                words = result.words
-                row = {"words_json": _words_json(words), "n_words": len(words), "error": None}
-                if (img["sha256"], engine_id) not in regions:
-                    regions[(img["sha256"], engine_id)] = _boxes_json(result.regions)
-                    new_regions.append({"image_sha256": img["sha256"], "engine": engine_id,
-                                        "regions_json": regions[(img["sha256"], engine_id)]})
-            except UnreadableImage as exc:  # recorded, the run goes on with the other images
-                row = {"words_json": "[]", "n_words": 0, "error": str(exc)}
-                errors += 1
-                context.log.warning(f"OCR skipped {img['image_id']}: {exc}")
-            took = time.perf_counter() - started
-            seconds += took
-            computed += 1
-            rows.append({"image_id": img["image_id"], "sha256": img["sha256"], "engine": engine_id, "seconds": took, **row})
-        if new_regions:  # before the table: a table row always has its regions
-            write_table(regions_path, pa.concat_tables(
-                [regions_table, pa.Table.from_pylist(new_regions, schema=OCR_REGIONS_CACHE_SCHEMA)]))
-        table = pa.Table.from_pylist(rows, schema=OCR_SCHEMA)
-        write_table(out_path, table)
+        regions = read_table(regions_path, OCR_REGIONS_CACHE_SCHEMA)
+        with_regions = regions.filter(pc.equal(regions["engine"], engine_id))["image_sha256"].combine_chunks()
+        wanted = constant(_raw_images(layout, tile).select(["image_id", "sha256", "path"]), "engine", engine_id)
+        # A row from before the regions were kept is read again (its words come out the same).
+        result = update_table(layout.table_path("ocr_text", tile), OCR_SCHEMA, wanted, ["image_id", "sha256", "engine"],
+                              _ocr_rows(context.log, layout, engine, regions_path, regions),
+                              reusable=lambda old: _failed(old) | pc.is_in(old["sha256"], with_regions).to_numpy())
+        table = result.table
         return dg.MaterializeResult(
-            metadata={
-                "engine": engine_id,
-                "runtime": getattr(engine, "runtime", engine.device),
-                "images": len(rows),
-                "ocr_computed": computed,
-                "ocr_reused": len(rows) - computed,
-                "errors": errors,
-                "seconds_per_image": round(seconds / computed, 4) if computed else 0.0,
-                "images_with_text": sum(1 for r in rows if r["n_words"] > 0),
-            },
-            data_version=data_version_of(f"{r['image_id']}:{r['sha256']}:{engine_id}" for r in rows),
+            metadata={"engine": engine_id, "runtime": getattr(engine, "runtime", engine.device), **result.counts(),
+                      "errors": int(_failed(result.computed).sum()),
+                      "images_with_text": int(pc.sum(pc.greater(table["n_words"], 0)).as_py() or 0)},
+            data_version=data_version_of_columns(table, ["image_id", "sha256", "engine"]),
         )
 
 
 def _readable_after_blur(before: list, after: list) -> list[str]:
     """Words the checker reads on the blurred image that were there before blurring."""
     return [text for text, _ in read_matches(after, before, split_truths=False)]
+
+
+def _blur_rows(log, layout, tile: str, engine, config: BlurConfig, ocr_table: pa.Table, regions: pa.Table):
+    """`compute` for blurred_images: blur every text region of each image, write the JPEG."""
+
+    def compute(missing: pa.Table) -> list[dict]:
+        missing = lookup(missing, ocr_table, ["image_id"], {"sha256": "ocr_sha256", "error": "ocr_error", "words_json": "words_json"})
+        missing = lookup(missing, regions, ["sha256", "ocr_engine"], ["regions_json"], right_key=["image_sha256", "engine"])
+        rows = []
+        for m in missing.to_pylist():  # the images blurred now: one dict each
+            started = time.perf_counter()
+            base = {k: m[k] for k in ("image_id", "sha256", "blur_version", "ocr_engine")}
+            try:
+                if m["ocr_sha256"] != m["sha256"]:
+                    raise UnreadableImage("no OCR row for this image version; materialize ocr_text first")
+                if m["ocr_error"]:
+                    raise UnreadableImage(m["ocr_error"])
+                # No cached regions (None): make_blurred_variant runs the OCR pass's detector again.
+                image_regions = json.loads(m["regions_json"]) if m["regions_json"] is not None else None
+                variant = make_blurred_variant(load_bgr(layout.root / m["path"]), engine, _words_from_json(m["words_json"]),
+                                               regions=image_regions, **config.variant_kwargs())
+                data = encode_jpeg(variant.image_bgr)
+                if data is None:
+                    raise UnreadableImage("could not encode blurred image")
+                blurred_path = layout.blurred_image_path(tile, m["image_id"])
+                atomic_write_bytes(blurred_path, data)
+                row = {**base, "blurred_path": str(blurred_path.relative_to(layout.root)),
+                       "blurred_sha256": hashlib.sha256(data).hexdigest(), "boxes_json": _boxes_json(variant.boxes),
+                       "n_boxes": len(variant.boxes), "ocr_words_json": _words_json(variant.words_after), "error": None}
+            except UnreadableImage as exc:
+                log.warning(f"blur skipped {m['image_id']}: {exc}")
+                row = {**base, "blurred_path": "", "blurred_sha256": "", "boxes_json": "[]", "n_boxes": 0,
+                       "ocr_words_json": "[]", "error": str(exc)}
+            rows.append({**row, "seconds": time.perf_counter() - started})
+        return rows
+
+    return compute
+
+
+def _coverage_check(world, ok: pa.Table, images: pa.Table, config: BlurConfig) -> dg.AssetCheckResult:
+    """Check (a): coverage of the synthetic world's ground-truth text boxes."""
+    if world is None or not ok.num_rows:
+        return dg.AssetCheckResult(check_name="blur_covers_ground_truth_text", passed=True,
+                                   metadata={"skipped": "no ground truth for this source"})
+    ok = lookup(ok, images, ["image_id"], ["height", "width"])
+    coverages = []
+    for image_id, boxes_json, height, width in zip(*(ok[c].to_pylist() for c in ("image_id", "boxes_json", "height", "width"))):
+        gt = world.ground_truth(image_id)
+        if gt:
+            coverages += blur_mod.blur_coverage(json.loads(boxes_json), [t.polygon for t in gt], (height, width),
+                                                padding_frac=config.padding_frac, padding_px=config.padding_px)
+    covered = sum(1 for c in coverages if c >= 0.8)
+    share = covered / len(coverages) if coverages else 1.0
+    return dg.AssetCheckResult(
+        check_name="blur_covers_ground_truth_text", passed=share >= config.coverage_target,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={"target": config.coverage_target, "text_boxes": len(coverages), "covered_80pct": covered, "share": round(share, 4),
+                  "min_coverage": round(min(coverages), 3) if coverages else 1.0},
+    )
+
+
+def _readability_check(layout, tile: str, world, ok: pa.Table, ocr: OcrResource, check_sample: int) -> dg.AssetCheckResult:
+    """Check (b): a second engine re-reads the blurred images that had the most text. Its
+    reads are cached by blurred image, so a rerun with nothing new loads no engine."""
+    order = np.argsort(-pc.fill_null(ok["ocr_n_words"], 0).to_numpy(), kind="stable")[:check_sample]
+    sample = constant(ok.take(pa.array(order, type=pa.int64())), "checker", ocr.check_engine)
+    built = []
+
+    def read(missing: pa.Table) -> list[dict]:
+        built.append(built[0] if built else ocr.second())
+        return [{"blurred_sha256": sha, "checker": ocr.check_engine,
+                 "words_json": _words_json(built[0].read(load_bgr(layout.root / path)))}
+                for sha, path in zip(missing["blurred_sha256"].to_pylist(), missing["blurred_path"].to_pylist())]
+
+    reads = update_table(layout.cache_path("blur_check", tile), BLUR_CHECK_CACHE_SCHEMA, sample,
+                         ["blurred_sha256", "checker"], read, keep_old=True)
+    leaked: list[str] = []
+    for image_id, before_json, after_json in zip(sample["image_id"].to_pylist(), sample["ocr_words_before"].to_pylist(),
+                                                 reads.table["words_json"].to_pylist()):
+        before = [w.text for w in _words_from_json(before_json)]
+        if world is not None:
+            before += [t.text for t in world.ground_truth(image_id)]
+        leaked += _readable_after_blur(before, _words_from_json(after_json))
+    return dg.AssetCheckResult(
+        check_name="blur_leaves_no_readable_words", passed=not leaked,
+        metadata={"checker": _engine_id(built[0]) if built else ocr.check_engine, "images_checked": sample.num_rows,
+                  "read_now": reads.rows_computed, "reused_reads": reads.rows_reused,
+                  "readable_words": len(leaked), "examples": ", ".join(leaked[:10]) or "(none)"},
+    )
 
 
 def materialize_blurred_images(
@@ -155,137 +244,78 @@ def materialize_blurred_images(
     tile = tile_partition_of(context)
     layout = storage.layout()
     with partition_lock(layout.root, "blurred_images", tile):
-        images = read_table(layout.table_path("raw_images", tile), RAW_IMAGES_SCHEMA)
-        ocr_rows = rows_by(read_table(layout.table_path("ocr_text", tile), OCR_SCHEMA), "image_id")
-        out_path = layout.table_path("blurred_images", tile)
+        images = _raw_images(layout, tile)
+        ocr_table = read_table(layout.table_path("ocr_text", tile), OCR_SCHEMA)
+        regions = read_table(layout.cache_path("ocr_regions", tile), OCR_REGIONS_CACHE_SCHEMA)
         engine = ocr.primary()
-        engine_id = _engine_id(engine)
         # The version holds the blur config too: changing the passes or padding re-blurs.
-        version = config.blur_version()
-        done = {(r["image_id"], r["sha256"]): r for r in read_table(out_path, BLUR_SCHEMA).to_pylist()
-                if r["blur_version"] == version and r["ocr_engine"] == engine_id}
-        _, regions = _read_regions(layout.cache_path("ocr_regions", tile))
-
-        rows, computed, seconds, new_ids = [], 0, 0.0, []
-        for img in images.to_pylist():
-            key = (img["image_id"], img["sha256"])
-            if key in done and (layout.root / done[key]["blurred_path"]).exists():
-                rows.append(done[key])
-                continue
-            started = time.perf_counter()
-            ocr_row = ocr_rows.get(img["image_id"])
-            base = {"image_id": img["image_id"], "sha256": img["sha256"], "blur_version": version, "ocr_engine": engine_id}
-            try:
-                if ocr_row is None or ocr_row["sha256"] != img["sha256"]:
-                    raise UnreadableImage("no OCR row for this image version; materialize ocr_text first")
-                if ocr_row["error"]:
-                    raise UnreadableImage(ocr_row["error"])
-                image = load_bgr(layout.root / img["path"])
-                cached = regions.get((img["sha256"], engine_id))
-                # None (no cached regions): make_blurred_variant runs the OCR pass's detector again.
-                image_regions = json.loads(cached) if cached is not None else None
-                variant = make_blurred_variant(image, engine, _words_from_json(ocr_row["words_json"]),
-                                               regions=image_regions, **config.variant_kwargs())
-                data = encode_jpeg(variant.image_bgr)
-                if data is None:
-                    raise UnreadableImage("could not encode blurred image")
-                blurred_path = layout.blurred_image_path(tile, img["image_id"])
-                atomic_write_bytes(blurred_path, data)
-                row = {**base, "blurred_path": str(blurred_path.relative_to(layout.root)),
-                       "blurred_sha256": hashlib.sha256(data).hexdigest(),
-                       "boxes_json": _boxes_json(variant.boxes),
-                       "n_boxes": len(variant.boxes), "ocr_words_json": _words_json(variant.words_after), "error": None}
-                new_ids.append(img["image_id"])
-            except UnreadableImage as exc:
-                context.log.warning(f"blur skipped {img['image_id']}: {exc}")
-                row = {**base, "blurred_path": "", "blurred_sha256": "", "boxes_json": "[]", "n_boxes": 0,
-                       "ocr_words_json": "[]", "error": str(exc)}
-            took = time.perf_counter() - started
-            row["seconds"] = took
-            seconds += took
-            computed += 1
-            rows.append(row)
-        write_table(out_path, pa.Table.from_pylist(rows, schema=BLUR_SCHEMA))
-
-        ok_rows = [r for r in rows if not r["error"]]
-        words_before = sum(ocr_rows[r["image_id"]]["n_words"] for r in ok_rows if r["image_id"] in ocr_rows)
-        words_after = sum(len(json.loads(r["ocr_words_json"])) for r in ok_rows)
-
-        by_id = rows_by(images, "image_id")
-
-        # Check (a): coverage of the synthetic world's ground-truth text boxes.
+        wanted = constant(constant(images.select(["image_id", "sha256", "path"]), "blur_version", config.blur_version()),
+                          "ocr_engine", _engine_id(engine))
+        result = update_table(layout.table_path("blurred_images", tile), BLUR_SCHEMA, wanted,
+                              ["image_id", "sha256", "blur_version", "ocr_engine"],
+                              _blur_rows(context.log, layout, tile, engine, config, ocr_table, regions),
+                              reusable=lambda old: [(layout.root / p).exists() for p in old["blurred_path"].to_pylist()])
+        rows = result.table
+        ok = lookup(rows.filter(pa.array(~_failed(rows))), ocr_table, ["image_id"],
+                    {"n_words": "ocr_n_words", "words_json": "ocr_words_before"})
         world = image_source.world()
-        if world is not None and ok_rows:
-            coverages = []
-            for r in ok_rows:
-                gt = world.ground_truth(r["image_id"])
-                if gt:
-                    shape = (by_id[r["image_id"]]["height"], by_id[r["image_id"]]["width"])
-                    coverages += blur_mod.blur_coverage(json.loads(r["boxes_json"]), [t.polygon for t in gt], shape,
-                                                        padding_frac=config.padding_frac, padding_px=config.padding_px)
-            covered = sum(1 for c in coverages if c >= 0.8)
-            share = covered / len(coverages) if coverages else 1.0
-            yield dg.AssetCheckResult(
-                check_name="blur_covers_ground_truth_text", passed=share >= config.coverage_target,
-                severity=dg.AssetCheckSeverity.WARN,
-                metadata={"target": config.coverage_target, "text_boxes": len(coverages), "covered_80pct": covered, "share": round(share, 4),
-                          "min_coverage": round(min(coverages), 3) if coverages else 1.0},
-            )
-        else:
-            yield dg.AssetCheckResult(check_name="blur_covers_ground_truth_text", passed=True,
-                                      metadata={"skipped": "no ground truth for this source"})
+        yield _coverage_check(world, ok, images, config)
+        yield _readability_check(layout, tile, world, ok, ocr, config.check_sample)
 
-        # Check (b): a second engine re-reads the blurred images that had the most text.
-        # Its reads are cached by blurred image, so a rerun with nothing new loads no engine.
-        sample = sorted(ok_rows, key=lambda r: -ocr_rows[r["image_id"]]["n_words"])[: config.check_sample]
-        check_cache_path = layout.cache_path("blur_check", tile)
-        check_cache_table = read_table(check_cache_path, BLUR_CHECK_CACHE_SCHEMA)
-        check_cache = {(r["blurred_sha256"], r["checker"]): r["words_json"] for r in check_cache_table.to_pylist()}
-        checker, checker_id, new_reads = None, ocr.check_engine, []
-        leaked: list[str] = []
-        for r in sample:
-            words_json = check_cache.get((r["blurred_sha256"], checker_id))
-            if words_json is None:
-                checker = checker or ocr.second()
-                words_json = _words_json(checker.read(load_bgr(layout.root / r["blurred_path"])))
-                new_reads.append({"blurred_sha256": r["blurred_sha256"], "checker": checker_id, "words_json": words_json})
-            before = [w.text for w in _words_from_json(ocr_rows[r["image_id"]]["words_json"])]
-            if world is not None:
-                before += [t.text for t in world.ground_truth(r["image_id"])]
-            leaked += _readable_after_blur(before, _words_from_json(words_json))
-        if new_reads:
-            write_table(check_cache_path, pa.concat_tables(
-                [check_cache_table, pa.Table.from_pylist(new_reads, schema=BLUR_CHECK_CACHE_SCHEMA)]))
-        yield dg.AssetCheckResult(
-            check_name="blur_leaves_no_readable_words", passed=not leaked,
-            metadata={"checker": _engine_id(checker) if checker else checker_id, "images_checked": len(sample),
-                      "read_now": len(new_reads), "reused_reads": len(sample) - len(new_reads),
-                      "readable_words": len(leaked), "examples": ", ".join(leaked[:10]) or "(none)"},
-        )
-
-        preview_ids = (new_ids or [r["image_id"] for r in ok_rows])[:2]
+        new = result.computed.filter(pa.array(~_failed(result.computed)))["image_id"].to_pylist()
+        preview = lookup(ok.filter(pc.is_in(ok["image_id"], pa.array((new or ok["image_id"].to_pylist())[:2], pa.string()))),
+                         images, ["image_id"], {"path": "raw_path"})
         yield dg.MaterializeResult(
             metadata={
-                "images": len(rows),
-                "blurred_now": computed,
-                "reused": len(rows) - computed,
-                "errors": len(rows) - len(ok_rows),
-                "seconds_per_image": round(seconds / computed, 4) if computed else 0.0,
-                "text_regions": sum(r["n_boxes"] for r in ok_rows),
-                "ocr_words_before_blur": words_before,
-                "ocr_words_after_blur": words_after,
+                **result.counts(),
+                "errors": rows.num_rows - ok.num_rows,
+                "text_regions": int(pc.sum(ok["n_boxes"]).as_py() or 0),
+                "ocr_words_before_blur": int(pc.sum(ok["ocr_n_words"]).as_py() or 0),
+                "ocr_words_after_blur": sum(len(json.loads(w)) for w in ok["ocr_words_json"].to_pylist()),
                 "before_after_preview": preview_md(
-                    [p for i in preview_ids for p in (layout.root / by_id[i]["path"],
-                                                       layout.root / next(r["blurred_path"] for r in ok_rows if r["image_id"] == i))],
-                    [c for i in preview_ids for c in (f"{i} before", f"{i} after")],
+                    [layout.root / p for pair in zip(preview["raw_path"].to_pylist(), preview["blurred_path"].to_pylist()) for p in pair],
+                    [c for i in preview["image_id"].to_pylist() for c in (f"{i} before", f"{i} after")],
                 ),
             },
-            data_version=data_version_of(f"{r['image_id']}:{r['blurred_sha256']}" for r in rows),
+            data_version=data_version_of_columns(rows, ["image_id", "blurred_sha256"]),
         )
 
 
 class CaptionConfig(dg.Config):
     batch_size: int = 16
+
+
+def _caption_items(layout, tile: str) -> pa.Table:
+    """(image_id, variant, image_sha256, path, words_json) per image that made it through
+    the blur, unblurred then blurred, in the blur table's order."""
+    blur = read_table(layout.table_path("blurred_images", tile), BLUR_SCHEMA)
+    blur = lookup(blur.filter(pa.array(~_failed(blur))), _raw_images(layout, tile), ["image_id"],
+                  {"sha256": "raw_sha256", "path": "raw_path"})
+    blur = lookup(blur, read_table(layout.table_path("ocr_text", tile), OCR_SCHEMA), ["image_id"],
+                  {"image_id": "ocr_image_id", "words_json": "ocr_words_json_raw"})
+    blur = blur.filter(pc.and_(pc.is_valid(blur["raw_sha256"]), pc.is_valid(blur["ocr_image_id"])))
+    names = ["image_id", "variant", "image_sha256", "path", "words_json"]
+    unblurred = pa.table([blur["image_id"], pa.array(["unblurred"] * blur.num_rows), blur["raw_sha256"], blur["raw_path"],
+                          blur["ocr_words_json_raw"]], names=names)
+    blurred = pa.table([blur["image_id"], pa.array(["blurred"] * blur.num_rows), blur["blurred_sha256"], blur["blurred_path"],
+                        blur["ocr_words_json"]], names=names)
+    interleaved = np.column_stack([np.arange(blur.num_rows), blur.num_rows + np.arange(blur.num_rows)]).ravel()
+    return pa.concat_tables([unblurred, blurred]).take(pa.array(interleaved, type=pa.int64()))
+
+
+def _caption_rows(log, layout, model, batch_size: int):
+    """`compute` for the caption cache: the captioner's text per missing image, in batches."""
+
+    def compute(missing: pa.Table) -> pa.Table:
+        generated: list[str] = []
+        paths = missing["path"].to_pylist()
+        for start in range(0, len(paths), batch_size):
+            rgb = [cv2.cvtColor(load_bgr(layout.root / p), cv2.COLOR_BGR2RGB) for p in paths[start : start + batch_size]]
+            generated += generate_captions(model, rgb, batch_size)
+            log.info(f"captioned {min(start + batch_size, len(paths))}/{len(paths)}")
+        return missing.select(["image_sha256", "variant", "captioner_id"]).append_column("generated", pa.array(generated, pa.string()))
+
+    return compute
 
 
 def materialize_captions(
@@ -294,65 +324,39 @@ def materialize_captions(
     tile = tile_partition_of(context)
     layout = storage.layout()
     with partition_lock(layout.root, "captions", tile):
-        images = rows_by(read_table(layout.table_path("raw_images", tile), RAW_IMAGES_SCHEMA), "image_id")
-        ocr_rows = rows_by(read_table(layout.table_path("ocr_text", tile), OCR_SCHEMA), "image_id")
-        blur_rows = rows_by(read_table(layout.table_path("blurred_images", tile), BLUR_SCHEMA), "image_id")
-        cache_path = layout.cache_path("captions", tile)
-        cache_table = read_table(cache_path, CAPTION_CACHE_SCHEMA)
-        cache = {(r["image_sha256"], r["variant"], r["captioner_id"]): r["generated"] for r in cache_table.to_pylist()}
         model = captioner.captioner()
-        captioner_id = model.captioner_id
-
-        # (image_id, variant, sha256, path, ocr words) for every image that made it through blur.
-        items = []
-        for image_id, b in blur_rows.items():
-            if b["error"] or image_id not in images or image_id not in ocr_rows:
-                continue
-            items.append((image_id, "unblurred", images[image_id]["sha256"], images[image_id]["path"], ocr_rows[image_id]["words_json"]))
-            items.append((image_id, "blurred", b["blurred_sha256"], b["blurred_path"], b["ocr_words_json"]))
-        todo = [it for it in items if (it[2], it[1], captioner_id) not in cache]
-
-        started = time.perf_counter()
-        new_cache_rows = []
-        for start in range(0, len(todo), config.batch_size):
-            batch = todo[start : start + config.batch_size]
-            rgb = [cv2.cvtColor(load_bgr(layout.root / it[3]), cv2.COLOR_BGR2RGB) for it in batch]
-            for it, text in zip(batch, generate_captions(model, rgb, config.batch_size)):
-                cache[(it[2], it[1], captioner_id)] = text
-                new_cache_rows.append({"image_sha256": it[2], "variant": it[1], "captioner_id": captioner_id, "generated": text})
-            context.log.info(f"captioned {min(start + config.batch_size, len(todo))}/{len(todo)}")
-        seconds = time.perf_counter() - started
-        if new_cache_rows:  # cache first: a crash after this loses no captioning work
-            write_table(cache_path, pa.concat_tables([cache_table, pa.Table.from_pylist(new_cache_rows, schema=CAPTION_CACHE_SCHEMA)]))
-
-        per_variant: dict[str, list[dict]] = {v: [] for v in BLUR_VARIANTS}
-        for image_id, variant, sha, _path, words_json in items:
-            generated = cache[(sha, variant, captioner_id)]
+        items = constant(_caption_items(layout, tile), "captioner_id", model.captioner_id)
+        # The generated text is the costly part: cached by (image, variant, captioner), the
+        # cache written before the tables, so a crash after it loses no captioning work.
+        cached = update_table(layout.cache_path("captions", tile), CAPTION_CACHE_SCHEMA, items,
+                              ["image_sha256", "variant", "captioner_id"],
+                              _caption_rows(context.log, layout, model, config.batch_size), keep_old=True)
+        rows = []
+        for (image_id, variant, sha, words_json), generated in zip(
+                zip(*(items[c].to_pylist() for c in ("image_id", "variant", "image_sha256", "words_json"))),
+                cached.table["generated"].to_pylist()):
             text = caption_text(generated, _words_from_json(words_json))
-            per_variant[variant].append({
-                "image_id": image_id, "variant": variant, "image_sha256": sha, "captioner_id": captioner_id,
-                "generated": generated, "ocr_clean": text.cleaned, "caption": text.caption,
-                "place_names_json": json.dumps(text.place_names), "has_place_text": bool(text.place_names),
-            })
-        for variant, rows in per_variant.items():
-            write_table(layout.table_path("captions", tile, variant), pa.Table.from_pylist(rows, schema=CAPTION_SCHEMA))
+            rows.append({"image_id": image_id, "variant": variant, "image_sha256": sha, "captioner_id": model.captioner_id,
+                         "generated": generated, "ocr_clean": text.cleaned, "caption": text.caption,
+                         "place_names_json": json.dumps(text.place_names), "has_place_text": bool(text.place_names)})
+        table = pa.Table.from_pylist(rows, schema=CAPTION_SCHEMA)
+        for variant in BLUR_VARIANTS:
+            write_table(layout.table_path("captions", tile, variant), table.filter(pc.equal(table["variant"], variant)))
 
-        all_rows = [r for rows in per_variant.values() for r in rows]
-        leaking = [r["image_id"] for r in all_rows if contains_coordinates(r["caption"])]
+        leaking = [r["image_id"] for r in rows if contains_coordinates(r["caption"])]
         yield dg.AssetCheckResult(check_name="no_coordinates_in_captions", passed=not leaking,
-                                  metadata={"captions": len(all_rows), "with_coordinates": len(leaking)})
-        samples = "\n".join(f"- **{r['variant']}** `{r['image_id']}`: {r['caption']}" for r in all_rows[:6])
+                                  metadata={"captions": len(rows), "with_coordinates": len(leaking)})
+        by_variant = [r for v in BLUR_VARIANTS for r in rows if r["variant"] == v]
+        samples = "\n".join(f"- **{r['variant']}** `{r['image_id']}`: {r['caption']}" for r in by_variant[:6])
         yield dg.MaterializeResult(
             metadata={
-                "captioner": captioner_id,
-                "captions": len(all_rows),
-                "cache_hits": len(items) - len(todo),
-                "cache_misses": len(todo),
-                "seconds_per_caption": round(seconds / len(todo), 4) if todo else 0.0,
-                "with_place_text": dict(Counter(r["variant"] for r in all_rows if r["has_place_text"])),
+                "captioner": model.captioner_id,
+                "captions": len(rows),
+                **cached.counts(),
+                "with_place_text": dict(Counter(r["variant"] for r in by_variant if r["has_place_text"])),
                 "sample_captions": dg.MetadataValue.md(samples or "(none)"),
             },
-            data_version=data_version_of(f"{r['image_id']}:{r['variant']}:{r['caption']}" for r in all_rows),
+            data_version=data_version_of_columns(table, ["image_id", "variant", "caption"]),
         )
 
 

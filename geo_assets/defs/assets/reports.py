@@ -19,10 +19,10 @@ from geo_assets.store.parquet import atomic_write_bytes, read_table
 def _attack_rows(layout) -> list[dict]:
     with query_connection(layout) as con:
         tables = {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
-        if "attack_guesses" not in tables:
+        if "gazetteer_attack" not in tables:
             return []
         return con.sql("SELECT image_id, sequence_id, variant, engine, split, text_reliant, error_km "
-                       "FROM attack_guesses").to_arrow_table().to_pylist()
+                       "FROM gazetteer_attack").to_arrow_table().to_pylist()
 
 
 def _sources(layout) -> list[str]:

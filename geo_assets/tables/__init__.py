@@ -1,0 +1,1 @@
+"""Table logic that needs no Dagster and no storage: pure Arrow in, Arrow out."""
