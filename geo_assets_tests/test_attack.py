@@ -232,4 +232,16 @@ def test_gazetteer_attack_asset_then_rerun_runs_no_ocr(dagster_resources):
         meta2 = metadata(again, "gazetteer_attack")
         assert meta2["easyocr_reads"] == 0 and meta2["easyocr_images_read"] == 0
         assert meta2["easyocr_rows_reused"] == 2 * n_easy
+        assert (meta2["rows_computed"], meta2["rows_reused"]) == (0, len(rows)), "no row located again"
         assert read_table(attack_table_path(layout, tile), ATTACK_SCHEMA).to_pylist() == rows
+
+        # Another rule: every row located again, from the stored reads (no OCR).
+        from geo_assets.attack.gazetteer import DEFAULT_RULE, RULES
+
+        other = next(r for r in RULES if r != DEFAULT_RULE)
+        rerule = dg.materialize(all_assets(), selection=["gazetteer_attack"], partition_key=tile, instance=instance,
+                                resources=dagster_resources,
+                                run_config={"ops": {"gazetteer_attack": {"config": {"easyocr_max_test_images": cap, "rule": other}}}})
+        meta3 = metadata(rerule, "gazetteer_attack")
+        assert (meta3["rows_computed"], meta3["rows_reused"], meta3["easyocr_reads"]) == (len(rows), 0, 0)
+        assert set(read_table(attack_table_path(layout, tile), ATTACK_SCHEMA)["rule"].to_pylist()) == {other}

@@ -5,9 +5,10 @@ import os
 import dagster as dg
 import pytest
 
+from geo_assets.defs.assets.attack import attack_table_path
 from geo_assets.defs.partitions import tile_keys
 from geo_assets.defs.resources import CaptionerResource
-from geo_assets.store.schemas import RAW_IMAGES_SCHEMA
+from geo_assets.store.schemas import ATTACK_SCHEMA, RAW_IMAGES_SCHEMA
 from geo_assets.store.catalog import query_connection
 from geo_assets.store.parquet import read_table
 from geo_assets_tests.dagster_helpers import checks, data_version, materialize_tile, metadata
@@ -73,15 +74,27 @@ def test_two_tiles_end_to_end_then_rerun_touches_nothing(dagster_resources):
         assert metadata(again, "captions")["rows_computed"] == 0
         assert CAPTION_CALLS["n"] == 0, "rerun must not call the captioner"
         assert metadata(again, "embeddings")["rows_computed"] == 0
+        for asset in ("ocr_text", "blurred_images", "captions", "embeddings", "gazetteer_attack"):
+            meta = metadata(again, asset)
+            assert meta["rows_computed"] == 0 and meta["rows_reused"] > 0 and meta["seconds_per_row"] == 0.0, asset
         assert sorted(p.name for p in (layout.root / "images" / "raw" / TILES[0]).iterdir()) == files_before
         assert data_version(instance, "raw_images", TILES[0]) == first_version
 
         # A bigger target pulls only the new images; captions only for them.
+        before = set(read_table(layout.table_path("raw_images", TILES[0]), RAW_IMAGES_SCHEMA)["image_id"].to_pylist())
         more = materialize_tile(instance, resources, TILES[0], images_per_tile=11)
         added = metadata(more, "raw_images")["new_images"]
         assert added >= 2
         assert metadata(more, "captions")["rows_computed"] == 2 * added
         assert CAPTION_CALLS["n"] == 2 * added
+        # Every incremental asset computes exactly the new images' rows and reuses the rest.
+        for asset, per_image in (("ocr_text", 1), ("blurred_images", 1), ("captions", 2), ("embeddings", 2)):
+            meta = metadata(more, asset)
+            assert (meta["rows_computed"], meta["rows_reused"]) == (per_image * added, per_image * len(before)), asset
+        attack_ids = read_table(attack_table_path(layout, TILES[0]), ATTACK_SCHEMA)["image_id"].to_pylist()
+        meta = metadata(more, "gazetteer_attack")
+        assert meta["rows_computed"] == sum(i not in before for i in attack_ids) >= 2 * added
+        assert meta["rows_reused"] == sum(i in before for i in attack_ids)
 
 
 def test_failure_mid_write_leaves_clean_state_and_rerun_recovers(dagster_resources, monkeypatch):
