@@ -6,7 +6,7 @@ columns plus whatever computing a row needs), matches them to its previous table
 on those keys, takes the matching rows as they are, and computes the missing
 ones. Matching is a DuckDB hash join on the key columns and the reused rows are
 taken with Arrow's `Table.take`, so the values are copied as Arrow buffers (no Python
-object per row) and a million-row partition costs about a second.
+object per row): a million-row partition costs seconds, not minutes (PERFORMANCE.md).
 
 Key semantics are those of a Python dict keyed by the key tuple: null equals
 null, and when the old table holds a key twice the later row wins.
