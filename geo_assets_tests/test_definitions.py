@@ -33,6 +33,16 @@ def test_defs_folder_holds_every_asset_job_schedule_sensor_and_resource(loaded):
     loaded.resolve_all_job_defs()  # every job resolves against the assets (raises otherwise)
 
 
+def test_the_train_job_and_the_geocell_sensor_select_the_model_assets_of_one_list(loaded):
+    from geo_assets.defs.sensors import MODEL_ASSET_KEYS, geocell_requests
+
+    job = loaded.resolve_job_def("train_and_evaluate")
+    assert {k.to_user_string() for k in job.asset_layer.executable_asset_keys} == set(MODEL_ASSET_NAMES)
+    assert [k.to_user_string() for k in MODEL_ASSET_KEYS] == list(MODEL_ASSET_NAMES)
+    _, _, runs = geocell_requests(["0.2"], [])
+    assert runs and all([k.to_user_string() for k in r.asset_selection] == list(MODEL_ASSET_NAMES) for r in runs)
+
+
 def test_every_asset_has_description_owner_group_and_tables_their_columns(loaded):
     for spec in loaded.resolve_all_asset_specs():
         name = spec.key.to_user_string()
