@@ -222,7 +222,7 @@ def _fail(message: str, code: int = 2) -> int:
 
 
 def _cmd_sensitivity(args) -> int:
-    from geo_assets.model.sensitivity import run_command
+    from geo_assets.run.sensitivity import run_command
 
     return run_command(args)
 
@@ -265,7 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sensitivity = sub.add_parser("sensitivity", help="blur effect at several place-text shares of the synthetic world "
                                                      "(small worlds of their own, ~10-15 min), then the report")
-    from geo_assets.model.sensitivity import add_arguments as _sensitivity_arguments
+    from geo_assets.run.sensitivity import add_arguments as _sensitivity_arguments
 
     _sensitivity_arguments(sensitivity)
     sensitivity.set_defaults(func=_cmd_sensitivity)
