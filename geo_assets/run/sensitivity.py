@@ -41,7 +41,8 @@ def run_share(settings, share: float, tiles: list[str], config: SensitivityConfi
 
     from geo_assets.run import execution
     from geo_assets.defs.partitions import GEOCELL_PARTITIONS_NAME, model_partition_key
-    from geo_assets.defs.resources import build_resources, synthetic_world
+    from geo_assets.defs.resources import build_resources
+    from geo_assets.synthetic.world import synthetic_world
     from geo_assets.model.report import paired_blur_effects
     from geo_assets.store.parquet import read_table
 
@@ -92,7 +93,7 @@ def run_share(settings, share: float, tiles: list[str], config: SensitivityConfi
 def run_sensitivity(settings, config: SensitivityConfig | None = None, log=print) -> dict:
     """Every share in turn; the result dict that `text_assumption_sensitivity` writes."""
     from geo_assets.defs.partitions import tile_keys
-    from geo_assets.defs.resources import synthetic_world
+    from geo_assets.synthetic.world import synthetic_world
 
     config = config or SensitivityConfig()
     started = time.perf_counter()
