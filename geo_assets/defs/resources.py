@@ -219,6 +219,6 @@ def build_resources(settings: GeoSettings | None = None) -> dict:
 @dg.definitions
 def resources() -> dg.Definitions:
     # One process per run, steps in order: a tile's stages form a chain anyway, and a step
-    # subprocess each would load torch and the OCR/encoder models again (~10 s per step).
+    # subprocess each would load torch and the OCR/encoder models again (seconds per step).
     # Runs, not steps, are the unit of parallelism (the run queue, one pod per run on K8s).
     return dg.Definitions(resources=build_resources(), executor=dg.in_process_executor)
