@@ -80,6 +80,16 @@ def test_settings_are_read_when_definitions_are_built(monkeypatch):
     assert set(tiles) == set(tile_keys())
 
 
+def test_default_storage_and_models_are_the_repository_folders(monkeypatch):
+    from geo_assets.config.settings import PROJECT_ROOT
+
+    assert (PROJECT_ROOT / "pyproject.toml").is_file() and (PROJECT_ROOT / "storage" / "dagster.yaml").is_file()
+    monkeypatch.delenv("GEO_ASSETS_STORAGE")
+    monkeypatch.delenv("GEO_ASSETS_MODELS")
+    settings = GeoSettings.from_env()
+    assert (settings.storage_dir, settings.models_dir) == (PROJECT_ROOT / "storage", PROJECT_ROOT / "models")
+
+
 def test_daily_pull_requests_one_run_per_tile_keyed_by_day(loaded):
     tiles = tile_partitions_for()
     schedule = loaded.resolve_schedule_def("daily_pull")
