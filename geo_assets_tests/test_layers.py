@@ -7,7 +7,8 @@ from pathlib import Path
 import geo_assets
 
 PACKAGE = Path(geo_assets.__file__).parent
-PURE = ("model", "embed", "preprocess", "geo", "synthetic", "ingest", "mapillary")
+PURE = ("model", "embed", "preprocess", "geo", "synthetic", "ingest", "mapillary", "attack", "folder", "store", "data",
+        "config", "runtime")
 UPPER = ("geo_assets.defs", "geo_assets.run", "geo_assets.definitions", "geo_assets.cli")
 
 
