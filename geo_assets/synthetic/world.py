@@ -686,8 +686,8 @@ class SyntheticWorld:
 
 
 def synthetic_world(seed: int, place_text_share: float | None = None) -> SyntheticWorld:
-    """The world for `seed` (and a place-text share, None: the default), one per process:
-    building one takes seconds, and the resources, the bench and `geo-assets predict` share it."""
+    """The world for `seed` and a place-text share (None: the default), built once per process
+    and shared by the resources, the bench and `geo-assets predict`."""
     return _synthetic_world(int(seed), DEFAULT_PLACE_TEXT_SHARE if place_text_share is None else float(place_text_share))
 
 
