@@ -12,7 +12,7 @@ from pydantic import PrivateAttr
 
 from geo_assets.config.settings import GeoSettings
 from geo_assets.store.layout import StorageLayout
-from geo_assets.store.paths import storage_root
+from geo_assets.store.backends import storage_root
 
 TOKEN_ENV = "MAPILLARY_ACCESS_TOKEN"
 

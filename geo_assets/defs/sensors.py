@@ -10,7 +10,7 @@ partitions, so a size is never trained twice.
 """
 
 import os
-from geo_assets.store.paths import storage_root
+from geo_assets.store.backends import storage_root
 
 import dagster as dg
 
