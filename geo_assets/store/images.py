@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 
 from geo_assets.store import reads
-from geo_assets.store.backends import backend_for
+from geo_assets.store.backends import as_path, backend_for
 
 
 class UnreadableImage(ValueError):
@@ -15,6 +15,7 @@ class UnreadableImage(ValueError):
 
 def load_bgr(path) -> np.ndarray:
     """The image at `path` as BGR; UnreadableImage when it is missing or not decodable."""
+    path = as_path(path)
     reads.note(path)
     try:
         data = np.frombuffer(backend_for(path).read_bytes(path), dtype=np.uint8)

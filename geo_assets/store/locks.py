@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 
-from geo_assets.store.backends import backend_for
+from geo_assets.store.backends import as_path, backend_for
 from geo_assets.store.backends.s3 import DEFAULT_LEASE_TTL_S, valid_ttl
 from geo_assets.store.names import safe_component
 
@@ -25,6 +25,7 @@ def partition_lock(root, asset: str, partition: str, timeout_s: float = 3600.0):
     On s3:// it yields the lease, which every publish inside checks."""
     asset = safe_component(asset, "lock asset name")
     partition = safe_component(partition, "lock partition name")
+    root = as_path(root)
     return backend_for(root).lock(root, f"{asset}/{partition}", timeout_s=timeout_s, ttl_s=lease_ttl_s())
 
 
@@ -36,6 +37,7 @@ def lease_ttl_s() -> float:
 
 def remove_orphan_temp_files(folder) -> int:
     """Temp files left by a killed writer in `folder`; call under the lock."""
+    folder = as_path(folder)
     return backend_for(folder).remove_temp_files(folder)
 
 
@@ -43,6 +45,7 @@ def remove_unlisted_images(folder, listed_ids: set[str]) -> list[str]:
     """Remove `<id>.jpg` files in `folder` whose id the table does not list (written by a pull
     that failed or was killed before its table row was stored); call under the tile's lock.
     Their ids are not known, so the next pull fetches and lists them again. Returns the names removed."""
+    folder = as_path(folder)
     removed = []
     try:
         files = list(folder.glob("*.jpg")) if folder.exists() else []

@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from geo_assets.store import reads
-from geo_assets.store.backends import backend_for
+from geo_assets.store.backends import as_path, backend_for
 
 
 def table_to_bytes(table: pa.Table) -> bytes:
@@ -25,11 +25,13 @@ def table_to_bytes(table: pa.Table) -> bytes:
 
 def atomic_write_bytes(path, data: bytes) -> None:
     """Publish `data` at `path` (any backend) atomically."""
+    path = as_path(path)
     backend_for(path).write_bytes(path, bytes(data))
 
 
 def write_table(path, table: pa.Table) -> None:
     """Publish `table` as a Parquet file at `path` atomically."""
+    path = as_path(path)
     backend_for(path).write_bytes(path, table_to_bytes(table))
 
 
@@ -47,6 +49,7 @@ def conform(table: pa.Table, schema: pa.Schema | None, where) -> pa.Table:
 def read_table(path, schema: pa.Schema | None = None) -> pa.Table:
     """Read a Parquet file; a missing file reads as an empty table of `schema`
     (FileNotFoundError without one)."""
+    path = as_path(path)
     reads.note(path)
     try:
         data = backend_for(path).read_bytes(path)
@@ -59,6 +62,7 @@ def read_table(path, schema: pa.Schema | None = None) -> pa.Table:
 
 def row_count(path) -> int:
     """Rows in a Parquet file from its footer (no data read); 0 when it is missing."""
+    path = as_path(path)
     reads.note(path)
     try:
         with backend_for(path).open_read(path) as fh:
