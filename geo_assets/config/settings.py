@@ -14,7 +14,7 @@ from geo_assets.geo.bbox import UK_REGION, BBox
 from geo_assets.geo.geocells import geocell_key
 from geo_assets.synthetic.world import DEFAULT_PLACE_TEXT_SHARE, check_place_text_share
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PROJECT_ROOT = Path(__file__).resolve().parent.parent.parent
 
 DEFAULT_TILE_SIZE = 2.0
 DEFAULT_IMAGES_PER_TILE = 90
