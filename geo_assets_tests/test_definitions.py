@@ -54,20 +54,10 @@ def test_every_asset_has_description_owner_group_and_tables_their_columns(loaded
             assert schema is not None and len(schema.columns) >= 4, name
 
 
-def test_inputs_are_declared_dependencies(loaded):
-    """Every table an asset reads is upstream of it in the graph."""
-    graph = loaded.resolve_asset_graph()
-    parents = {k.to_user_string(): {p.to_user_string() for p in graph.get(k).parent_keys}
-               for k in graph.get_all_asset_keys()}
-    assert parents["blurred_images"] == {"raw_images", "ocr_text"}
-    assert parents["captions"] == {"raw_images", "ocr_text", "blurred_images"}
-    assert parents["embeddings"] == {"raw_images", "blurred_images", "captions"}
-    assert {"embeddings", "captions", "gazetteer_attack"} <= parents["geolocator_model"]
-    assert {"geolocator_model", "embeddings", "captions", "gazetteer_attack"} <= parents["model_evaluation"]
-    assert parents["privacy_report"] == {"model_evaluation", "gazetteer_attack", "raw_images", "text_assumption_sensitivity"}
-    assert parents["text_assumption_sensitivity"] == set()  # it builds worlds of its own
+def test_a_bad_embedding_blocks_the_models_downstream(loaded):
+    # Which tables each asset reads, against its parents: test_declared_reads.py.
     specs = {s.name: s for s in loaded.resolve_assets_def("embeddings").check_specs}
-    assert specs["embeddings_finite_and_sized"].blocking  # a bad embedding stops the models downstream
+    assert specs["embeddings_finite_and_sized"].blocking
 
 
 def test_settings_are_read_when_definitions_are_built(monkeypatch):

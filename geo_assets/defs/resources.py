@@ -11,7 +11,7 @@ from pydantic import PrivateAttr
 
 from geo_assets.config.settings import GeoSettings
 from geo_assets.store.layout import StorageLayout
-from geo_assets.store.paths import storage_root
+from geo_assets.store.backends import storage_root
 from geo_assets.synthetic.world import synthetic_world  # noqa: F401  (re-exported: the resources' world)
 
 TOKEN_ENV = "MAPILLARY_ACCESS_TOKEN"

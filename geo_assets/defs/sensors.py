@@ -20,7 +20,7 @@ from geo_assets.defs.partitions import (GEOCELL_PARTITIONS_NAME, check_geocell_p
 from geo_assets.defs.resources import StorageResource
 from geo_assets.config.geocell_sizes import read_geocells
 from geo_assets.config.settings import BLUR_VARIANTS
-from geo_assets.store.paths import storage_root
+from geo_assets.store.backends import storage_root
 
 AUTOMATION_ENV = "GEO_ASSETS_AUTOMATION"
 MODEL_ASSET_KEYS = [dg.AssetKey(name) for name in MODEL_ASSET_NAMES]

@@ -163,7 +163,7 @@ def _truth(path: Path, world) -> dict | None:
 
 
 def discover_models(models_dir: Path) -> list[Path]:
-    from geo_assets.store.paths import storage_root
+    from geo_assets.store.backends import storage_root
 
     return sorted(p.parent for p in storage_root(models_dir).glob("*/*/model.json"))  # local or s3://
 

@@ -38,11 +38,10 @@ def text_assumption_sensitivity(context: dg.AssetExecutionContext, config: TextA
     """Blurred minus unblurred within 10 km (paired, 95% interval) at several place-text shares,
     each from a small world built through the same assets and training in
     storage/sensitivity/place-text=<share>/. Writes storage/reports/text_assumption_sensitivity.json."""
-    from pathlib import Path
-
     from geo_assets.geo.geocells import geocell_key
+    from geo_assets.store.backends import is_local
 
-    if not isinstance(storage.layout().root, Path):
+    if not is_local(storage.layout().root):
         raise dg.Failure("text_assumption_sensitivity builds its worlds in local folders: storage is not local")
     try:
         run = sensitivity.SensitivityConfig(shares=tuple(config.shares), tiles=config.tiles,
