@@ -1,12 +1,18 @@
 """Per-asset time of a set of runs, from the real event log."""
 
+import time
+
 import dagster as dg
 
 from geo_assets.run.stats import counts_from_log, materialization_counts, stage_table, stage_totals, step_seconds
 
 
+SLEEP_S = 0.4
+
+
 @dg.asset
 def ocr_text() -> dg.MaterializeResult:
+    time.sleep(SLEEP_S)  # a known duration the step's measured seconds must contain
     return dg.MaterializeResult(metadata={"rows_computed": 3, "rows_reused": 1, "seconds_per_row": 0.5})
 
 
@@ -26,7 +32,10 @@ def test_step_seconds_and_counts_come_from_a_real_run():
         steps = step_seconds(instance, result.run_id)
         counts = materialization_counts(result)
         logged = counts_from_log(instance, result.run_id)
-    assert set(steps) == {"ocr_text", "downstream", "raw_images"} and all(s >= 0 for s in steps.values())
+    assert set(steps) == {"ocr_text", "downstream", "raw_images"}
+    # The step's time from its start and success events: the sleep, and not the whole run.
+    assert SLEEP_S <= steps["ocr_text"] < SLEEP_S + 10, steps
+    assert steps["downstream"] < steps["ocr_text"], steps
     # Any asset reporting the uniform pair is counted; raw_images counts its pulls.
     assert counts == logged == {"ocr_text": {"rows_computed": 3, "rows_reused": 1},
                                 "raw_images": {"new_images": 2, "total_images": 5}}

@@ -11,38 +11,38 @@ from typing import Callable, Sequence
 import dagster as dg
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from geo_assets.defs.metadata import data_version_of
-from geo_assets.store.parquet import read_table, write_table
+from geo_assets.store.parquet import conform, read_table, write_table
 from geo_assets.tables.incremental import Compute, Reuse, reuse_rows
 
 STAMP_KEY = b"geo_assets.reuse_stamp"
 """Parquet key-value metadata naming what the rows were computed with, beyond their key."""
 
 
-def read_stamp(path: Path) -> str | None:
-    """The stamp a table was written with (None: no file, or written without one)."""
-    try:
-        with path.open("rb") as fh:
-            meta = pq.ParquetFile(fh).schema_arrow.metadata or {}
-    except FileNotFoundError:
-        return None
-    value = meta.get(STAMP_KEY)
+def stamp_of(table: pa.Table) -> str | None:
+    """The stamp a table read by `read_previous` was written with (None: none)."""
+    value = (table.schema.metadata or {}).get(STAMP_KEY)
     return value.decode() if value is not None else None
 
 
 def read_previous(path: Path, schema: pa.Schema, *, rebuild_incompatible: bool = False) -> pa.Table:
-    """A partition's previous table (empty when there is none). `rebuild_incompatible`:
-    a file whose columns can no longer be cast to `schema` (new vector sizes) reads as
-    empty, so every row is computed again; otherwise it is an error, as for any reader."""
-    if not rebuild_incompatible or not path.exists():
-        return read_table(path, schema)
-    table = read_table(path)
+    """A partition's previous table as `schema` (empty when there is none), carrying its
+    stamp. `rebuild_incompatible`: a file whose columns can no longer be cast to `schema`
+    (new vector sizes) reads as empty, so every row is computed again; otherwise that is
+    an error, as for any reader."""
     try:
-        return table.select(schema.names).cast(schema)
-    except (KeyError, pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+        raw = read_table(path)
+    except FileNotFoundError:
         return schema.empty_table()
+    try:
+        table = conform(raw, schema, path)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+        if not rebuild_incompatible:
+            raise
+        return schema.empty_table()
+    stamp = (raw.schema.metadata or {}).get(STAMP_KEY)
+    return table.replace_schema_metadata({STAMP_KEY: stamp}) if stamp is not None else table
 
 
 def update_table(path: Path, schema: pa.Schema, wanted: pa.Table, key: Sequence[str], compute: Compute, *,
@@ -51,15 +51,16 @@ def update_table(path: Path, schema: pa.Schema, wanted: pa.Table, key: Sequence[
     """One incremental table: the rows for `wanted`, the old ones where the key matches
     (see `reuse_rows`), written atomically to `path`.
 
-    `old`: the previous table when the caller has read it already. `stamp`: what the rows
-    depend on beyond their key columns (a code version, a region); rows written under
-    another stamp are not reused. `keep_old`: a cache, not a table: the old rows stay
-    and the computed ones are appended (written only when there are any). `sort_by`: the
-    table is written (and returned) in this column order; `compute` still gets the missing
-    rows in wanted order (batches of the same rows as before, so the same numbers)."""
+    `old`: the previous table when the caller has read it already (`read_previous`).
+    `stamp`: what the rows depend on beyond their key columns (a code version, a region);
+    rows written under another stamp are not reused. `keep_old`: a cache, not a table: the
+    old rows stay and the computed ones are appended (written only when there are any).
+    `sort_by`: the table is written (and returned) in this column order; `compute` still
+    gets the missing rows in wanted order (batches of the same rows as before, so the
+    same numbers)."""
     if old is None:
         old = read_previous(path, schema, rebuild_incompatible=rebuild_incompatible)
-    reusable_old = old if stamp is None or read_stamp(path) == stamp else schema.empty_table()
+    reusable_old = old if stamp is None or stamp_of(old) == stamp else schema.empty_table()
     result = reuse_rows(reusable_old, wanted, key, schema, compute, reusable=reusable)
     if keep_old:
         if result.rows_computed:

@@ -28,7 +28,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from geo_assets.attack.gazetteer import ATTACKER_VERSION, DEFAULT_RULE, RULES, locate
-from geo_assets.defs.incremental import data_version_of_columns, update_table
+from geo_assets.defs.incremental import data_version_of_columns, read_previous, update_table
 from geo_assets.defs.metadata import records_table
 from geo_assets.defs.tile_assets import tile_asset, tile_definitions, with_row_count
 from geo_assets.defs.resources import StorageResource
@@ -209,9 +209,9 @@ def materialize_gazetteer_attack(context: dg.AssetExecutionContext, config: Atta
     with partition_lock(layout.root, "gazetteer_attack", tile):
         images = read_table(layout.table_path("raw_images", tile), RAW_IMAGES_SCHEMA)
         out_path = attack_table_path(layout, tile)
-        legacy = layout.root / "tables" / LEGACY_TABLE / out_path.parent.name / out_path.name
-        # Until this tile's table is written under its new name, the old one's reads are reused.
-        previous = read_table(out_path if out_path.exists() or not legacy.exists() else legacy, ATTACK_SCHEMA)
+        previous = read_previous(out_path, ATTACK_SCHEMA)
+        if not previous.num_rows:  # until this tile's table has its new name, the old one's reads are reused
+            previous = read_table(layout.root / "tables" / LEGACY_TABLE / out_path.parent.name / out_path.name, ATTACK_SCHEMA)
         primary = _primary_reads(layout, tile, images)
         # The second engine on a deterministic sample of the test split (both variants read).
         test = primary.filter(pc.equal(primary["split"], "test"))

@@ -15,7 +15,7 @@ from geo_assets.defs.tile_assets import tile_asset, tile_definitions, with_row_c
 from geo_assets.defs.resources import EncoderResource, StorageResource
 from geo_assets.embed.fusion import CrossAttentionFusion
 from geo_assets.embed.neighbours import nearest_neighbours, neighbour_distance_summary
-from geo_assets.embed.rows import encode_batch
+from geo_assets.embed.rows import VECTOR_COLUMNS, encode_batch
 from geo_assets.config.settings import BLUR_VARIANTS
 from geo_assets.store.catalog import refresh_views
 from geo_assets.store.images import load_bgr
@@ -25,7 +25,6 @@ from geo_assets.store.parquet import read_table
 from geo_assets.store.schemas import BLUR_SCHEMA, CAPTION_SCHEMA, RAW_IMAGES_SCHEMA, embedding_schema
 from geo_assets.tables.incremental import constant, counts_of, lookup
 
-VECTORS = ("text_emb", "image_emb", "fused", "ocr_emb")
 
 
 class EmbeddingConfig(dg.Config):
@@ -73,7 +72,7 @@ def _embedding_rows(log, layout, variant: str, text_encoder, image_encoder, fusi
                                [r["ocr_clean"] for r in batch], rgb)
             for name, took in enc.seconds.items():
                 seconds[name] = seconds.get(name, 0.0) + took
-            rows += [{**r, "text_emb": enc.text[i], "image_emb": enc.image[i], "fused": enc.fused[i], "ocr_emb": enc.ocr[i]}
+            rows += [{**r, **enc.row(i)}
                      for i, r in enumerate(batch)]
             log.info(f"{variant}: encoded {min(start + batch_size, len(todo))}/{len(todo)}")
         return rows
@@ -84,7 +83,7 @@ def _embedding_rows(log, layout, variant: str, text_encoder, image_encoder, fusi
 def _non_finite_vectors(table: pa.Table) -> int:
     """Vectors (row x column) holding a NaN or an infinity."""
     bad = 0
-    for col in VECTORS:
+    for col in VECTOR_COLUMNS:
         values = table[col].combine_chunks()
         flat = values.flatten().to_numpy(zero_copy_only=False).reshape(len(values), -1)
         bad += int((~np.isfinite(flat)).any(axis=1).sum())
