@@ -29,7 +29,7 @@ from __future__ import annotations
 import functools
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -90,7 +90,8 @@ class City:
     lon: float
     population: int
     geonameid: int
-    merged: tuple[str, ...] = ()  # places merged into it (suburbs), biggest first
+    # Places merged into it (suburbs), biggest first: informative, not part of what a class is.
+    merged: tuple[str, ...] = field(default=(), compare=False)
 
 
 def merge_radius_km(population: int) -> float:
@@ -107,15 +108,14 @@ def merged_cities(rows, limit: int = MAX_CITIES) -> tuple[City, ...]:
     lon = np.zeros(0)
     radius = np.zeros(0)
     for r in order:
-        if len(kept) >= limit:
-            # Places after the last city only merge; none can become a city any more.
-            break
         if kept:
             d = np.atleast_1d(haversine_km(r.lat, r.lon, lat, lon))
             touching = np.flatnonzero(d <= radius + merge_radius_km(r.population))
             if touching.size:
                 kept[int(touching[np.argmin(d[touching])])][1].append(r.name)
                 continue
+        if len(kept) >= limit:  # past the last city a place can still merge, never be a city
+            continue
         kept.append([r, []])
         lat, lon = np.append(lat, r.lat), np.append(lon, r.lon)
         radius = np.append(radius, merge_radius_km(r.population))
