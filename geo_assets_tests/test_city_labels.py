@@ -124,6 +124,30 @@ def test_city_keys_are_partition_keys_beside_sizes(tmp_path, monkeypatch):
     assert GeoSettings.from_env().geocell_sizes == ("0.1", "city50")
 
 
+def test_the_cli_adds_a_city_scheme_and_refuses_a_hostile_one(tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = {**os.environ, "GEO_ASSETS_STORAGE": str(tmp_path / "storage"), "GEO_ASSETS_MODELS": str(tmp_path / "models"),
+           "DAGSTER_HOME": str(tmp_path / "storage")}
+    env.pop("GEO_ASSETS_GEOCELLS", None)
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "geo_assets.cli", "geocell", *args], cwd=Path(__file__).parents[1],
+                              env=env, capture_output=True, text=True, timeout=300)
+
+    added = cli("add", "City50", "--no-run")
+    assert added.returncode == 0, added.stderr
+    assert "configured geocell sizes: 0.05, 0.1, city50" in added.stdout
+    assert (tmp_path / "storage" / "geocells.txt").read_text().splitlines()[1:] == ["0.05", "0.1", "city50"]
+    refused = cli("add", "city../x", "--no-run")
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1 and "city label scheme" in refused.stderr
+    assert (tmp_path / "storage" / "geocells.txt").read_text().splitlines()[1:] == ["0.05", "0.1", "city50"]
+
+
 def test_a_city_scheme_the_region_cannot_hold_is_refused_when_added(tmp_path, monkeypatch):
     monkeypatch.setenv("GEO_ASSETS_REGION", "-1.3,51.7,-1.2,51.8")
     with pytest.raises(ValueError, match="city500 needs 500 UK cities"):
