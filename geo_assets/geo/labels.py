@@ -39,7 +39,7 @@ from geo_assets.geo.haversine import haversine_km
 
 CITY_PREFIX = "city"
 MIN_CITIES, MAX_CITIES = 1, 500
-BUILT_UP_DENSITY_PER_KM2 = 4000.0  # about the mean density of England's built-up areas
+BUILT_UP_DENSITY_PER_KM2 = 4000.0  # people per km² of built-up land: a round figure for UK towns (3-5,000), judged by the merges it gives
 KM_PER_DEG_LAT = 111.195
 _CITY_KEY = re.compile(r"city([0-9]{1,6})")  # digits only: no sign, no path, no spaces
 _CITY_HELP = f"city<N> with N in {MIN_CITIES}..{MAX_CITIES}, e.g. city50"
