@@ -19,7 +19,7 @@ from pathlib import Path
 from geo_assets.geo.labels import check_label_scheme, label_key, label_sort_key
 from geo_assets.config.settings import GeoSettings
 from geo_assets.store.parquet import atomic_write_bytes
-from geo_assets.store.paths import storage_root
+from geo_assets.store.backends import storage_root
 
 FILE_NAME = "geocells.txt"
 
