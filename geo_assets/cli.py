@@ -93,6 +93,7 @@ def _cmd_geocell(args) -> int:
     from geo_assets.run import execution
     from geo_assets.defs.resources import build_resources
     from geo_assets.config.geocell_sizes import add_geocell, read_geocells, remove_geocell
+    from geo_assets.geo.labels import label_sort_key
     from geo_assets.run.instance import get_instance
     from geo_assets.config.settings import GeoSettings
 
@@ -113,7 +114,7 @@ def _cmd_geocell(args) -> int:
                   "sensor (`geo-assets geocell add` or `dagster dev` applies it)")
         return 0
     if args.size is None:
-        print(f"geocell {args.action} needs a SIZE in degrees, e.g. 0.2", file=sys.stderr)
+        print(f"geocell {args.action} needs a SIZE in degrees (e.g. 0.2) or a city label scheme (e.g. city50)", file=sys.stderr)
         return 2
     try:
         if args.action == "add":
@@ -137,9 +138,9 @@ def _cmd_geocell(args) -> int:
     except ValueError as exc:
         return _fail(str(exc))
     after = set(execution.existing_geocells(instance))
-    for g in sorted(after - before, key=float):
+    for g in sorted(after - before, key=label_sort_key):
         print(f"added partition {g}")
-    for g in sorted(before - after, key=float):
+    for g in sorted(before - after, key=label_sort_key):
         print(f"removed partition {g} (artifacts under models/*/{g} are kept)")
     failed = 0
     for request, result in zip(requests, execution.run_requested(instance, resources, requests)):
@@ -247,9 +248,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--token-env", default=None, help="require the token held in this environment variable")
     serve.set_defaults(func=_cmd_serve)
 
-    geocell = sub.add_parser("geocell", help="add, remove or list geocell sizes (model partitions)")
+    geocell = sub.add_parser("geocell", help="add, remove or list geocell sizes and city label schemes (model partitions)")
     geocell.add_argument("action", choices=["add", "remove", "list"])
-    geocell.add_argument("size", nargs="?", help="size in degrees, e.g. 0.2")
+    geocell.add_argument("size", nargs="?", help="size in degrees (e.g. 0.2), or cityN for one class per UK city: "
+                                                 "the N most populous of the region, suburbs merged (e.g. city50, N <= 500)")
     geocell.add_argument("--no-run", action="store_true", help="only edit storage/geocells.txt; the geocell sensor applies it (partition and training) under `dagster dev`")
     geocell.set_defaults(func=_cmd_geocell)
 

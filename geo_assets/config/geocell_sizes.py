@@ -1,4 +1,5 @@
-"""The configured list of geocell sizes: `storage/geocells.txt`, one size per line.
+"""The configured list of geocell sizes: `storage/geocells.txt`, one size per line (a size
+in degrees, or a UK city label scheme such as `city50`: geo/labels.py).
 
 The file is what users (and `geo-assets geocell add/remove`) edit; the geocell
 sensor turns differences between it and Dagster's dynamic partitions into
@@ -7,15 +8,15 @@ GEO_ASSETS_GEOCELLS or the defaults ("0.05", "0.1").
 
 Every size read or added is checked against the region: a size whose grid has
 more than MAX_GEOCELLS cells (geo/geocells.py) is refused with the count and
-the cap, so no tiny size reaches a partition, a model or memory.
+the cap, so no tiny size reaches a partition, a model or memory; a city scheme city<N>
+is refused when the region holds fewer than N cities.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from geo_assets.geo.bbox import region_bounds
-from geo_assets.geo.geocells import check_geocell_count, geocell_key
+from geo_assets.geo.labels import check_label_scheme, label_key, label_sort_key
 from geo_assets.config.settings import GeoSettings
 from geo_assets.store.parquet import atomic_write_bytes
 from geo_assets.store.backends import storage_root
@@ -28,11 +29,10 @@ def config_path(storage_dir: Path) -> Path:
 
 
 def checked_key(size: str | float, settings: GeoSettings | None = None) -> str:
-    """The partition key of `size`, refused (ValueError) past the cell cap for the region."""
-    key = geocell_key(size)
+    """The partition key of `size` (or of a city scheme), refused (ValueError) past the cell
+    cap for the region, or for more cities than the region holds."""
     settings = settings or GeoSettings.from_env()
-    check_geocell_count(region_bounds(settings.region), float(key))
-    return key
+    return check_label_scheme(size, settings.region)
 
 
 def read_geocells(storage_dir: Path, settings: GeoSettings | None = None, *, check_cap: bool = True) -> list[str]:
@@ -53,17 +53,17 @@ def read_geocells(storage_dir: Path, settings: GeoSettings | None = None, *, che
         if not line:
             continue
         try:
-            key = checked_key(line, settings) if check_cap else geocell_key(line)
+            key = checked_key(line, settings) if check_cap else label_key(line)
         except ValueError as exc:
             raise ValueError(f"{path}:{n}: {exc}") from None
         if key not in sizes:
             sizes.append(key)
-    return sorted(sizes, key=float)
+    return sorted(sizes, key=label_sort_key)
 
 
 def write_geocells(storage_dir: Path, sizes: list[str]) -> list[str]:
-    keys = sorted({geocell_key(s) for s in sizes}, key=float)
-    body = "# geocell sizes in degrees, one per line (geo-assets geocell add/remove edits this)\n" + "".join(f"{k}\n" for k in keys)
+    keys = sorted({label_key(s) for s in sizes}, key=label_sort_key)
+    body = "# geocell sizes in degrees or city label schemes (city50), one per line (geo-assets geocell add/remove edits this)\n" + "".join(f"{k}\n" for k in keys)
     atomic_write_bytes(config_path(storage_dir), body.encode())
     return keys
 
@@ -78,7 +78,7 @@ def add_geocell(storage_dir: Path, size: str | float) -> tuple[list[str], bool]:
 
 
 def remove_geocell(storage_dir: Path, size: str | float) -> tuple[list[str], bool]:
-    key = geocell_key(size)
+    key = label_key(size)
     with _list_lock(storage_dir):
         current = read_geocells(storage_dir, check_cap=False)  # a refused size can always be removed
         if key not in current:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from geo_assets.geo.bbox import UK_REGION, BBox
-from geo_assets.geo.geocells import geocell_key
+from geo_assets.geo.labels import label_key
 from geo_assets.synthetic.world import DEFAULT_PLACE_TEXT_SHARE, check_place_text_share
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]  # the repository: geo_assets/config/settings.py
@@ -93,7 +93,7 @@ class GeoSettings:
     def from_env(cls) -> "GeoSettings":
         region = _env_region("GEO_ASSETS_REGION", UK_REGION)
         sizes = os.environ.get("GEO_ASSETS_GEOCELLS")
-        geocells = tuple(geocell_key(s) for s in sizes.split(",") if s.strip()) if sizes else DEFAULT_GEOCELL_SIZES
+        geocells = tuple(label_key(s) for s in sizes.split(",") if s.strip()) if sizes else DEFAULT_GEOCELL_SIZES
         source = _env_choice("GEO_ASSETS_SOURCE", "synthetic", SOURCES)
         folder = (os.environ.get(FOLDER_ENV) or "").strip() or None
         if source == "folder" and folder is None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dagster as dg
 
-from geo_assets.geo.geocells import geocell_key
+from geo_assets.geo.labels import label_key
 from geo_assets.geo.tiles import Tile, tiles_for_region
 from geo_assets.config.settings import BLUR_VARIANTS, GeoSettings
 from geo_assets.store.layout import safe_component
@@ -36,17 +36,17 @@ def model_partition_key(blur: str, geocell: str) -> dg.MultiPartitionKey:
 
 
 def check_geocell_partition_key(key: str) -> str:
-    """`key` when it is a geocell size in its canonical form ('0.05'); else ValueError.
-    Dagster lets a dynamic key be almost anything ('../../x'): this one check keeps such a
-    key from ever reaching a path or a lock."""
+    """`key` when it is a label scheme in its canonical form (a size such as '0.05', or a
+    city scheme such as 'city50'); else ValueError. Dagster lets a dynamic key be almost
+    anything ('../../x'): this one check keeps such a key from ever reaching a path or a lock."""
     text = str(key)
     try:
-        ok = geocell_key(text) == text
+        ok = label_key(text) == text
     except (ValueError, OverflowError):
         ok = False
     if not ok:
-        raise ValueError(f"geocell partition key {text[:60]!r} is not a geocell size "
-                         "(degrees, written as `geo-assets geocell add` writes it, e.g. 0.05)")
+        raise ValueError(f"geocell partition key {text[:60]!r} is not a geocell size or city label scheme "
+                         "(written as `geo-assets geocell add` writes it, e.g. 0.05 or city50)")
     return text
 
 

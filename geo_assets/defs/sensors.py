@@ -44,7 +44,7 @@ def geocell_requests(configured: list[str], existing: list[str]) -> tuple[list[s
 
 
 def refused_geocell_keys(keys: list[str]) -> list[str]:
-    """The keys in `keys` that are not geocell sizes (check_geocell_partition_key)."""
+    """The keys in `keys` that are neither geocell sizes nor city schemes (check_geocell_partition_key)."""
     refused = []
     for key in keys:
         try:
@@ -89,8 +89,8 @@ def build_sensors() -> list[dg.SensorDefinition]:
 
     @dg.sensor(job=train_job, minimum_interval_seconds=30, default_status=status)
     def geocell_sizes_sensor(context: dg.SensorEvaluationContext, storage: StorageResource):
-        """Reads the configured geocell sizes (storage/geocells.txt); a new size becomes a
-        dynamic partition plus two runs (blurred, unblurred); a removed size is dropped."""
+        """Reads the configured geocell sizes and city schemes (storage/geocells.txt); a new one
+        becomes a dynamic partition plus two runs (blurred, unblurred); a removed one is dropped."""
         return evaluate_geocell_sizes(context, storage)
 
     automation_sensor = dg.AutomationConditionSensorDefinition(

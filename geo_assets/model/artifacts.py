@@ -4,7 +4,9 @@ model.pt    the state_dict only (torch.save; loaded with weights_only=True).
 model.json  everything else, JSON:
               format            "geo_assets.geolocator/1"
               architecture      GeolocatorMLP args: in_dim, n_cells, geocell_size, hidden
-              grid              {"bounds": [min_lon, min_lat, max_lon, max_lat], "size", "n_cells"}
+              grid              {"bounds": [min_lon, min_lat, max_lon, max_lat], "size", "n_cells"}, or for
+                                a city label scheme also "scheme": "cities", "key" and "cities"
+                                (name, lat, lon, population, geonameid per class; geo/labels.py)
               weights_sha256    SHA-256 of model.pt's bytes (pairs the two files)
               saved_at          UTC ISO time
               ...               every key of the caller's `meta` (feature kind, encoder ids,
@@ -31,6 +33,7 @@ import torch
 
 from geo_assets.geo.bbox import BBox
 from geo_assets.geo.geocells import GeocellGrid
+from geo_assets.geo.labels import CityLabels
 from geo_assets.model.geolocator import GeolocatorMLP, build_from_config
 from geo_assets.store.parquet import atomic_write_bytes
 from geo_assets.store.backends import as_path
@@ -57,15 +60,19 @@ class LoadedModel:
         return next(self.model.parameters()).device
 
 
-def grid_to_json(grid: GeocellGrid) -> dict:
+def grid_to_json(grid: GeocellGrid | CityLabels) -> dict:
+    if isinstance(grid, CityLabels):
+        return grid.to_json()
     b = grid.bounds
     return {"bounds": [b.min_lon, b.min_lat, b.max_lon, b.max_lat], "bounds_order": "min_lon,min_lat,max_lon,max_lat",
             "size": grid.size, "n_cells": grid.n_cells}
 
 
-def grid_from_json(data) -> GeocellGrid:
-    if isinstance(data, GeocellGrid):
+def grid_from_json(data) -> GeocellGrid | CityLabels:
+    if isinstance(data, (GeocellGrid, CityLabels)):
         return data
+    if isinstance(data, dict) and data.get("scheme") == "cities":
+        return CityLabels.from_json(data)
     if not isinstance(data, dict) or "bounds" not in data or "size" not in data:
         raise ValueError(f"grid must be a GeocellGrid or {{'bounds': [...], 'size': ...}}, got {data!r}")
     bounds = data["bounds"]
@@ -87,7 +94,7 @@ def _json_default(value):
         return str(value)
     if isinstance(value, (set, tuple)):
         return list(value)
-    if isinstance(value, GeocellGrid):
+    if isinstance(value, (GeocellGrid, CityLabels)):
         return grid_to_json(value)
     if hasattr(value, "__dataclass_fields__"):
         return {k: getattr(value, k) for k in value.__dataclass_fields__}

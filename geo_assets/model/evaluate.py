@@ -18,6 +18,7 @@ import numpy as np
 
 from geo_assets.geo.geocells import GeocellGrid
 from geo_assets.geo.haversine import haversine_km
+from geo_assets.geo.labels import CityLabels
 from geo_assets.model.calibration import ECE_BINS, expected_calibration_error
 from geo_assets.model.dataset import GeoDataset
 from geo_assets.model.geolocator import GeolocatorMLP, class_centres, class_grid_cells
@@ -132,9 +133,23 @@ def evaluate(model: GeolocatorMLP, gallery: Gallery | None, spec: ModelSpec, ds:
         "ood_score": np.asarray(ood_score, np.float64).tolist(), "ood_flag": np.asarray(ood_flag, bool).tolist(),
     }
     sources = {s: int(np.count_nonzero(pred["source"] == s)) for s in ("offset", "retrieval", "gazetteer")}
-    return json_safe({
+    return with_city_accuracy(json_safe({
         "evaluation_split": evaluation_split, "n": int(ev.size), "n_sequences": len(set(groups)),
         "n_train": int(tr.size), "metrics": metrics, "baseline": baseline,
         "text_reliant": {"n": int(sub.sum()), "metrics": text_metrics},
         "prediction_sources": sources, "calibration": calibrated, "ood": ood_out,
-    }) | {"rows": rows}
+    }), grid) | {"rows": rows}
+
+
+def with_city_accuracy(report: dict, grid) -> dict:
+    """For a city label scheme (geo/labels.py): `city_accuracy_pct` beside the other metrics
+    (the top-1 accuracy of the city label: its class is the city) and which cities the
+    classes are. Square-cell reports are returned as they are."""
+    if not isinstance(grid, CityLabels):
+        return report
+    for metrics in (report["metrics"], report["text_reliant"]["metrics"]):
+        if "geocell_accuracy_pct" in metrics:
+            metrics["city_accuracy_pct"] = dict(metrics["geocell_accuracy_pct"])
+    report["label_scheme"] = {"scheme": "cities", "key": grid.key, "cities": grid.n_cells,
+                              "offset_range_deg": grid.size, "names": grid.names}
+    return report

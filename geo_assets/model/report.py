@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from geo_assets.geo.labels import is_city_key, label_sort_key
 from geo_assets.model.text_assumption import assumption_header, seed_comparison, sensitivity_lines
 from geo_assets.model.uncertainty import bootstrap_metrics, describe_difference, json_safe, paired_difference
 from geo_assets.store.parquet import atomic_write_bytes
@@ -43,6 +44,8 @@ FIG18_COLUMNS = [
     ("within_1km_pct", "<=1 km %", "{:.1f}"),
     ("within_100m_pct", "<=100 m %", "{:.1f}"),
 ]
+# Only for city label schemes (city50: one class per city), where it equals the class accuracy.
+CITY_COLUMN = ("city_accuracy_pct", "City acc. %", "{:.1f}")
 EXTRA_COLUMNS = [("top5_accuracy_pct", "Top-5 %", "{:.1f}"), ("top10_accuracy_pct", "Top-10 %", "{:.1f}"),
                  ("geoscore", "GeoScore", "{:.0f}")]
 PAIRED_METRICS = [("within_1km_pct", "within 1 km", "%"), ("within_10km_pct", "within 10 km", "%"),
@@ -69,7 +72,7 @@ def collect_evaluations(paths: list[Path]) -> list[dict]:
             found.append(json.loads(path.read_text()))
         except json.JSONDecodeError as exc:
             raise ValueError(f"corrupt evaluation file {path}: {exc}") from exc
-    return sorted(found, key=lambda e: (float(e["geocell"]), e["blur"] != "unblurred"))
+    return sorted(found, key=lambda e: (label_sort_key(e["geocell"]), e["blur"] != "unblurred"))
 
 
 def _label(e: dict) -> str:
@@ -238,6 +241,8 @@ def build_privacy_report(evaluations: list[dict], predictions: dict | None = Non
                   "whole sequences.", ""]
         lines += assumption_header(sources)
     cols = FIG18_COLUMNS + EXTRA_COLUMNS
+    if any("city_accuracy_pct" in e["metrics"] for e in evaluations):  # a city label scheme among the models
+        cols = FIG18_COLUMNS[:2] + [CITY_COLUMN] + FIG18_COLUMNS[2:] + EXTRA_COLUMNS
     lines += ["## Figure 18 on the test split", ""]
     rows = [(_label(e), e["metrics"], e["n"]) for e in evaluations]
     rows += [(f"Region centre (baseline, {e['blur']} {e['geocell']} test rows)", e["baseline"], e["n"])
@@ -262,7 +267,7 @@ def build_privacy_report(evaluations: list[dict], predictions: dict | None = Non
     lines += _metrics_table([(_label(e), e["text_reliant"]["metrics"], e["text_reliant"]["n"]) for e in evaluations], cols)
 
     lines += ["", "## What blurring buys: blurred minus unblurred, paired on the same test images", ""]
-    geocells = sorted({e["geocell"] for e in evaluations}, key=float)
+    geocells = sorted({e["geocell"] for e in evaluations}, key=label_sort_key)
     for geocell in geocells:
         a, b = predictions.get(("unblurred", geocell)), predictions.get(("blurred", geocell))
         if a is None or b is None:
@@ -271,7 +276,8 @@ def build_privacy_report(evaluations: list[dict], predictions: dict | None = Non
         if not effects:
             continue
         summary["paired_blur_effects"][geocell] = effects
-        lines += [f"### Geocell {geocell} ({effects['n']} test images, {effects['n_text_reliant']} text-reliant)", "",
+        scheme = f"Cities {geocell}" if is_city_key(geocell) else f"Geocell {geocell}"
+        lines += [f"### {scheme} ({effects['n']} test images, {effects['n_text_reliant']} text-reliant)", "",
                   "| Subset | Metric | Unblurred | Blurred | Difference [95% CI] | Significant |", "|---|---|---|---|---|---|"]
         sentences = []
         for subset in ("all", "text_reliant"):
@@ -343,7 +349,7 @@ def plot_within_distance(predictions: dict, out_path: Path) -> Path:
 
     thresholds = np.logspace(-2, np.log10(2500), 200)
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
-    for (blur, geocell), rows in sorted(predictions.items(), key=lambda kv: (float(kv[0][1]), kv[0][0] != "unblurred")):
+    for (blur, geocell), rows in sorted(predictions.items(), key=lambda kv: (label_sort_key(kv[0][1]), kv[0][0] != "unblurred")):
         d = np.asarray(rows["km"], dtype=float)
         if d.size:
             ax.plot(thresholds, [(d <= t).mean() * 100 for t in thresholds], label=f"{blur.capitalize()} {geocell}")

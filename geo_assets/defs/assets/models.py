@@ -20,8 +20,7 @@ from geo_assets.defs.automation import EVALUATION_AUTOMATION, MODEL_AUTOMATION
 from geo_assets.defs.metadata import OWNERS, data_version_of
 from geo_assets.defs.partitions import model_partition_of, model_partitions
 from geo_assets.defs.resources import StorageResource
-from geo_assets.geo.bbox import region_bounds
-from geo_assets.geo.geocells import GeocellGrid, parse_geocell_size
+from geo_assets.geo.labels import labels_for
 from geo_assets.model.artifacts import load_model, save_model
 from geo_assets.model.dataset import load_dataset
 from geo_assets.model.evaluate import evaluate
@@ -120,7 +119,10 @@ def _train_partition(context, config: TrainingConfig, layout, blur: str, geocell
     ds = load_dataset(layout, blur)
     if len(ds) < 10:
         raise dg.Failure(f"only {len(ds)} embedded images for variant {blur}: materialize embeddings first")
-    grid = GeocellGrid(region_bounds(GeoSettings.from_env().region), parse_geocell_size(geocell))
+    try:  # square cells, or one class per UK city (city50): geo/labels.py
+        grid = labels_for(geocell, GeoSettings.from_env().region)
+    except ValueError as exc:  # e.g. city150 over a region that holds fewer cities
+        raise dg.Failure(description=f"{blur} {geocell}: {exc}") from None
     version = data_version_of(ds.row_keys + [f"gaz:{a}:{b}" for a, b in zip(ds.gaz_lat.tolist(), ds.gaz_lon.tolist())])
     meta = {"blur": blur, "geocell": geocell, "feature": spec.feature, "encoder_key": ds.encoder_key,
             "training_data_version": version.value}
@@ -226,6 +228,7 @@ def materialize_model_evaluation(context: dg.AssetExecutionContext, storage: Sto
             "test_rows": report["n"],
             **{f"test_{k}": num(m, k) for k in ("median_km", "geocell_accuracy_pct", "within_1km_pct",
                                                 "within_10km_pct", "within_100km_pct", "geoscore")},
+            **({"test_city_accuracy_pct": num(m, "city_accuracy_pct")} if "city_accuracy_pct" in m else {}),
             "baseline_median_km": num(base, "median_km"),
             "text_reliant_n": int(report["text_reliant"]["n"]),
             "text_reliant_within_10km_pct": num(report["text_reliant"]["metrics"], "within_10km_pct"),
