@@ -146,6 +146,20 @@ def test_family_beats_the_region_centre_where_features_determine_position(family
     again = evaluate_model_dir(ds, tmp_path / family)
     assert again["metrics"]["median_km"]["value"] == pytest.approx(ev["metrics"]["median_km"]["value"], abs=1e-6)
     assert again["spec"]["family"] == family
+    # `geo-assets predict` works on it too: a contrastive guess is a gallery location, a hybrid
+    # one a class centre (no offset).
+    from geo_assets.model.artifacts import load_model
+    from geo_assets.model.predict import predict_features
+    from geo_assets.model.refine import Gallery
+
+    loaded = load_model(tmp_path / family, device="cpu")
+    test = np.flatnonzero(fit.splits == "test")[:4]
+    preds = predict_features(loaded, ds.features(spec.feature)[test], gallery=Gallery.load(tmp_path / family / "gallery.npz"),
+                             image_features=ds.image_emb[test])
+    places = loaded.model.centres.numpy()
+    for p in preds:
+        assert np.min(np.abs(places - np.float32([p["lat"], p["lon"]])).sum(axis=1)) < 1e-5
+        assert p["unlike_training"] or 0 <= p["privacy_score"] <= 1
 
 
 # --- a real Dagster run -----------------------------------------------------------------
