@@ -47,7 +47,7 @@ def _fmt(m: dict) -> str:
 
 
 def run_ablation(layout, geocell: str, variants: list[str], max_epochs: int, rows=ABLATION, n_boot: int = 1000,
-                 echo=print) -> dict:
+                 echo=print, split_config=None) -> dict:
     from geo_assets.config.settings import GeoSettings
     from geo_assets.geo.bbox import region_bounds
     from geo_assets.geo.geocells import GeocellGrid, parse_geocell_size
@@ -66,7 +66,7 @@ def run_ablation(layout, geocell: str, variants: list[str], max_epochs: int, row
         for name, preset, overrides in rows:
             spec = spec_for(preset, **overrides)
             started = time.perf_counter()
-            fit = fit_model(ds, grid, spec, max_epochs=max_epochs)
+            fit = fit_model(ds, grid, spec, split_config, max_epochs=max_epochs)
             seconds = time.perf_counter() - started
             val = evaluate(fit.model, fit.gallery, spec, ds, grid, fit.splits, "validation", n_boot=n_boot)
             test = evaluate(fit.model, fit.gallery, spec, ds, grid, fit.splits, "test", n_boot=n_boot)
@@ -153,11 +153,19 @@ def main(argv=None) -> None:
     ap.add_argument("--only", default="", help="comma-separated row names to run (default: all)")
     ap.add_argument("--epoch-bench", action="store_true")
     ap.add_argument("--out", default="")
+    ap.add_argument("--validation-fraction", type=float, default=None, help="default: SplitConfig's")
+    ap.add_argument("--test-fraction", type=float, default=None,
+                    help="default: SplitConfig's; a small run needs more to hold more than a few sequences")
     args = ap.parse_args(argv)
     settings = GeoSettings.from_env()
     layout = StorageLayout(settings.storage_dir, settings.models_dir)
     rows = [r for r in ABLATION if not args.only or r[0] in args.only.split(",")]
-    results = run_ablation(layout, args.geocell, [v for v in args.variants.split(",") if v], args.max_epochs, rows)
+    from geo_assets.model.splits import SplitConfig
+
+    fractions = {k: v for k, v in (("validation_fraction", args.validation_fraction),
+                                   ("test_fraction", args.test_fraction)) if v is not None}
+    results = run_ablation(layout, args.geocell, [v for v in args.variants.split(",") if v], args.max_epochs, rows,
+                           split_config=SplitConfig(**fractions))
     if args.epoch_bench:
         results["epoch_bench"] = epoch_bench(layout, args.geocell)
     print(markdown(results))
