@@ -34,7 +34,7 @@ ABLATION: list[tuple[str, str, dict]] = [
     ("default without label smoothing", "default", {"smoothing_km": 0.0}),
     # Other model families (issue 24), each its own preset.
     ("hybrid head (seed 004)", "hybrid", {}),
-    ("contrastive image-location (seed 001, GeoCLIP)", "contrastive", {}),
+    ("contrastive image-location (seed 001 / GeoCLIP)", "contrastive", {}),
 ]
 REPORTED = ("median_km", "geocell_accuracy_pct", "within_1km_pct", "within_10km_pct", "within_100km_pct", "geoscore")
 
