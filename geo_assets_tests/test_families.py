@@ -235,3 +235,24 @@ def test_family_names_from_config_or_environment(monkeypatch):
     assert TrainingConfig(model="hybrid", families=["default"]).family_names() == ["default"]
     with pytest.raises(ValueError, match="model must be one of"):
         TrainingConfig(families=["clip"]).family_names()
+
+
+def test_contrastive_training_is_reproducible_and_leaves_the_global_rng_alone():
+    from geo_assets.model.contrastive import train_contrastive
+    from geo_assets.model.train import TrainConfig
+
+    ds, grid = position_coded(120), GeocellGrid(BOX, 0.1)
+    is_val = np.arange(len(ds)) % 5 == 0
+    config = TrainConfig(max_epochs=2, batch_size=32, cpu_threads=1, input_norm=True)
+    torch.manual_seed(123)
+    before = torch.rand(1)
+    torch.manual_seed(123)
+    a = train_contrastive(ds.features("concat_ocr"), ds.lat, ds.lon, is_val, grid, config)
+    assert torch.equal(torch.rand(1), before)  # the caller's RNG stream is where it was
+    b = train_contrastive(ds.features("concat_ocr"), ds.lat, ds.lon, is_val, grid, config)
+    sa, sb = a.model.state_dict(), b.model.state_dict()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert [h["val_mean_km"] for h in a.history] == [h["val_mean_km"] for h in b.history]
+    with pytest.raises(ValueError, match="outside the geocell grid"):
+        train_contrastive(ds.features("concat_ocr")[:3], np.array([60.0, 51.5, 51.5]), np.array([-1.0] * 3),
+                          np.zeros(3, bool), grid, config)

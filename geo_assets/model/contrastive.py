@@ -251,8 +251,7 @@ def train_contrastive(features: np.ndarray, lat: np.ndarray, lon: np.ndarray, is
     """Train a ContrastiveGeolocator; the same contract as train.train_geolocator (TrainConfig's
     lr, batch_size, max_epochs, patience, plateau_*, seed, device; selection on the validation
     mean km of the retrieved location)."""
-    from geo_assets.geo.haversine import haversine_km
-    from geo_assets.model.train import TrainResult, ValPredictions, _device
+    from geo_assets.model.train import _device
     from geo_assets.runtime.threads import model_threads
 
     started = time.perf_counter()
@@ -280,13 +279,25 @@ def train_contrastive(features: np.ndarray, lat: np.ndarray, lon: np.ndarray, is
     device = _device(config.device)
     if threads > 0 and device.type == "cpu":
         torch.set_num_threads(threads)
+    # Initialisation and the projection head's dropout draw from the global RNG: seeded here,
+    # and the caller's RNG left as it was, so one seed trains one model.
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(config.seed)
+        return _train_contrastive(x_np, lat_np, lon_np, train_idx, val_idx, notes, grid, config, progress, device,
+                                  threads_before, started)
+
+
+def _train_contrastive(x_np, lat_np, lon_np, train_idx, val_idx, notes, grid, config, progress, device,
+                       threads_before, started):
+    from geo_assets.geo.haversine import haversine_km
+    from geo_assets.model.train import TrainResult, ValPredictions
+
+    b = grid.bounds
     try:
         gallery, cells = gallery_locations(lat_np[train_idx], lon_np[train_idx], grid)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(config.seed)
-            model = ContrastiveGeolocator(x_np.shape[1], gallery, cells, grid.size,
-                                          (b.min_lat, b.min_lon, b.max_lat, b.max_lon), seed=config.seed,
-                                          input_norm=config.input_norm)
+        model = ContrastiveGeolocator(x_np.shape[1], gallery, cells, grid.size,
+                                      (b.min_lat, b.min_lon, b.max_lat, b.max_lon), seed=config.seed,
+                                      input_norm=config.input_norm)
         model.to(device)
         x = torch.from_numpy(x_np).to(device)
         y_ll = torch.as_tensor(np.stack([lat_np, lon_np], axis=1), dtype=torch.float32, device=device)
