@@ -164,7 +164,7 @@ def test_family_beats_the_region_centre_where_features_determine_position(family
 
 # --- a real Dagster run -----------------------------------------------------------------
 
-def _write_embeddings(layout, n: int = 400) -> None:
+def _write_embeddings(layout, n: int = 320) -> None:
     """The embeddings table as the graph writes it (one tile, both variants), from position_coded."""
     from geo_assets.store.parquet import write_table
 
