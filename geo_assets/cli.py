@@ -222,7 +222,7 @@ def _fail(message: str, code: int = 2) -> int:
 
 
 def _cmd_sensitivity(args) -> int:
-    from geo_assets.model.sensitivity import run_command
+    from geo_assets.run.sensitivity import run_command
 
     return run_command(args)
 
@@ -242,30 +242,30 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(func=_cmd_run)
 
     serve = sub.add_parser("serve", help="serve the synthetic UK over the Mapillary API contract on 127.0.0.1")
-    serve.add_argument("--port", type=int, default=8765)
-    serve.add_argument("--seed", type=int, default=0)
+    serve.add_argument("--port", type=int, default=8765, help="port on 127.0.0.1 (default 8765)")
+    serve.add_argument("--seed", type=int, default=0, help="synthetic world seed (default 0, the main job's)")
     serve.add_argument("--token-env", default=None, help="require the token held in this environment variable")
     serve.set_defaults(func=_cmd_serve)
 
     geocell = sub.add_parser("geocell", help="add, remove or list geocell sizes (model partitions)")
     geocell.add_argument("action", choices=["add", "remove", "list"])
     geocell.add_argument("size", nargs="?", help="size in degrees, e.g. 0.2")
-    geocell.add_argument("--no-run", action="store_true", help="only add the partition; do not train now")
+    geocell.add_argument("--no-run", action="store_true", help="only edit storage/geocells.txt; the geocell sensor applies it (partition and training) under `dagster dev`")
     geocell.set_defaults(func=_cmd_geocell)
 
     predict = sub.add_parser("predict", help="ask every trained model where images are")
-    predict.add_argument("images", nargs="+")
-    predict.add_argument("--models-dir", default=None)
-    predict.add_argument("--json", action="store_true")
+    predict.add_argument("images", nargs="+", help="image files (JPEG, PNG, ...)")
+    predict.add_argument("--models-dir", default=None, help="trained models (default GEO_ASSETS_MODELS or models/)")
+    predict.add_argument("--json", action="store_true", help="print the results as JSON")
     predict.set_defaults(func=_cmd_predict)
 
     query = sub.add_parser("query", help="run SQL over the tables (DuckDB)")
-    query.add_argument("sql")
+    query.add_argument("sql", help="one read-only query over the tables, e.g. \"SELECT count(*) FROM raw_images\"")
     query.set_defaults(func=_cmd_query)
 
     sensitivity = sub.add_parser("sensitivity", help="blur effect at several place-text shares of the synthetic world "
                                                      "(small worlds of their own, ~10-15 min), then the report")
-    from geo_assets.model.sensitivity import add_arguments as _sensitivity_arguments
+    from geo_assets.run.sensitivity import add_arguments as _sensitivity_arguments
 
     _sensitivity_arguments(sensitivity)
     sensitivity.set_defaults(func=_cmd_sensitivity)

@@ -10,11 +10,8 @@ from pathlib import Path
 
 import dagster as dg
 
-TILE_ASSET_NAMES = ("raw_images", "ocr_text", "blurred_images", "captions", "embeddings", "gazetteer_attack")
-MODEL_ASSET_NAMES = ("geolocator_model", "model_evaluation")
-REPORT_ASSET_NAMES = ("privacy_report",)
-# Not in the main job: built on request (`geo-assets sensitivity`), read by the report when present.
-OPT_IN_ASSET_NAMES = ("text_assumption_sensitivity",)
+from geo_assets.defs.asset_names import (MODEL_ASSET_NAMES, OPT_IN_ASSET_NAMES, REPORT_ASSET_NAMES,  # noqa: F401
+                                         TILE_ASSET_NAMES)
 
 
 @dg.definitions

@@ -33,6 +33,16 @@ def test_defs_folder_holds_every_asset_job_schedule_sensor_and_resource(loaded):
     loaded.resolve_all_job_defs()  # every job resolves against the assets (raises otherwise)
 
 
+def test_the_train_job_and_the_geocell_sensor_select_the_model_assets_of_one_list(loaded):
+    from geo_assets.defs.sensors import MODEL_ASSET_KEYS, geocell_requests
+
+    job = loaded.resolve_job_def("train_and_evaluate")
+    assert {k.to_user_string() for k in job.asset_layer.executable_asset_keys} == set(MODEL_ASSET_NAMES)
+    assert [k.to_user_string() for k in MODEL_ASSET_KEYS] == list(MODEL_ASSET_NAMES)
+    _, _, runs = geocell_requests(["0.2"], [])
+    assert runs and all([k.to_user_string() for k in r.asset_selection] == list(MODEL_ASSET_NAMES) for r in runs)
+
+
 def test_every_asset_has_description_owner_group_and_tables_their_columns(loaded):
     for spec in loaded.resolve_all_asset_specs():
         name = spec.key.to_user_string()
@@ -44,20 +54,10 @@ def test_every_asset_has_description_owner_group_and_tables_their_columns(loaded
             assert schema is not None and len(schema.columns) >= 4, name
 
 
-def test_inputs_are_declared_dependencies(loaded):
-    """Every table an asset reads is upstream of it in the graph."""
-    graph = loaded.resolve_asset_graph()
-    parents = {k.to_user_string(): {p.to_user_string() for p in graph.get(k).parent_keys}
-               for k in graph.get_all_asset_keys()}
-    assert parents["blurred_images"] == {"raw_images", "ocr_text"}
-    assert parents["captions"] == {"raw_images", "ocr_text", "blurred_images"}
-    assert parents["embeddings"] == {"raw_images", "blurred_images", "captions"}
-    assert {"embeddings", "captions", "gazetteer_attack"} <= parents["geolocator_model"]
-    assert {"geolocator_model", "embeddings", "captions", "gazetteer_attack"} <= parents["model_evaluation"]
-    assert parents["privacy_report"] == {"model_evaluation", "gazetteer_attack", "raw_images", "text_assumption_sensitivity"}
-    assert parents["text_assumption_sensitivity"] == set()  # it builds worlds of its own
+def test_a_bad_embedding_blocks_the_models_downstream(loaded):
+    # Which tables each asset reads, against its parents: test_declared_reads.py.
     specs = {s.name: s for s in loaded.resolve_assets_def("embeddings").check_specs}
-    assert specs["embeddings_finite_and_sized"].blocking  # a bad embedding stops the models downstream
+    assert specs["embeddings_finite_and_sized"].blocking
 
 
 def test_settings_are_read_when_definitions_are_built(monkeypatch):
@@ -68,6 +68,16 @@ def test_settings_are_read_when_definitions_are_built(monkeypatch):
     tiles = rebuilt.resolve_assets_def("raw_images").partitions_def.get_partition_keys()
     assert len(tiles) == 4 and tiles != before
     assert set(tiles) == set(tile_keys())
+
+
+def test_default_storage_and_models_are_the_repository_folders(monkeypatch):
+    from geo_assets.config.settings import PROJECT_ROOT
+
+    assert (PROJECT_ROOT / "pyproject.toml").is_file() and (PROJECT_ROOT / "storage" / "dagster.yaml").is_file()
+    monkeypatch.delenv("GEO_ASSETS_STORAGE")
+    monkeypatch.delenv("GEO_ASSETS_MODELS")
+    settings = GeoSettings.from_env()
+    assert (settings.storage_dir, settings.models_dir) == (PROJECT_ROOT / "storage", PROJECT_ROOT / "models")
 
 
 def test_daily_pull_requests_one_run_per_tile_keyed_by_day(loaded):

@@ -11,6 +11,7 @@ import pytest
 
 from geo_assets.run.execution import all_assets
 from geo_assets.defs.partitions import GEOCELL_PARTITIONS_NAME, model_partition_key, tile_keys
+from geo_assets.geo.haversine import haversine_km
 from geo_assets.model.predict import predict_images
 from geo_assets.run import execution
 from geo_assets.config.geocell_sizes import write_geocells
@@ -103,9 +104,13 @@ def test_pipeline_learns_models_report_new_geocell_and_predict(dagster_resources
     results = predict_images([image, junk], models_dir=layout.models_root)
     good, bad = results
     assert good["truth"]["source"] == "synthetic world"
+    with query_connection(layout) as con:
+        lat, lon = con.execute("SELECT lat, lon FROM raw_images WHERE image_id = ?", [image.stem]).fetchone()
+    assert abs(good["truth"]["lat"] - lat) < 1e-6 and abs(good["truth"]["lon"] - lon) < 1e-6  # the stored position
     assert len(good["predictions"]) == 6
     for p in good["predictions"]:
-        assert 0 <= p["privacy_score"] <= 1 and p["distance_km"] >= 0
+        assert 0 <= p["privacy_score"] <= 1
+        assert p["distance_km"] == pytest.approx(haversine_km(p["lat"], p["lon"], lat, lon), abs=1e-3)
         assert 0 <= p["district_confidence"] <= p["city_confidence"] <= 1 + 1e-9
     assert bad.get("error")
 

@@ -16,8 +16,8 @@ import pytest
 
 from geo_assets.store import parquet as store
 from geo_assets.store.locks import partition_lock
-from geo_assets.store.objects import LeaseLost, LockTimeout, S3ObjectStore
-from geo_assets.store.paths import storage_root
+from geo_assets.store.backends import LockTimeout, storage_root
+from geo_assets.store.backends.s3 import LeaseLost, S3Store
 from geo_assets_tests.services import FaultyS3Proxy, moto_server, s3_env, s3_root  # noqa: F401 - fixtures
 
 TTL_S = 2.0
@@ -33,14 +33,10 @@ def proxied(s3_root, monkeypatch):
         yield s3_root + "/storage", moto, proxy
 
 
-def _objects(store_: S3ObjectStore, prefix: str) -> list[str]:
-    return store_.list(prefix)
-
-
 def test_a_lease_whose_renewals_fail_for_a_ttl_is_lost_and_nothing_is_published(proxied):
     root_uri, moto, proxy = proxied
     root = storage_root(root_uri)
-    other = S3ObjectStore(root_uri, endpoint_url=moto)  # a second machine, straight to S3
+    other = S3Store(root_uri, endpoint_url=moto)  # a second machine, straight to S3
     table = root / "tables" / "raw_images" / "tile=t1" / "data.parquet"
     taken_over = threading.Event()
     errors: list[BaseException] = []
@@ -50,7 +46,7 @@ def test_a_lease_whose_renewals_fail_for_a_ttl_is_lost_and_nothing_is_published(
 
             def second_holder():
                 try:
-                    with other.lock("locks/raw_images/t1", timeout_s=20, ttl_s=30, poll_s=0.1):
+                    with other.lock("raw_images/t1", timeout_s=20, ttl_s=30, poll_s=0.1):
                         taken_over.set()
                         time.sleep(1.0)  # holds it while the first one tries to publish
                 except BaseException as exc:  # noqa: BLE001 - reported below
@@ -79,12 +75,12 @@ def test_model_artifacts_are_not_written_by_a_lost_lease(proxied):
 
 
 def test_a_stored_infinite_or_huge_ttl_is_not_honoured_forever(s3_root):
-    st = S3ObjectStore(s3_root)
+    st = S3Store(s3_root)
     key = f"{st.prefix}/.leases/locks/raw_images/t2.lease"
     for ttl in ("inf", "nan", "-1", "1e300"):
         st.fs.call_s3("put_object", Bucket=st.bucket, Key=key, Body=b"{}", Metadata={"ttl-s": ttl})
         time.sleep(2.2)  # older than our TTL plus S3's one-second resolution
-        with st.lock("locks/raw_images/t2", timeout_s=5, ttl_s=1.0, poll_s=0.1):
+        with st.lock("raw_images/t2", timeout_s=5, ttl_s=1.0, poll_s=0.1):
             pass
 
 
@@ -100,8 +96,8 @@ def test_the_ttl_setting_must_be_finite_and_positive(monkeypatch, tmp_path):
 def test_the_lease_body_names_no_user_host_or_pid(s3_root):
     import getpass
 
-    st = S3ObjectStore(s3_root)
-    with st.lock("locks/raw_images/t3", timeout_s=5, ttl_s=30) as lease:
+    st = S3Store(s3_root)
+    with st.lock("raw_images/t3", timeout_s=5, ttl_s=30) as lease:
         body = st.fs.cat_file(f"{st.bucket}/{lease.s3_key}").decode()
         owner = json.loads(body)["owner"]
     for private in (getpass.getuser(), socket.gethostname(), str(os.getpid())):
@@ -110,13 +106,13 @@ def test_the_lease_body_names_no_user_host_or_pid(s3_root):
 
 
 def test_a_healthy_heartbeat_still_keeps_the_lease(s3_root):
-    st = S3ObjectStore(s3_root)
+    st = S3Store(s3_root)
     # A heartbeat that stops after one silent TTL must still keep a healthy lease: 3 s leaves room
     # for slow answers on a loaded machine, and the hold lasts well past it.
-    with st.lock("locks/raw_images/t4", ttl_s=3.0, timeout_s=5) as lease:
+    with st.lock("raw_images/t4", ttl_s=3.0, timeout_s=5) as lease:
         time.sleep(7.0)  # more than twice the TTL
         with pytest.raises(LockTimeout):
-            with st.lock("locks/raw_images/t4", ttl_s=3.0, timeout_s=0.5, poll_s=0.1):
+            with st.lock("raw_images/t4", ttl_s=3.0, timeout_s=0.5, poll_s=0.1):
                 pass
         lease.check()
 
@@ -124,12 +120,12 @@ def test_a_healthy_heartbeat_still_keeps_the_lease(s3_root):
 def test_leases_released_out_of_order_leave_none_behind(s3_root):
     """The held-lease list is kept by identity: a lease released before one taken after it is not
     brought back when the later one is released (a lost one would then refuse every later write)."""
-    from geo_assets.store.objects import _HELD_LEASES
+    from geo_assets.store.backends.s3 import _HELD_LEASES
 
-    st = S3ObjectStore(s3_root)
-    first = st.lock("locks/a/1", timeout_s=5, ttl_s=30)
+    st = S3Store(s3_root)
+    first = st.lock("a/1", timeout_s=5, ttl_s=30)
     first.__enter__()
-    with st.lock("locks/a/2", timeout_s=5, ttl_s=30):
+    with st.lock("a/2", timeout_s=5, ttl_s=30):
         first.__exit__(None, None, None)
         assert len(_HELD_LEASES.get()) == 1
     assert _HELD_LEASES.get() == ()

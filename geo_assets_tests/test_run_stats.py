@@ -1,12 +1,18 @@
 """Per-asset time of a set of runs, from the real event log."""
 
+import time
+
 import dagster as dg
 
 from geo_assets.run.stats import materialization_counts, stage_table, stage_totals, step_seconds
 
 
+SLEEP_S = 0.4
+
+
 @dg.asset
 def ocr_text() -> dg.MaterializeResult:
+    time.sleep(SLEEP_S)  # a known duration the step's measured seconds must contain
     return dg.MaterializeResult(metadata={"ocr_computed": 3, "ocr_reused": 1})
 
 
@@ -20,7 +26,10 @@ def test_step_seconds_and_counts_come_from_a_real_run():
         result = dg.materialize([ocr_text, downstream], instance=instance)
         steps = step_seconds(instance, result.run_id)
         counts = materialization_counts(result)
-    assert set(steps) == {"ocr_text", "downstream"} and all(s >= 0 for s in steps.values())
+    assert set(steps) == {"ocr_text", "downstream"}
+    # The step's time from its start and success events: the sleep, and not the whole run.
+    assert SLEEP_S <= steps["ocr_text"] < SLEEP_S + 10, steps
+    assert steps["downstream"] < steps["ocr_text"], steps
     assert counts == {"ocr_text": {"ocr_computed": 3, "ocr_reused": 1}}
 
 

@@ -269,7 +269,7 @@ def _strip(doc):
 
 def test_s3_backfill_equals_local_in_process(s3_run, tmp_path):
     from geo_assets.store.layout import StorageLayout
-    from geo_assets.store.paths import storage_root
+    from geo_assets.store.backends import storage_root
 
     assert s3_run["rc"] == 0
     local = tmp_path / "local"

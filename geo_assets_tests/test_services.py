@@ -13,7 +13,11 @@ import pytest
 from PIL import Image
 
 from geo_assets.store.schemas import RAW_IMAGES_SCHEMA
-from geo_assets.store.objects import ObjectStore, S3ObjectStore
+from geo_assets.store.backends import storage_root
+from geo_assets.store.backends.s3 import ObjectPath
+from geo_assets.store.catalog import query_connection
+from geo_assets.store.layout import StorageLayout
+from geo_assets.store.parquet import atomic_write_bytes, read_table, write_table
 from geo_assets_tests.services import (  # noqa: F401 - fixtures
     moto_server, postgres_db, postgres_server, s3_env, s3_root,
 )
@@ -86,14 +90,15 @@ def test_dagster_instance_on_postgres_materializes_a_partition(pg_instance_home)
 
 
 def test_parquet_and_image_round_trip_through_s3_and_duckdb(s3_root):
-    store = ObjectStore.from_uri(s3_root)
-    assert isinstance(store, S3ObjectStore)
+    root = storage_root(s3_root)
+    assert isinstance(root, ObjectPath)
+    layout = StorageLayout(root, storage_root(s3_root + "/models"))
     rng = np.random.default_rng(7)
     pixels = rng.integers(0, 256, size=(36, 64, 3), dtype=np.uint8)
     buf = io.BytesIO()
     Image.fromarray(pixels).save(buf, format="PNG")  # lossless, so the pixels must come back exactly
     image_key = "images/raw/tile-a/img-1.png"
-    store.write_bytes(image_key, buf.getvalue())
+    atomic_write_bytes(root / image_key, buf.getvalue())
 
     rows = pa.table({
         "image_id": ["img-1", "img-2"], "lat": [52.5, 51.9], "lon": [-1.9, -0.1],
@@ -101,22 +106,18 @@ def test_parquet_and_image_round_trip_through_s3_and_duckdb(s3_root):
         "path": [image_key, "images/raw/tile-b/img-2.png"], "width": [64, 64], "height": [36, 36],
         "sequence_id": ["s1", "s2"],
     }, schema=RAW_IMAGES_SCHEMA)
-    store.write_table("tables/raw_images/tile=tile-a/data.parquet", rows.slice(0, 1))
-    store.write_table("tables/raw_images/tile=tile-b/data.parquet", rows.slice(1, 1))
-    assert store.read_table("tables/raw_images/tile=tile-a/data.parquet", RAW_IMAGES_SCHEMA).equals(rows.slice(0, 1))
+    write_table(layout.table_path("raw_images", "tile-a"), rows.slice(0, 1))
+    write_table(layout.table_path("raw_images", "tile-b"), rows.slice(1, 1))
+    assert read_table(layout.table_path("raw_images", "tile-a"), RAW_IMAGES_SCHEMA).equals(rows.slice(0, 1))
 
-    con = store.duckdb_connect()
-    try:
-        assert store.create_view(con, "raw_images", "tables/raw_images")
+    with query_connection(layout) as con:
         found = con.execute("SELECT path, tile FROM raw_images WHERE lat > 52 ORDER BY image_id").fetchall()
-    finally:
-        con.close()
     assert found == [(image_key, "tile-a")]
-    back = np.asarray(Image.open(io.BytesIO(store.read_bytes(found[0][0]))))
+    back = np.asarray(Image.open(io.BytesIO((root / found[0][0]).read_bytes())))
     assert np.array_equal(back, pixels)
     # The objects really are in the bucket, where another machine's client would find them.
-    assert sorted(store.fs.find(f"{store.bucket}/geo_assets")) == [
-        f"{store.bucket}/geo_assets/{image_key}",
-        f"{store.bucket}/geo_assets/tables/raw_images/tile=tile-a/data.parquet",
-        f"{store.bucket}/geo_assets/tables/raw_images/tile=tile-b/data.parquet",
+    assert sorted(root.fs.find(f"{root.bucket}/geo_assets")) == [
+        f"{root.bucket}/geo_assets/{image_key}",
+        f"{root.bucket}/geo_assets/tables/raw_images/tile=tile-a/data.parquet",
+        f"{root.bucket}/geo_assets/tables/raw_images/tile=tile-b/data.parquet",
     ]

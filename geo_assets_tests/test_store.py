@@ -5,6 +5,7 @@ import pyarrow as pa
 import pytest
 
 from geo_assets.store import parquet as store
+from geo_assets.store.backends import local as local_backend
 from geo_assets.store.catalog import query_connection, refresh_views
 from geo_assets.store.layout import StorageLayout
 
@@ -18,7 +19,8 @@ def test_write_table_is_atomic_and_leaves_no_temp_files(tmp_path, monkeypatch):
     def boom(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(store.pq, "write_table", boom)
+    # Fails after the new bytes are in the temp file, before the rename publishes them.
+    monkeypatch.setattr(local_backend.os, "fsync", boom)
     with pytest.raises(OSError, match="disk full"):
         store.write_table(path, pa.table({"image_id": ["b"], "lat": [2.0]}, schema=SCHEMA))
     assert store.read_table(path, SCHEMA)["image_id"].to_pylist() == ["a"]

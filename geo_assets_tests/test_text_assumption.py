@@ -196,7 +196,8 @@ def test_report_carries_header_table_and_comparison():
 @pytest.mark.slow
 def test_sensitivity_runs_the_graph_for_two_shares(tmp_path):
     """One small real run: two shares, one tile of 48 images (7 drives), two models each, through the assets."""
-    from geo_assets.model.sensitivity import SensitivityConfig, run_sensitivity, share_folder
+    from geo_assets.model.sensitivity import SensitivityConfig, share_folder
+    from geo_assets.run.sensitivity import run_sensitivity
 
     settings = GeoSettings.from_env().with_storage(tmp_path / "storage", tmp_path / "models")
     result = run_sensitivity(settings, SensitivityConfig(shares=(DEFAULT_PLACE_TEXT_SHARE, 0.0), tiles=1,

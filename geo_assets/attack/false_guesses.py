@@ -14,7 +14,7 @@ cleaned unblurred text names a place), with the renderer's ground-truth text and
 for ``--synthetic-ocr N`` of them, RapidOCR's read of the rendered image; within 10 km
 of the true position, an abstention counting as a miss.
 
-Both attackers are measured: the one before issue 21 (``strict=False``) and today's.
+Both attackers are measured: every mention counting (``strict=False``, "before") and today's.
 The JSON is what the privacy report prints beside the attacker's hit rates.
 """
 

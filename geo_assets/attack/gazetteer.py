@@ -1,4 +1,4 @@
-"""The gazetteer attacker (issue 12): a model-free adversary that reads an image's
+"""The gazetteer attacker: a model-free adversary that reads an image's
 text, looks it up in the offline UK gazetteer, and guesses where the image was
 taken, or abstains. It needs no training data, so what it locates on the blurred
 variant is the most direct measure of what blurring text fails to hide.
@@ -37,15 +37,15 @@ reading order and applies three rules in turn:
     share (two Hayes, three Newports) is resolved to the candidate nearest the
     other places named in the same image, else to the most populous one.
 
-    Issue 21: only mentions with *evidence* (``evidence``) count. On real photos most
+    Only mentions with *evidence* (``evidence``) count. On real photos most
     place names are shop, brand and person names ("SALE", "THE BATH HOUSE", "Clive
     Coker", "KURT GEIGER LONDON"), so a mention counts with a cue ("Welcome to", a road
     sign, a second place nearby, a UK postcode or phone number) or, without one, when
     its name is distinctive (no everyday word, person name, brand word or bigger place
     abroad), read as spelt, with no unexplained word beside it, and the text names no big
     place abroad. A common English word is never fuzzy-matched or split into places
-    ("SEAFOOD" is not Seaford, "ORCHARD" not "or" + Chard). ``strict=False`` is the
-    attacker before this rule, for measurement (``false_guesses``).
+    ("SEAFOOD" is not Seaford, "ORCHARD" not "or" + Chard). ``strict=False`` counts every
+    mention (the attacker without this rule), kept for measurement (``false_guesses``).
 
 (c) Otherwise abstain (``None``).
 
@@ -453,7 +453,7 @@ city pointing to a village is read right only by the mark.
 DEFAULT_RULE = "unmarked_least_populous"
 
 
-# --------------------------------------------------------------------------- evidence (issue 21)
+# --------------------------------------------------------------------------- evidence
 
 BIG_TOWN = 100_000
 """A UK place this populous is a place first, even where its name is also a word or a
@@ -463,7 +463,7 @@ SURNAME_RANK = 1000  # top US census surnames: "Nelson", "Washington", "Houston"
 FUZZY_NEEDS_CUE = True
 """A one-word fuzzy match ("ROCHER" -> Roche, "ASTRON" -> Aston) counts only with a cue: on
 real photos nearly every one was a brand or a word, on the synthetic world few guesses
-rested on one (PERFORMANCE.md, issue 21)."""
+rested on one (PERFORMANCE.md)."""
 CORROBORATE_KM = 30.0
 """Two different names whose places lie this close back each other up: chance
 misreadings of shop words are seldom neighbours."""
@@ -605,8 +605,8 @@ def locate(words, gazetteer: Gazetteer | None = None, region: Sequence[BBox] | N
     """Guess where an image is from its OCR ``words`` (strings or ``OcrWord``, reading
     order): printed coordinates, else the place the rule picks among the mentions with
     ``evidence``, else None (abstain). ``region`` (boxes, default the UK) bounds both
-    coordinates and places. ``strict=False`` is the attacker before issue 21 (every
-    mention counts; it named a place on 19% of real non-UK photos), kept for measurement."""
+    coordinates and places. ``strict=False``: every mention counts (the attacker without the
+    evidence rule; its false guesses on real photos are in PERFORMANCE.md), kept for measurement."""
     if rule not in RULES:
         raise ValueError(f"unknown rule {rule!r}; choose one of {', '.join(RULES)}")
     gazetteer = gazetteer or uk_gazetteer()

@@ -24,8 +24,8 @@ Run `geo-assets bench --help` for the options. The machine is assumed shared and
 noisy: compare ratios measured in the same run, not absolute numbers across runs.
 
 Modules: ``meter`` (memory meter, machine info), ``stages`` (1), ``incremental`` (2, 3),
-``per_image`` (today's tile work against the previous code path, interleaved in one run:
-issue 16), ``ocr_engines`` (OCR speed, blur coverage and readability per engine),
+``per_image`` (today's tile work against the previous code path, interleaved in one run),
+``ocr_engines`` (OCR speed, blur coverage and readability per engine),
 ``tables`` (printing), ``cli`` (options and the report).
 """
 

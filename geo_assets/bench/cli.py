@@ -41,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="blurred_images check_sample (EasyOCR re-reads per run; default: the asset's default)")
     p.add_argument("--per-image", type=int, default=0,
                    help="images for the per-image cost of the tile stages, today's code against the previous path "
-                        "(issue 16; default 0: not run)")
+                        "(default 0: not run)")
     p.add_argument("--per-image-rounds", type=int, default=2, help="interleaved rounds of --per-image (default 2)")
     p.add_argument("--skip-stages", action="store_true", help="only the incremental and scaling part")
     p.add_argument("--skip-incremental", action="store_true", help="only the stage throughput part")
@@ -169,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", category=UserWarning, module=r"torch\..*")
     if argv and argv[0] == "--":  # `geo-assets bench -- --images 8`
         argv = argv[1:]
-    if argv and argv[0] == "blur-real":  # the blur on real photos with word boxes (issue 21)
+    if argv and argv[0] == "blur-real":  # the blur on real photos with word boxes
         from geo_assets.bench.blur_real import main as blur_real_main
 
         return blur_real_main(argv[1:])

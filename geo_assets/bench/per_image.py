@@ -1,4 +1,4 @@
-"""Per-image cost of the tile stages, today's code against the previous code path (issue 16),
+"""Per-image cost of the tile stages, today's code against the previous code path (PERFORMANCE.md, "Per-image cost"),
 measured in one process on the same images, the two paths interleaved round by round so
 that a shared, noisy machine slows both alike: compare the ratios, not the seconds.
 
@@ -11,7 +11,7 @@ current (what the assets run, through the same functions):
   embeddings      ``embed.rows.encode_batch``, both variants (the image backbone's pass, under
                   OpenVINO on CPU, is shared with the captioner through the encoder's feature cache)
 
-previous (the code before issue 16, kept here only to compare with):
+previous (the code path today's replaced, kept here only to compare with):
   ocr_text        ``engine.read`` with RapidOCR's models under onnxruntime (the same
                   words; no regions)
   blurred_images  two low-threshold detection passes on the contrast-normalised image
@@ -37,7 +37,7 @@ import numpy as np
 
 Echo = Callable[[str], None]
 LEGACY_SCALES = (1.0, 1.5)
-"""The blur's detection passes on the contrast-normalised image before issue 16."""
+"""The previous path's blur detection passes on the contrast-normalised image."""
 STAGES = ("ocr_text", "blurred_images", "captions", "embeddings")
 CHUNK = 16
 """Images per interleaving step: 32 rows (both variants), one embeddings batch."""
@@ -57,7 +57,7 @@ def world_sample(n: int, world_seed: int = 0) -> tuple[list, list[np.ndarray]]:
 
 
 def legacy_blurred_variant(image_bgr, engine, ocr_words, **kwargs):
-    """The blur before issue 16: its own detection passes at 1x and 1.5x on the
+    """The previous path's blur: its own detection passes at 1x and 1.5x on the
     contrast-normalised image, and a re-read of every blurred image."""
     from geo_assets.preprocess import blur as blur_mod
     from geo_assets.preprocess.variants import BlurredVariant
@@ -81,7 +81,7 @@ class _Paths:
         from geo_assets.preprocess.ocr import RapidOcrEngine
 
         self.engine = OcrResource().primary()
-        # Before issue 16 RapidOCR's models ran under onnxruntime; now OpenVINO on CPU.
+        # The previous path ran RapidOCR's models under onnxruntime (today: OpenVINO on CPU).
         self.legacy_engine = RapidOcrEngine(runtime="onnxruntime")
         self.blur_kwargs = BlurConfig().variant_kwargs()
         self.caption_batch = CaptionConfig().batch_size
@@ -249,7 +249,7 @@ def bench_per_image(images: int = 24, *, rounds: int = 2, easyocr_images: int = 
 def encoder_throughput(paths: "_Paths", images: list[np.ndarray], *, rounds: int = 2,
                        echo: Echo = print) -> list[dict]:
     """Images/s of ``encode`` (resize, normalise, EfficientNet-Lite0: current runtime against the
-    torch model as before issue 16, feature caches off) and captions/s of the text encoder on
+    torch model of the previous path, feature caches off) and captions/s of the text encoder on
     64 caption-like sentences of 14-16 words, the paths alternating round by round; medians."""
     import cv2
 

@@ -18,7 +18,7 @@ from geo_assets.geo.bbox import region_bounds
 from geo_assets.geo.geocells import check_geocell_count, geocell_key
 from geo_assets.config.settings import GeoSettings
 from geo_assets.store.parquet import atomic_write_bytes
-from geo_assets.store.paths import storage_root
+from geo_assets.store.backends import storage_root
 
 FILE_NAME = "geocells.txt"
 

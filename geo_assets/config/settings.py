@@ -14,7 +14,7 @@ from geo_assets.geo.bbox import UK_REGION, BBox
 from geo_assets.geo.geocells import geocell_key
 from geo_assets.synthetic.world import DEFAULT_PLACE_TEXT_SHARE, check_place_text_share
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PROJECT_ROOT = Path(__file__).resolve().parents[2]  # the repository: geo_assets/config/settings.py
 
 DEFAULT_TILE_SIZE = 2.0
 DEFAULT_IMAGES_PER_TILE = 90
@@ -27,7 +27,7 @@ FOLDER_ENV = "GEO_ASSETS_FOLDER"
 def _env_path(name: str, default: Path):
     """A local folder (absolute Path) or, for `s3://bucket/prefix`, an ObjectPath (never
     passed through Path(), which would turn it into a local folder named 's3:')."""
-    from geo_assets.store.paths import storage_root
+    from geo_assets.store.backends import storage_root
 
     value = os.environ.get(name)
     return storage_root(value) if value else default.resolve()
@@ -71,7 +71,7 @@ def _env_region(name: str, default: tuple[BBox, ...]) -> tuple[BBox, ...]:
 
 @dataclass(frozen=True)
 class GeoSettings:
-    storage_dir: Path  # or an s3:// ObjectPath (store/paths.py)
+    storage_dir: Path  # or an s3:// ObjectPath (store/backends/s3.py)
     models_dir: Path
     region: tuple[BBox, ...] = UK_REGION
     tile_size: float = DEFAULT_TILE_SIZE
@@ -85,7 +85,7 @@ class GeoSettings:
 
     def with_storage(self, storage_dir: Path | str, models_dir: Path | str) -> "GeoSettings":
         """The same settings over other data and model folders (benchmarks, tests)."""
-        from geo_assets.store.paths import storage_root
+        from geo_assets.store.backends import storage_root
 
         return replace(self, storage_dir=storage_root(storage_dir), models_dir=storage_root(models_dir))
 

@@ -2,9 +2,9 @@
 GLOBE mask, with the UK's window of it shipped as ``land_mask_uk.npz``.
 
 Why a window: ``global_land_mask.globe`` decompresses the whole 21600 x 43200 mask
-on import, 6.5-8.5 s on this project's 2-core machine, and every Dagster run process
-builds the tile partitions (which need it) when it loads the definitions: about 7 s
-of each tile run's start-up, 30 runs in the main job. The window (lat 48-62,
+on import (seconds: PERFORMANCE.md), and every Dagster run process builds the tile
+partitions (which need it) when it loads the definitions, so each tile run's start-up
+paid for it. The window (lat 48-62,
 lon -12-4; 1,681 x 1,921 cells, bit-packed, 22 KB) loads in milliseconds and gives
 exactly the package's answer for every point inside it (same index arithmetic,
 tested); a query with any point outside it falls back to the package.

@@ -2,13 +2,15 @@
 
 import dagster as dg
 
+from geo_assets.defs.asset_names import MODEL_ASSET_NAMES
+
 pull_job = dg.define_asset_job(
     "pull_new_images", selection=dg.AssetSelection.assets("raw_images"),
     description="Pull images not yet stored, for one tile per run.",
 )
 
 train_job = dg.define_asset_job(
-    "train_and_evaluate", selection=dg.AssetSelection.assets("geolocator_model", "model_evaluation"),
+    "train_and_evaluate", selection=dg.AssetSelection.assets(*MODEL_ASSET_NAMES),
     description="Train and evaluate one (blur, geocell) model partition.",
 )
 

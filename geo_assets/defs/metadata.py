@@ -53,22 +53,11 @@ def column_schema(schema: pa.Schema) -> dg.TableSchema:
 
 
 def parquet_rows(paths) -> int:
-    """Rows in these Parquet files (local or s3://), from their footers (no data read); missing files count 0."""
-    import pyarrow.parquet as pq
+    """Rows in these Parquet files (any backend), from their footers (no data read); missing files count 0."""
+    from geo_assets.store.backends import as_path
+    from geo_assets.store.parquet import row_count
 
-    from geo_assets.store.paths import ObjectPath, as_path
-
-    total = 0
-    for p in map(as_path, paths):
-        if isinstance(p, ObjectPath):
-            try:
-                with p.open("rb") as fh:
-                    total += pq.ParquetFile(fh).metadata.num_rows
-            except FileNotFoundError:
-                pass
-        elif p.exists():
-            total += pq.ParquetFile(p).metadata.num_rows
-    return total
+    return sum(row_count(as_path(p)) for p in paths)
 
 
 def with_table_metadata(events, row_count: Callable[[], int]):
@@ -90,7 +79,7 @@ def table_asset_metadata(schema: pa.Schema) -> dict:
 
 def png_md(path: Path, alt: str = "plot") -> dg.MetadataValue:
     """A PNG inline in Markdown metadata (data URI), so the UI shows the plot itself."""
-    from geo_assets.store.paths import as_path
+    from geo_assets.store.backends import as_path
 
     data = base64.b64encode(as_path(path).read_bytes()).decode()
     return dg.MetadataValue.md(f"![{alt}](data:image/png;base64,{data})")
@@ -108,7 +97,7 @@ def _thumb_data_uri(image_bgr: np.ndarray, width: int = 160) -> str:
 def preview_md(paths: list[Path], captions: list[str] | None = None, width: int = 160) -> dg.MetadataValue:
     """A few thumbnails inline (base64), with a caption each; images local or s3://."""
     from geo_assets.store.images import UnreadableImage, load_bgr
-    from geo_assets.store.paths import as_path
+    from geo_assets.store.backends import as_path
 
     cells = []
     for i, path in enumerate(paths):

@@ -4,7 +4,6 @@ Models are expensive to load, so the factories they call cache one instance
 per process; resources only hold configuration.
 """
 
-import functools
 import secrets
 
 import dagster as dg
@@ -12,22 +11,10 @@ from pydantic import PrivateAttr
 
 from geo_assets.config.settings import GeoSettings
 from geo_assets.store.layout import StorageLayout
-from geo_assets.store.paths import storage_root
+from geo_assets.store.backends import storage_root
+from geo_assets.synthetic.world import synthetic_world  # noqa: F401  (re-exported: the resources' world)
 
 TOKEN_ENV = "MAPILLARY_ACCESS_TOKEN"
-
-
-def synthetic_world(seed: int, place_text_share: float | None = None):
-    from geo_assets.synthetic.world import DEFAULT_PLACE_TEXT_SHARE
-
-    return _synthetic_world(int(seed), DEFAULT_PLACE_TEXT_SHARE if place_text_share is None else float(place_text_share))
-
-
-@functools.lru_cache(maxsize=4)
-def _synthetic_world(seed: int, place_text_share: float):
-    from geo_assets.synthetic.world import SyntheticWorld
-
-    return SyntheticWorld(seed=seed, place_text_share=place_text_share)
 
 
 def synthetic_source_name(seed: int, place_text_share: float) -> str:
@@ -183,15 +170,9 @@ class CaptionerResource(dg.ConfigurableResource):
     model_path: str | None = None
 
     def captioner(self):
-        from geo_assets.preprocess.captioners import make_captioner
+        from geo_assets.preprocess.captioners import build_captioner
 
-        label_fn = None
-        if self.kind == "imagenet-labels":
-            from geo_assets.embed.encoders import make_image_encoder
-
-            encoder = make_image_encoder("efficientnet-lite0")
-            label_fn = lambda images: encoder.top_labels(images, k=5)  # noqa: E731
-        return make_captioner(self.kind, self.model_path, label_fn=label_fn)
+        return build_captioner(self.kind, self.model_path)
 
 
 class EncoderResource(dg.ConfigurableResource):
@@ -238,6 +219,6 @@ def build_resources(settings: GeoSettings | None = None) -> dict:
 @dg.definitions
 def resources() -> dg.Definitions:
     # One process per run, steps in order: a tile's stages form a chain anyway, and a step
-    # subprocess each would load torch and the OCR/encoder models again (~10 s per step).
+    # subprocess each would load torch and the OCR/encoder models again (seconds per step).
     # Runs, not steps, are the unit of parallelism (the run queue, one pod per run on K8s).
     return dg.Definitions(resources=build_resources(), executor=dg.in_process_executor)

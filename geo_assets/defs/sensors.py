@@ -10,19 +10,20 @@ partitions, so a size is never trained twice.
 """
 
 import os
-from geo_assets.store.paths import storage_root
 
 import dagster as dg
 
+from geo_assets.defs.asset_names import MODEL_ASSET_NAMES
 from geo_assets.defs.jobs import train_job
 from geo_assets.defs.partitions import (GEOCELL_PARTITIONS_NAME, check_geocell_partition_key, geocell_partitions,
                                        model_partition_key)
 from geo_assets.defs.resources import StorageResource
 from geo_assets.config.geocell_sizes import read_geocells
 from geo_assets.config.settings import BLUR_VARIANTS
+from geo_assets.store.backends import storage_root
 
 AUTOMATION_ENV = "GEO_ASSETS_AUTOMATION"
-MODEL_ASSET_KEYS = [dg.AssetKey("geolocator_model"), dg.AssetKey("model_evaluation")]
+MODEL_ASSET_KEYS = [dg.AssetKey(name) for name in MODEL_ASSET_NAMES]
 
 
 def geocell_requests(configured: list[str], existing: list[str]) -> tuple[list[str], list[str], list[dg.RunRequest]]:

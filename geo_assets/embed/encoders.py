@@ -364,8 +364,8 @@ class EfficientNetLite0Encoder:
         except Exception as exc:
             raise ModelNotFoundError(f"image encoder: cannot load EfficientNet-Lite0 weights from {weights_path}: {exc}") from exc
         self.device = pick_device(device)
-        # channels_last: the depthwise convolutions run ~1.6x faster on CPU in this layout
-        # (measured on 2 cores, batch 32); the outputs differ only by float rounding.
+        # channels_last: the depthwise convolutions run faster on CPU in this layout
+        # (PERFORMANCE.md); the outputs differ only by float rounding.
         self._format = torch.channels_last if channels_last else torch.contiguous_format
         self.model = model.to(self.device, memory_format=self._format).eval()
         for p in self.model.parameters():
@@ -378,8 +378,8 @@ class EfficientNetLite0Encoder:
         self._torch = torch
         self._labels: list[str] | None = None
         self._features = _FeatureCache(FEATURE_CACHE_ITEMS if cache_items is None else cache_items)
-        # On CPU the same network runs ~5x faster under OpenVINO (f32; the feature map differs
-        # by float rounding, max 3e-5): the backbone and the classifier head in one call.
+        # On CPU the same network runs several times faster under OpenVINO (f32; the feature
+        # map differs by float rounding): the backbone and the classifier head in one call.
         self._openvino = None
         self.runtime = "torch"
         if runtime == "openvino" or (runtime == "auto" and self.device.type == "cpu" and openvino_runtime.openvino_available()):

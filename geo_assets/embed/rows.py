@@ -1,5 +1,6 @@
-"""The per-row work of the `embeddings` asset, shared with the bench: caption, OCR-text and
-image encodings of a batch and their fusion."""
+"""The per-row work of the `embeddings` asset, shared with `geo-assets predict` and the bench:
+caption, OCR-text and image encodings of a batch and their fusion, as the rows' vector columns.
+Serving calls the same function as training, so its features cannot drift from the stored rows."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+VECTOR_COLUMNS = ("text_emb", "image_emb", "fused", "ocr_emb")
+"""The `embeddings` table's vector columns (store/schemas.embedding_schema)."""
 
 
 @dataclass
@@ -22,6 +25,10 @@ class EncodedBatch:
     """(N, fused dim) cross-attention fusion of the caption CLS and the image tokens."""
     seconds: dict = field(default_factory=dict)
     """text_s, image_s, fusion_s spent on this batch."""
+
+    def row(self, i: int) -> dict[str, np.ndarray]:
+        """Row `i`'s vector columns (VECTOR_COLUMNS), as the asset writes them."""
+        return {"text_emb": self.text[i], "image_emb": self.image[i], "fused": self.fused[i], "ocr_emb": self.ocr[i]}
 
 
 def encode_batch(text_encoder, image_encoder, fusion, captions: list[str], ocr_texts: list[str],

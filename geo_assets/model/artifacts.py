@@ -33,7 +33,7 @@ from geo_assets.geo.bbox import BBox
 from geo_assets.geo.geocells import GeocellGrid
 from geo_assets.model.geolocator import GeolocatorMLP, build_from_config
 from geo_assets.store.parquet import atomic_write_bytes
-from geo_assets.store.paths import as_path
+from geo_assets.store.backends import as_path
 
 FORMAT = "geo_assets.geolocator/1"
 WEIGHTS_FILE = "model.pt"

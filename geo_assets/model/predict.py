@@ -1,9 +1,15 @@
 """Predictions: feature vectors -> every model's guess and privacy score (seed 3.7), and
 image files -> those predictions through the same preprocessing as training.
 
-The image goes through the same preprocessing as training: one OCR pass, the
-blurred variant, captions for both variants, encoders, fusion. Each model sees
-the variant it was trained on (blurred models see the blurred image).
+The image goes through the functions the assets call, in their order: one OCR pass,
+the blurred variant (through the JPEG the `blurred_images` asset stores and the later
+assets read), captions for both variants, then `embed.rows.encode_batch`, the
+`embeddings` asset's own row function, and the model input assembled from those
+vectors as training assembles it (`dataset.assemble_features`). The gazetteer feature is
+the attacker's guess from the same words over the configured region, as the
+`gazetteer_attack` asset makes it. Each model sees the variant it was trained on.
+Nothing here imports the Dagster layer: the OCR engine, captioner, encoders and world
+come from the pure factories the resources call.
 
 Inputs are checked before any model loads: each must be a readable file of at
 most MAX_FILE_BYTES, an image the decoder knows, with at most the ingest's
@@ -22,6 +28,7 @@ None with the reason (privacy_score.not_meaningful), and the entry carries
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -36,7 +43,7 @@ from geo_assets.model.geolocator import class_centres
 from geo_assets.model.ood import flagged, ood_scores, warning_text
 from geo_assets.model.privacy_score import not_meaningful, privacy_score
 from geo_assets.model.refine import Gallery, model_outputs, refine, snap_distance_km
-from geo_assets.config.settings import GeoSettings
+from geo_assets.config.settings import BLUR_VARIANTS, GeoSettings
 
 MAX_FILE_BYTES = 100_000_000
 
@@ -71,13 +78,21 @@ def load_input(path: Path, max_pixels: int = MAX_PIXELS) -> tuple[np.ndarray | N
             width, height = img.size
             if width * height > max_pixels:
                 return None, f"{path}: {width}x{height} is over the {max_pixels:,} pixel limit"
-            img.load()
+            img.load()  # a full decode: truncated or corrupt data is refused here
             rgb = np.asarray(img.convert("RGB"))
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         return None, f"{path}: image is over the {max_pixels:,} pixel limit (refused before decoding)"
     except Exception as exc:  # PIL raises many types for garbage
         return None, f"{path}: not a readable image ({type(exc).__name__})"
-    return np.ascontiguousarray(rgb[:, :, ::-1]), None
+    # The pixels the assets see: OpenCV's decode, as store.images.load_bgr reads a stored
+    # image (its JPEG decoder and EXIF rotation can differ from PIL's); PIL's only for
+    # formats OpenCV cannot read.
+    bgr = _decode_bgr(data)
+    return (bgr if bgr is not None else np.ascontiguousarray(rgb[:, :, ::-1])), None
+
+
+def _decode_bgr(data: bytes) -> np.ndarray | None:
+    return cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
 
 
 def sidecar_location(path: Path) -> tuple[float, float] | None:
@@ -148,9 +163,75 @@ def _truth(path: Path, world) -> dict | None:
 
 
 def discover_models(models_dir: Path) -> list[Path]:
-    from geo_assets.store.paths import storage_root
+    from geo_assets.store.backends import storage_root
 
     return sorted(p.parent for p in storage_root(models_dir).glob("*/*/model.json"))  # local or s3://
+
+
+@dataclass
+class FeatureModels:
+    """What turns an image into the embedding rows: the OCR engine, the captioner, the
+    encoders and their fusion, built by the same pure factories the resources call."""
+
+    engine: object
+    captioner: object
+    text_encoder: object
+    image_encoder: object
+    fusion: object
+
+    @classmethod
+    def build(cls, ocr_engine: str = "rapidocr", captioner_kind: str = "imagenet-labels",
+              captioner_model_path: str | None = None, text_kind: str = "minilm", text_model_path: str | None = None,
+              image_kind: str = "efficientnet-lite0", image_model_path: str | None = None) -> "FeatureModels":
+        from geo_assets.embed.encoders import make_image_encoder, make_text_encoder
+        from geo_assets.embed.fusion import CrossAttentionFusion
+        from geo_assets.preprocess.captioners import build_captioner
+        from geo_assets.preprocess.ocr import make_ocr_engine
+
+        text_encoder = make_text_encoder(text_kind, text_model_path)
+        image_encoder = make_image_encoder(image_kind, image_model_path)
+        return cls(make_ocr_engine(ocr_engine), build_captioner(captioner_kind, captioner_model_path), text_encoder,
+                   image_encoder, CrossAttentionFusion(text_encoder.dim, image_encoder.dim))
+
+
+def variant_rows(image_bgr: np.ndarray, models: FeatureModels, region=None) -> dict[str, dict]:
+    """Per blur variant: the `embeddings` row's vectors for this image (VECTOR_COLUMNS), its
+    caption and cleaned OCR text, and `gaz`, the attacker's (1, 2) guess (NaN: none). The
+    preprocessing is the assets' (module docstring); `region` bounds the guess as the
+    `gazetteer_attack` asset's does (None: the settings' region)."""
+    from geo_assets.attack.gazetteer import locate
+    from geo_assets.embed.rows import encode_batch
+    from geo_assets.preprocess.variants import (caption_text, encode_jpeg, generate_captions, make_blurred_variant,
+                                                ocr_image)
+
+    region = region if region is not None else GeoSettings.from_env().region
+    ocr_pass = ocr_image(models.engine, image_bgr)
+    blurred = make_blurred_variant(image_bgr, models.engine, ocr_pass.words, regions=ocr_pass.regions)
+    data = encode_jpeg(blurred.image_bgr)
+    stored = _decode_bgr(data) if data is not None else None
+    if stored is None:
+        raise PredictionError("could not encode the blurred image as the blurred_images asset stores it")
+    images = {"unblurred": image_bgr, "blurred": stored}
+    words = {"unblurred": ocr_pass.words, "blurred": blurred.words_after}
+    rgb = [cv2.cvtColor(images[v], cv2.COLOR_BGR2RGB) for v in BLUR_VARIANTS]
+    texts = [caption_text(generated, words[v])
+             for v, generated in zip(BLUR_VARIANTS, generate_captions(models.captioner, rgb))]
+    encoded = encode_batch(models.text_encoder, models.image_encoder, models.fusion, [t.caption for t in texts],
+                           [t.cleaned for t in texts], rgb)
+    rows = {}
+    for i, variant in enumerate(BLUR_VARIANTS):
+        guess = locate([w.text for w in words[variant]], region=region)
+        rows[variant] = {**encoded.row(i), "caption": texts[i].caption, "ocr_clean": texts[i].cleaned,
+                         "gaz": np.array([[guess.lat, guess.lon]] if guess else [[np.nan, np.nan]])}
+    return rows
+
+
+def model_input(row: dict, feature: str) -> np.ndarray:
+    """The (1, D) model input `feature` from one row's vectors, as training assembles it."""
+    from geo_assets.model.dataset import assemble_features
+
+    return assemble_features(feature, *(np.asarray(row[c], dtype=np.float32)[None]
+                                        for c in ("text_emb", "image_emb", "fused", "ocr_emb")))
 
 
 def predict_images(paths: list[Path], models_dir: Path | str | None = None, *, ocr_engine: str = "rapidocr",
@@ -158,11 +239,8 @@ def predict_images(paths: list[Path], models_dir: Path | str | None = None, *, o
                    on_result=None) -> list[dict]:
     """Every model's prediction for every image (module docstring); `on_result(entry)` is
     called after each image (progress)."""
-    from geo_assets.defs.resources import CaptionerResource, EncoderResource, synthetic_world
-    from geo_assets.embed.fusion import CrossAttentionFusion
     from geo_assets.model.artifacts import load_model
-    from geo_assets.model.refine import Gallery
-    from geo_assets.preprocess.ocr import make_ocr_engine
+    from geo_assets.synthetic.world import synthetic_world
 
     settings = GeoSettings.from_env()
     inputs = []  # (entry, BGR image or None): every input checked before any model loads
@@ -182,11 +260,7 @@ def predict_images(paths: list[Path], models_dir: Path | str | None = None, *, o
         raise PredictionError(f"no trained models under {models_dir}: run `geo-assets run` first")
     models = [load_model(d, device="cpu") for d in model_dirs]
     galleries = {d: Gallery.load(d / "gallery.npz") if (d / "gallery.npz").exists() else None for d in model_dirs}
-    engine = make_ocr_engine(ocr_engine)
-    captioner = CaptionerResource(kind=captioner_kind).captioner()
-    encoders = EncoderResource()
-    text_encoder, image_encoder = encoders.text_encoder(), encoders.image_encoder()
-    fusion = CrossAttentionFusion(text_encoder.dim, image_encoder.dim)
+    feature_models = FeatureModels.build(ocr_engine, captioner_kind)
     world = synthetic_world(world_seed) if world_seed is not None else None
 
     results = []
@@ -195,8 +269,8 @@ def predict_images(paths: list[Path], models_dir: Path | str | None = None, *, o
         if image is None:
             continue
         try:
-            _predict_one(entry, Path(entry["image"]), image, engine, captioner, text_encoder, image_encoder, fusion,
-                         world, model_dirs, models, galleries, settings.region)
+            _predict_one(entry, Path(entry["image"]), image, feature_models, world, model_dirs, models, galleries,
+                         settings.region)
         except Exception as exc:  # one image failing never loses the others' results
             entry["predictions"] = []
             entry["error"] = f"{entry['image']}: prediction failed ({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''})"
@@ -205,40 +279,21 @@ def predict_images(paths: list[Path], models_dir: Path | str | None = None, *, o
     return results
 
 
-def _predict_one(entry: dict, path: Path, image, engine, captioner, text_encoder, image_encoder, fusion, world,
-                 model_dirs, models, galleries, region) -> None:
-    from geo_assets.attack.gazetteer import locate
-    from geo_assets.embed.encoders import encode_optional_texts
-    from geo_assets.model.dataset import FEATURES, assemble_features
-    from geo_assets.preprocess.variants import caption_text, make_blurred_variant, ocr_image
-
-    ocr_pass = ocr_image(engine, image)
-    words = ocr_pass.words
-    blurred = make_blurred_variant(image, engine, words, regions=ocr_pass.regions)
-    variants = {"unblurred": (image, words), "blurred": (blurred.image_bgr, blurred.words_after)}
-    features = {}
-    for name, (bgr, variant_words) in variants.items():
-        rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-        text = caption_text(captioner.caption_batch([rgb])[0], variant_words)
-        text_cls = text_encoder.encode([text.caption])
-        ocr_cls = encode_optional_texts(text_encoder, [text.cleaned])
-        enc = image_encoder.encode([rgb])
-        fused = fusion.fuse(text_cls, enc.tokens)
-        guess = locate(variant_words)
-        features[name] = {**{f: assemble_features(f, text_cls, enc.cls, fused, ocr_cls) for f in FEATURES},
-                          "caption": text.caption, "image_cls": np.asarray(enc.cls, dtype=np.float32),
-                          "gaz": np.array([[guess.lat, guess.lon]] if guess else [[np.nan, np.nan]])}
+def _predict_one(entry: dict, path: Path, image, feature_models: FeatureModels, world, model_dirs, models, galleries,
+                 region) -> None:
+    rows = variant_rows(image, feature_models, region)
     truth = _truth(path, world)
     entry["truth"] = truth
     warning = region_warning(truth, region)
     if warning:
         entry["warning"] = warning
-    entry["captions"] = {k: v["caption"] for k, v in features.items()}
+    entry["captions"] = {k: v["caption"] for k, v in rows.items()}
     for model_dir, loaded in zip(model_dirs, models):
         blur, geocell = loaded.meta["blur"], loaded.meta["geocell"]
-        x = np.asarray(features[blur][loaded.meta.get("feature", "fused")], dtype=np.float32)
-        pred = predict_features(loaded, x, features[blur]["gaz"], galleries[model_dir],
-                                image_features=features[blur]["image_cls"])[0]
+        row = rows[blur]
+        x = model_input(row, loaded.meta.get("feature", "fused"))
+        pred = predict_features(loaded, x, row["gaz"], galleries[model_dir],
+                                image_features=np.asarray(row["image_emb"], dtype=np.float32)[None])[0]
         p = {"model": f"{blur} {geocell}", **pred}
         if truth:
             p["distance_km"] = float(haversine_km(p["lat"], p["lon"], truth["lat"], truth["lon"]))

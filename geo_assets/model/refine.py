@@ -56,7 +56,7 @@ class Gallery:
     def load(cls, path) -> "Gallery":
         import io
 
-        from geo_assets.store.paths import as_path
+        from geo_assets.store.backends import as_path
 
         with np.load(io.BytesIO(as_path(path).read_bytes())) as z:  # local or s3://
             image = z["image"].astype(np.float32) if "image" in z.files else None

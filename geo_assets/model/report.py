@@ -33,7 +33,7 @@ import numpy as np
 from geo_assets.model.text_assumption import assumption_header, seed_comparison, sensitivity_lines
 from geo_assets.model.uncertainty import bootstrap_metrics, describe_difference, json_safe, paired_difference
 from geo_assets.store.parquet import atomic_write_bytes
-from geo_assets.store.paths import as_path
+from geo_assets.store.backends import as_path
 
 FIG18_COLUMNS = [
     ("median_km", "Median km", "{:.1f}"),

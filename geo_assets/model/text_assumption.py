@@ -1,4 +1,4 @@
-"""The synthetic world's text assumption in the privacy report (issue 21, item 5).
+"""The synthetic world's text assumption in the privacy report.
 
 Pure functions from data to Markdown lines:
 

@@ -144,8 +144,8 @@ def _validate(model, x, y_cell, y_ll, centres, batch_size, gaz=None) -> dict:
 
 
 def _adam(model, lr: float) -> torch.optim.Adam:
-    """Adam; the fused kernel when this torch has it for the device (same maths, and
-    about 10x faster on CPU for the ~11M-parameter head of a 0.05 deg UK grid)."""
+    """Adam; the fused kernel when this torch has it for the device (same maths, much
+    faster on CPU for a large head; PERFORMANCE.md)."""
     try:
         return torch.optim.Adam(model.parameters(), lr=lr, fused=True)
     except (RuntimeError, TypeError, ValueError):
@@ -165,8 +165,8 @@ def train_geolocator(features: np.ndarray, lat: np.ndarray, lon: np.ndarray, is_
     threads_before = torch.get_num_threads()
     threads = config.cpu_threads or model_threads() or 0
     if threads > 0 and _device(config.device).type == "cpu":
-        # OpenMP threads spin at barriers: on a busy 2-core machine (other Dagster steps
-        # running) one thread was ~2-4x faster than two in our measurements.
+        # OpenMP threads spin at barriers: on a busy machine (other Dagster steps running)
+        # fewer threads than cores is faster (PERFORMANCE.md).
         torch.set_num_threads(threads)
     try:
         return _train(features, lat, lon, is_val, grid, config, progress, gaz, token_dims)

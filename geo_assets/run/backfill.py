@@ -95,10 +95,9 @@ LOCATION_NAME = "geo_assets.definitions"
 
 
 CODE_SERVER_STOP_S = 5.0
-"""Grace given to the code server after SIGTERM. It holds no state once the daemon is gone
-(the runs it launched are processes of their own), but after the full main job and after a
-4-tile one it did not exit within 30 s (killed then: half a minute added to `geo-assets run`;
-after two shorter ones it exited in 2 s), so it is killed after this."""
+"""Grace given to the code server after SIGTERM, then it is killed: it holds no state once the
+daemon is gone (the runs it launched are processes of their own), and after a long main job it
+may not exit on SIGTERM at all (PERFORMANCE.md, "Third pass")."""
 
 
 def _stop(proc: subprocess.Popen, timeout_s: float = 30.0, log=None, name: str = "process") -> None:

@@ -4,8 +4,8 @@ looking at backfills every `BACKFILL_POLL_S` seconds instead of Dagster's 30.
 Why: the main job is one asset backfill whose phases wait for each other (the tiles, then the
 model partitions, then the report). Dagster's backfill daemon requests a phase's runs only
 at its next pass over the backfill, and it passes every 30 s: a constant
-(`dagster._daemon.controller.DEFAULT_DAEMON_INTERVAL_SECONDS`), not an instance setting. Each
-phase boundary and the end of the backfill then waited 15 s on average, ~50 s of a main job.
+(`dagster._daemon.controller.DEFAULT_DAEMON_INTERVAL_SECONDS`), not an instance setting, so
+each phase boundary and the end of the backfill waited half a pass on average (PERFORMANCE.md).
 A pass over a running backfill costs well under a second of CPU, so every few seconds is
 cheap. Every other daemon (run queue, monitoring, sensors) keeps its own settings; a daemon
 started by hand (`dagster-daemon run`, `dagster dev`) is Dagster's as is."""

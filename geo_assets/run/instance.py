@@ -7,11 +7,12 @@ import shutil
 from pathlib import Path
 
 from geo_assets.config.settings import PROJECT_ROOT, GeoSettings
+from geo_assets.store.backends import is_local
 
 
 def ensure_dagster_home(settings: GeoSettings | None = None) -> Path:
     settings = settings or GeoSettings.from_env()
-    if not os.environ.get("DAGSTER_HOME") and not isinstance(settings.storage_dir, Path):
+    if not os.environ.get("DAGSTER_HOME") and not is_local(settings.storage_dir):
         # The instance (SQLite files or a dagster.yaml pointing at Postgres) is never on S3.
         raise RuntimeError(f"GEO_ASSETS_STORAGE is {settings.storage_dir}: set DAGSTER_HOME to a local folder "
                            "holding dagster.yaml (SQLite there, or Postgres as in deploy/dagster.yaml)")

@@ -1,22 +1,19 @@
 """Run models with OpenVINO on CPU: RapidOCR's ONNX models, and torch modules converted
 once (EasyOCR's CRAFT detector, EfficientNet-Lite0).
 
-Why: on this project's 2-core CPU, OpenVINO's CPU plugin runs the PP-OCRv4 detector
-at 0.11 s per 736x992 input against onnxruntime's 0.22 s, with the same numbers
-(max |difference| 7e-5 in the probability map; the words and low-threshold regions
-of 90 synthetic-world images were identical). Precision is f32 unless asked: on CPUs
-with AMX, OpenVINO's default would be bf16, which moves that map by up to 1.0 at a
-few pixels and so changes what is read. EasyOCR's CRAFT is the one model asked for
-bf16 (where the CPU runs it natively): measured to read the same words (preprocess/ocr.py).
+Why: on CPU, OpenVINO's CPU plugin runs these models faster than onnxruntime and torch
+with the same outputs up to float rounding (the words and low-threshold regions read
+are the same; numbers in PERFORMANCE.md). Precision is f32 unless asked: on CPUs with
+AMX, OpenVINO's default would be bf16, which moves the detector's probability map
+enough to change what is read. EasyOCR's CRAFT is the one model asked for bf16 (where
+the CPU runs it natively), because it reads the same words there (PERFORMANCE.md).
 
 Same call shape as rapidocr's ``OrtInferSession`` (``session(x) -> [outputs]``), so
 the swap is one attribute per model and every RapidOCR step around it stays its own.
 
 Torch modules are converted to OpenVINO once and the IR kept in ``cache_dir()``
-(``OpenVinoModule``). EasyOCR's CRAFT detector (VGG16-BN; 83 MB, ~9 s to convert, 0.1 s
-to load): 0.86 s per 640x480 image against torch's 1.49 s, max |difference| 1.5e-7 in
-its score maps. EfficientNet-Lite0 (8 s to convert): 142 images/s against 29 in torch
-(channels_last), batch 32, max |difference| 3e-5 in the feature map.
+(``OpenVinoModule``): EasyOCR's CRAFT detector (VGG16-BN) and EfficientNet-Lite0, each
+converted in seconds on first use and loaded from the cache after.
 """
 
 from __future__ import annotations

@@ -12,21 +12,21 @@ file stays locked (another process holds geo.duckdb open for writing, e.g. a
 DuckDB shell) it logs a warning, remembers the tables in `geo.duckdb.pending`,
 and the next refresh (any step, any process) creates them too.
 
-On s3:// storage there is no catalog file (DuckDB cannot write its database file to
-S3): `refresh_views` does nothing, and `query_connection` builds the same views in
-memory over `s3://` globs, read through the fsspec filesystem registered with DuckDB
-(no httpfs extension, which cannot be downloaded here).
+Where the backend cannot hold DuckDB's database file (s3://), `refresh_views` does
+nothing, and `query_connection` builds the same views in memory over the backend's
+globs, read through the filesystem the backend registers with DuckDB.
 
 `query_connection` is read-only: once the views exist, DuckDB's external access is
 switched off (only the tables folder stays readable, through `allowed_directories`)
 and its configuration locked, so SQL cannot read other files or buckets, write,
 attach databases or install extensions; `refuse_writes` also refuses any statement
 that is not a query before it runs (DuckDB would still let COPY write into the tables folder).
+While store/reads.py records, the connection reports the tables each statement names.
 """
 
 from __future__ import annotations
 
-import fcntl
+import json
 import logging
 import time
 from contextlib import contextmanager
@@ -34,8 +34,11 @@ from pathlib import Path
 
 import duckdb
 
+from geo_assets.store import reads
+from geo_assets.store.backends import backend_for
+from geo_assets.store.backends.local import file_lock
 from geo_assets.store.layout import TABLES, StorageLayout
-from geo_assets.store.locks import flock_until
+from geo_assets.store.parquet import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 
@@ -46,15 +49,9 @@ class CatalogBusy(RuntimeError):
     pass
 
 
-@contextmanager
-def _file_lock(path: Path, deadline: float):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_suffix(".lock"), "w") as fh:
-        flock_until(fh, deadline, lambda: CatalogBusy(f"{path.with_suffix('.lock')} stayed locked"), 0.05)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+def _catalog_lock(path: Path, deadline: float):
+    lock = path.with_suffix(".lock")
+    return file_lock(lock, deadline, lambda: CatalogBusy(f"{lock} stayed locked"), 0.05)
 
 
 def _connect_with_retry(path: Path, read_only: bool, deadline: float) -> duckdb.DuckDBPyConnection:
@@ -82,8 +79,6 @@ def _read_pending(layout: StorageLayout) -> set[str]:
 
 
 def _write_pending(layout: StorageLayout, tables: set[str]) -> None:
-    from geo_assets.store.parquet import atomic_write_bytes
-
     path = _pending_path(layout)
     try:
         if tables:
@@ -94,7 +89,14 @@ def _write_pending(layout: StorageLayout, tables: set[str]) -> None:
         log.warning("DuckDB catalog: cannot record pending views in %s: %s", path, exc)
 
 
-def _view_sql(layout: StorageLayout, table: str) -> str:
+def _present_tables(layout: StorageLayout) -> set[str]:
+    """Tables with at least one Parquet file (one listing of tables/)."""
+    tables = layout.root / "tables"
+    return {f.relative_to(tables).parts[0] for f in backend_for(tables).list(tables, ".parquet")} & set(TABLES)
+
+
+def view_sql(layout: StorageLayout, table: str) -> str:
+    """The one definition of a table's view: every Parquet file of it, Hive columns included."""
     glob = layout.table_glob(table).replace("'", "''")
     return (
         f"CREATE OR REPLACE VIEW {table} AS SELECT * FROM read_parquet('{glob}', "
@@ -109,22 +111,21 @@ def refresh_views(layout: StorageLayout, tables: tuple[str, ...] = TABLES, *, wa
 
     Never raises: on a busy or broken catalog file it warns (through `logger`, or
     this module's log), records the tables as pending and returns []."""
-    from geo_assets.store.paths import ObjectPath
-
-    if isinstance(layout.root, ObjectPath):
-        return []  # no catalog file on S3: query_connection builds the views per connection
+    if not backend_for(layout.root).has_catalog_file:
+        return []  # query_connection builds the views per connection
     logger = logger or log
     wanted = set(tables) | _read_pending(layout)
-    present = [t for t in TABLES if t in wanted and any((layout.root / "tables" / t).glob("**/*.parquet"))]
+    on_disk = _present_tables(layout)
+    present = [t for t in TABLES if t in wanted and t in on_disk]
     if not present:
         return []
     deadline = time.monotonic() + max(0.0, wait_s)
     try:
-        with _file_lock(layout.duckdb_path, deadline):
+        with _catalog_lock(layout.duckdb_path, deadline):
             con = _connect_with_retry(layout.duckdb_path, read_only=False, deadline=deadline)
             try:
                 for table in present:
-                    con.execute(_view_sql(layout, table))
+                    con.execute(view_sql(layout, table))
             finally:
                 con.close()
     except (CatalogBusy, duckdb.Error, OSError) as exc:
@@ -172,20 +173,61 @@ def query_connection(layout: StorageLayout):
     """A read-only connection that sees every table: in-memory views over the same Parquet
     globs, so reading never contends for the catalog file's lock. Works for local and s3://
     roots. It reads the tables folder and nothing else (module docstring)."""
-    from geo_assets.store.paths import ObjectPath
-
     con = duckdb.connect(":memory:")
     try:
-        if isinstance(layout.root, ObjectPath):
-            # One listing of tables/ instead of one per table; DuckDB reads s3:// through s3fs.
-            con.register_filesystem(layout.root.fs)
-            present = {k.split("/", 1)[0] for k in (layout.root / "tables").keys() if k.endswith(".parquet")}
-        else:
-            present = {t for t in TABLES if any((layout.root / "tables" / t).glob("**/*.parquet"))}
+        backend_for(layout.root).attach_duckdb(con, layout.root)
+        present = _present_tables(layout)
         for table in TABLES:
             if table in present:
-                con.execute(_view_sql(layout, table))
+                con.execute(view_sql(layout, table))
         _lock_down(con, str(layout.root / "tables"))
-        yield con
+        yield _RecordingConnection(con, layout) if reads.active() else con
     finally:
         con.close()
+
+
+def tables_named(sql: str) -> set[str]:
+    """The stored tables `sql` names (parsed, not run: parameters need no values)."""
+    parser = duckdb.connect(":memory:")
+    try:
+        tree = parser.execute("SELECT json_serialize_sql(?)", [sql]).fetchone()[0]
+    finally:
+        parser.close()
+    names: set[str] = set()
+
+    def walk(node) -> None:
+        if isinstance(node, dict):
+            if node.get("type") == "BASE_TABLE" and node.get("table_name") in TABLES:
+                names.add(node["table_name"])
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(json.loads(tree))
+    return names
+
+
+class _RecordingConnection:
+    """A query connection that reports each statement's tables to store/reads.py (only
+    while a recorder is active); everything else goes to the DuckDB connection."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, layout: StorageLayout):
+        self._con = con
+        self._layout = layout
+
+    def _note(self, sql: str) -> None:
+        for table in sorted(tables_named(sql)):
+            reads.note(self._layout.root / "tables" / table)
+
+    def execute(self, sql: str, *args, **kwargs):
+        self._note(sql)
+        return self._con.execute(sql, *args, **kwargs)
+
+    def sql(self, sql: str, *args, **kwargs):
+        self._note(sql)
+        return self._con.sql(sql, *args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self._con, name)

@@ -1,31 +1,27 @@
-"""Reading stored image files, with a clear error when one is missing or corrupt."""
+"""Reading stored image files (any backend), with a clear error when one is missing or corrupt."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import cv2
 import numpy as np
+
+from geo_assets.store import reads
+from geo_assets.store.backends import as_path, backend_for
 
 
 class UnreadableImage(ValueError):
     pass
 
 
-def load_bgr(path: Path) -> np.ndarray:
-    """Read an image file (local or s3://) as BGR, with a clear error when it is missing or corrupt."""
-    from geo_assets.store.paths import ObjectPath
-
-    if isinstance(path, ObjectPath):
-        try:
-            data = np.frombuffer(path.read_bytes(), dtype=np.uint8)
-        except FileNotFoundError:
-            data = None
-    else:
-        data = np.fromfile(str(path), dtype=np.uint8) if Path(path).exists() else None
-    if data is None:
-        raise UnreadableImage(f"image file missing: {path}")
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR)
+def load_bgr(path) -> np.ndarray:
+    """The image at `path` as BGR; UnreadableImage when it is missing or not decodable."""
+    path = as_path(path)
+    reads.note(path)
+    try:
+        data = np.frombuffer(backend_for(path).read_bytes(path), dtype=np.uint8)
+    except (FileNotFoundError, IsADirectoryError):
+        raise UnreadableImage(f"image file missing: {path}") from None
+    image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
     if image is None:
         raise UnreadableImage(f"image file is not a decodable image: {path}")
     return image

@@ -8,56 +8,30 @@ a ValueError, never a file written elsewhere.
 
 from __future__ import annotations
 
-import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
+
+from geo_assets.store.backends import as_path, backend_for
+from geo_assets.store.names import UnsafePathError, safe_component
+
+__all__ = ["TABLES", "StorageLayout", "UnsafePathError", "safe_component"]
 
 # Tables stored as Hive-style folders so DuckDB globs see tile/variant columns.
 # Each table is named after the asset that writes it (raw_rejects: raw_images's rejects).
 TABLES = ("raw_images", "raw_rejects", "ocr_text", "blurred_images", "captions", "embeddings", "attack_guesses")
 
-_COMPONENT_RE = re.compile(r"[A-Za-z0-9\-][A-Za-z0-9._=\-]{0,127}")
-
-
-class UnsafePathError(ValueError):
-    """A name would put a file outside storage (or is not one plain path component)."""
-
-
-def safe_component(name: str, what: str) -> str:
-    """`name` if it is one plain path component (letters, digits, '.', '_', '-', '=';
-    no separators, no '..', not hidden); else UnsafePathError."""
-    text = str(name)
-    if not _COMPONENT_RE.fullmatch(text) or ".." in text:
-        raise UnsafePathError(f"{what} {text[:60]!r} is not a safe file name")
-    return text
-
-
-def _inside(path: Path, root: Path) -> Path:
-    """`path` when it resolves under `root` (symlinks followed), else UnsafePathError.
-    An s3:// path (store/paths.py) is already confined: it refuses '..' and hidden components."""
-    if not isinstance(path, Path):
-        return path
-    real_root = os.path.realpath(root)
-    real = os.path.realpath(path)
-    if os.path.commonpath([real_root, real]) != real_root:
-        raise UnsafePathError(f"path {path} resolves outside {root}")
-    return path
-
 
 @dataclass(frozen=True)
 class StorageLayout:
-    root: Path  # or an s3:// ObjectPath (store/paths.py): same operations
+    root: Path  # or any backend's path (an s3:// ObjectPath): same operations
     models_root: Path
 
     def __post_init__(self) -> None:
-        from geo_assets.store.paths import as_path
-
         object.__setattr__(self, "root", as_path(self.root))
         object.__setattr__(self, "models_root", as_path(self.models_root))
 
     def _under_root(self, *parts: str) -> Path:
-        return _inside(self.root.joinpath(*parts), self.root)
+        return backend_for(self.root).confine(self.root.joinpath(*parts), self.root)
 
     def raw_image_path(self, tile: str, image_id: str) -> Path:
         return self._under_root("images", "raw", safe_component(tile, "tile key"),
@@ -78,7 +52,7 @@ class StorageLayout:
     def tile_table_files(self, table: str, tile: str) -> list[Path]:
         """Every Parquet file of one tile of `table` (one, or one per variant)."""
         folder = self.table_path(table, tile).parent
-        return sorted(folder.glob("**/*.parquet")) if folder.exists() else []
+        return backend_for(folder).list(folder, ".parquet")
 
     def table_glob(self, table: str) -> str:
         if table not in TABLES:
@@ -100,8 +74,8 @@ class StorageLayout:
         return self.root / "geo.duckdb"
 
     def model_dir(self, blur: str, geocell: str) -> Path:
-        return _inside(self.models_root / safe_component(blur, "blur variant") / safe_component(geocell, "geocell"),
-                       self.models_root)
+        folder = self.models_root / safe_component(blur, "blur variant") / safe_component(geocell, "geocell")
+        return backend_for(self.models_root).confine(folder, self.models_root)
 
     @property
     def reports_dir(self) -> Path:

@@ -82,6 +82,17 @@ ATTACK_SCHEMA = pa.schema([
 """One row per (image, variant, engine): what the gazetteer attacker guessed from that read."""
 
 
+PREDICTION_SCHEMA = pa.schema([
+    ("image_id", pa.string()), ("sequence_id", pa.string()), ("text_reliant", pa.bool_()),
+    ("true_lat", pa.float64()), ("true_lon", pa.float64()), ("pred_lat", pa.float64()), ("pred_lon", pa.float64()),
+    ("km", pa.float64()), ("cell_hit", pa.bool_()), ("top5_hit", pa.bool_()), ("top10_hit", pa.bool_()),
+    ("confidence", pa.float64()), ("source", pa.string()),
+    ("confidence_raw", pa.float64()), ("ood_score", pa.float64()), ("ood_flag", pa.bool_()),
+])
+"""Per-image predictions on the evaluation split: what paired comparisons in the report resample.
+`confidence` is after the model's temperature, `confidence_raw` the model's own."""
+
+
 def embedding_schema(text_dim: int, image_dim: int, fused_dim: int) -> pa.Schema:
     return pa.schema([
         ("image_id", pa.string()), ("variant", pa.string()), ("lat", pa.float64()), ("lon", pa.float64()),

@@ -683,3 +683,14 @@ class SyntheticWorld:
         from geo_assets.synthetic.render import plan_texts
 
         return plan_texts(self.meta(image_id), self.seed, width, height)
+
+
+def synthetic_world(seed: int, place_text_share: float | None = None) -> SyntheticWorld:
+    """The world for `seed` and a place-text share (None: the default), built once per process
+    and shared by the resources, the bench and `geo-assets predict`."""
+    return _synthetic_world(int(seed), DEFAULT_PLACE_TEXT_SHARE if place_text_share is None else float(place_text_share))
+
+
+@lru_cache(maxsize=4)
+def _synthetic_world(seed: int, place_text_share: float) -> SyntheticWorld:
+    return SyntheticWorld(seed=seed, place_text_share=place_text_share)

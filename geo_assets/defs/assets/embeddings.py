@@ -81,7 +81,7 @@ def materialize_embeddings(context: dg.AssetExecutionContext, config: EmbeddingC
                         "image_id": cap["image_id"], "variant": variant, "lat": img["lat"], "lon": img["lon"],
                         "sequence_id": img.get("sequence_id") or "",
                         "image_sha256": key[0], "caption_sha256": key[1], "encoder_key": key[2],
-                        "text_emb": enc.text[i], "image_emb": enc.image[i], "fused": enc.fused[i], "ocr_emb": enc.ocr[i],
+                        **enc.row(i),
                     })
                 stats["encoded"] += len(batch)
                 context.log.info(f"{variant}: encoded {min(start + config.batch_size, len(todo))}/{len(todo)}")

@@ -34,6 +34,7 @@ from geo_assets.model.train import TrainConfig
 from geo_assets.config.settings import GeoSettings
 from geo_assets.store.locks import partition_lock
 from geo_assets.store.parquet import atomic_write_bytes, write_table
+from geo_assets.store.schemas import PREDICTION_SCHEMA
 
 _TRAIN_DEFAULTS = TrainConfig()
 SEED_PROTOCOL_DIR = "seed_protocol"
@@ -198,17 +199,6 @@ def _train_partition(context, config: TrainingConfig, layout, blur: str, geocell
         data_version=dg.DataVersion(f"{version.value}-{json.dumps(spec.to_dict(), sort_keys=True)}-{config.seed}"
                                     + (f"-families:{','.join(families)}" if families else "")),
     )
-
-
-PREDICTION_SCHEMA = pa.schema([
-    ("image_id", pa.string()), ("sequence_id", pa.string()), ("text_reliant", pa.bool_()),
-    ("true_lat", pa.float64()), ("true_lon", pa.float64()), ("pred_lat", pa.float64()), ("pred_lon", pa.float64()),
-    ("km", pa.float64()), ("cell_hit", pa.bool_()), ("top5_hit", pa.bool_()), ("top10_hit", pa.bool_()),
-    ("confidence", pa.float64()), ("source", pa.string()),
-    ("confidence_raw", pa.float64()), ("ood_score", pa.float64()), ("ood_flag", pa.bool_()),
-])
-"""Per-image predictions on the evaluation split: what paired comparisons in the report resample.
-`confidence` is after the model's temperature, `confidence_raw` the model's own."""
 
 
 def evaluate_model_dir(ds, model_dir) -> dict:
