@@ -46,7 +46,8 @@ ALL_TILES = dg.AllPartitionMapping()
 
 class TrainingConfig(dg.Config):
     model: str = "default"
-    """'default' (this project's model, chosen on validation numbers) or 'seed' (seed chapter 3 exactly)."""
+    """'default' (this project's model, chosen on validation numbers), 'seed' (seed chapter 3 exactly),
+    'hybrid' (seed 004's deeper head) or 'contrastive' (seed 001's CLIP idea as GeoCLIP)."""
     feature: str | None = None
     """Override: 'fused' (seed), 'concat' (seed 004) or 'concat_ocr' (+ the OCR text on its own)."""
     classes: str | None = None
