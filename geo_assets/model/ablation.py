@@ -7,7 +7,7 @@ them), under the default grouped split. Validation numbers choose the default
 (`spec.PRESETS["default"]`); test numbers are what the closing note reports.
 Prints a table per variant and writes JSON. `--epoch-bench` also times one
 training epoch on 32,000 rows (features tiled from the real ones) for the seed
-model and the default, the issue's speed target.
+model, the default and the other families, the issue's speed target.
 """
 
 from __future__ import annotations
@@ -32,6 +32,9 @@ ABLATION: list[tuple[str, str, dict]] = [
     ("default without OCR vector", "default", {"feature": "concat"}),
     ("default without gazetteer prior", "default", {"gazetteer_prior": False}),
     ("default without label smoothing", "default", {"smoothing_km": 0.0}),
+    # Other model families (issue 24), each its own preset.
+    ("hybrid head (seed 004)", "hybrid", {}),
+    ("contrastive image-location (seed 001 / GeoCLIP)", "contrastive", {}),
 ]
 REPORTED = ("median_km", "geocell_accuracy_pct", "within_1km_pct", "within_10km_pct", "within_100km_pct", "geoscore")
 
@@ -44,7 +47,7 @@ def _fmt(m: dict) -> str:
 
 
 def run_ablation(layout, geocell: str, variants: list[str], max_epochs: int, rows=ABLATION, n_boot: int = 1000,
-                 echo=print) -> dict:
+                 echo=print, split_config=None) -> dict:
     from geo_assets.config.settings import GeoSettings
     from geo_assets.geo.bbox import region_bounds
     from geo_assets.geo.geocells import GeocellGrid, parse_geocell_size
@@ -63,7 +66,7 @@ def run_ablation(layout, geocell: str, variants: list[str], max_epochs: int, row
         for name, preset, overrides in rows:
             spec = spec_for(preset, **overrides)
             started = time.perf_counter()
-            fit = fit_model(ds, grid, spec, max_epochs=max_epochs)
+            fit = fit_model(ds, grid, spec, split_config, max_epochs=max_epochs)
             seconds = time.perf_counter() - started
             val = evaluate(fit.model, fit.gallery, spec, ds, grid, fit.splits, "validation", n_boot=n_boot)
             test = evaluate(fit.model, fit.gallery, spec, ds, grid, fit.splits, "test", n_boot=n_boot)
@@ -102,8 +105,9 @@ def markdown(results: dict) -> str:
     return "\n".join(lines)
 
 
-def epoch_bench(layout, geocell: str, rows: int = 32_000, echo=print) -> dict:
-    """Seconds for one training epoch on `rows` rows (the real features tiled), seed vs default."""
+def epoch_bench(layout, geocell: str, rows: int = 32_000, echo=print,
+                names: tuple[str, ...] = ("seed", "default", "hybrid", "contrastive")) -> dict:
+    """Seconds for one training epoch on `rows` rows (the real features tiled), per preset, in one process."""
     import torch
 
     from geo_assets.config.settings import GeoSettings
@@ -119,12 +123,17 @@ def epoch_bench(layout, geocell: str, rows: int = 32_000, echo=print) -> dict:
     idx = np.tile(np.arange(len(ds)), reps)[:rows]
     big = ds.subset(idx)
     out = {"rows": rows, "geocell": geocell, "threads": torch.get_num_threads()}
-    for name in ("seed", "default"):
+    for name in names:
         spec = spec_for(name)
         config = spec.train_config(max_epochs=1, patience=1)
         started = time.perf_counter()
-        res = train_geolocator(big.features(spec.feature), big.lat, big.lon, np.zeros(rows, bool), grid, config,
-                               gaz=big.gaz if spec.gazetteer_prior else None)
+        if spec.family == "contrastive":
+            from geo_assets.model.contrastive import train_contrastive
+
+            res = train_contrastive(big.features(spec.feature), big.lat, big.lon, np.zeros(rows, bool), grid, config)
+        else:
+            res = train_geolocator(big.features(spec.feature), big.lat, big.lon, np.zeros(rows, bool), grid, config,
+                                   gaz=big.gaz if spec.gazetteer_prior else None)
         out[name] = {"epoch_seconds": round(res.history[0]["seconds"], 2), "total_seconds": round(time.perf_counter() - started, 2),
                      "classes": res.model.n_cells,
                      "parameters": int(sum(p.numel() for p in res.model.parameters()))}
@@ -144,11 +153,19 @@ def main(argv=None) -> None:
     ap.add_argument("--only", default="", help="comma-separated row names to run (default: all)")
     ap.add_argument("--epoch-bench", action="store_true")
     ap.add_argument("--out", default="")
+    ap.add_argument("--validation-fraction", type=float, default=None, help="default: SplitConfig's")
+    ap.add_argument("--test-fraction", type=float, default=None,
+                    help="default: SplitConfig's; a small run needs more to hold more than a few sequences")
     args = ap.parse_args(argv)
     settings = GeoSettings.from_env()
     layout = StorageLayout(settings.storage_dir, settings.models_dir)
     rows = [r for r in ABLATION if not args.only or r[0] in args.only.split(",")]
-    results = run_ablation(layout, args.geocell, [v for v in args.variants.split(",") if v], args.max_epochs, rows)
+    from geo_assets.model.splits import SplitConfig
+
+    fractions = {k: v for k, v in (("validation_fraction", args.validation_fraction),
+                                   ("test_fraction", args.test_fraction)) if v is not None}
+    results = run_ablation(layout, args.geocell, [v for v in args.variants.split(",") if v], args.max_epochs, rows,
+                           split_config=SplitConfig(**fractions))
     if args.epoch_bench:
         results["epoch_bench"] = epoch_bench(layout, args.geocell)
     print(markdown(results))

@@ -124,8 +124,10 @@ def save_model(directory: str | Path, model: GeolocatorMLP, meta: dict | None = 
     if grid_src is None:
         raise ValueError("save_model needs the geocell grid (grid= or meta['grid'])")
     grid = grid_from_json(grid_src)
-    if not isinstance(model, GeolocatorMLP):
-        raise TypeError(f"save_model expects a GeolocatorMLP, got {type(model).__name__}")
+    from geo_assets.model.contrastive import ContrastiveGeolocator
+
+    if not isinstance(model, (GeolocatorMLP, ContrastiveGeolocator)):
+        raise TypeError(f"save_model expects a GeolocatorMLP or ContrastiveGeolocator, got {type(model).__name__}")
     if not _grid_matches(grid, model):
         raise ValueError(f"grid ({grid.n_cells} cells of {grid.size}) does not match the model "
                          f"({model.n_cells} classes of {model.geocell_size})")

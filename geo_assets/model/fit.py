@@ -54,8 +54,13 @@ def fit_model(ds: GeoDataset, grid: GeocellGrid, spec: ModelSpec, split_config: 
     is_val = splits[use] == "validation"
     config = spec.train_config(**train_kw)
     token_dims = ds.block_dims(spec.feature) if spec.token_fusion else None
-    result = train_geolocator(sub.features(spec.feature), sub.lat, sub.lon, is_val, grid, config, progress,
-                              gaz=sub.gaz if spec.gazetteer_prior else None, token_dims=token_dims)
+    if spec.family == "contrastive":
+        from geo_assets.model.contrastive import train_contrastive
+
+        result = train_contrastive(sub.features(spec.feature), sub.lat, sub.lon, is_val, grid, config, progress)
+    else:
+        result = train_geolocator(sub.features(spec.feature), sub.lat, sub.lon, is_val, grid, config, progress,
+                                  gaz=sub.gaz if spec.gazetteer_prior else None, token_dims=token_dims)
     tr = ~is_val
     # Always kept (retrieval uses it only when spec.retrieval): the training rows are the
     # out-of-distribution score's reference set.
@@ -84,9 +89,12 @@ def calibrate(model: GeolocatorMLP, spec: ModelSpec, val: GeoDataset, grid: Geoc
                 "note": "no validation rows: the model's own probabilities are used"}
     labels = class_labels(model, grid, val.lat, val.lon)
     logits = model_logits(model, val.features(spec.feature), val.gaz if spec.gazetteer_prior else None)
-    hit = logits.argmax(axis=1) == labels
+    cells = class_grid_cells(model)
+    # By grid cell, not class index: a contrastive model's gallery holds several locations per cell.
+    hit = cells[logits.argmax(axis=1)] == np.asarray(grid.cell_of(val.lat, val.lon), dtype=np.int64).reshape(-1)
     t = fit_temperature_top1(logits, hit)
-    has = labels >= 0
+    # The class NLL needs one class per cell (not so for a contrastive model's gallery).
+    has = (labels >= 0) & (np.unique(cells).size == cells.size)
     out = {"temperature": t, "fitted_on": "validation", "objective": "top-1 NLL", "n": len(val),
            "n_without_class": int((~has).sum()), "val_top1_nll_before": top1_nll(logits, hit),
            "val_top1_nll_after": top1_nll(logits, hit, t)}

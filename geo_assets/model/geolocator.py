@@ -25,6 +25,8 @@ Options beyond the seed (all off in the seed's exact model):
   (caption CLS, image CLS, OCR-text CLS), each projected to a token, and one
   self-attention layer mixes the tokens before the MLP (the seed's fusion is
   frozen and random; this one learns which modality to trust).
+- `offset=False`: no regression head; the prediction is the arg-max class centre
+  (the hybrid family, model/hybrid.py, as its thesis predicted centroids).
 """
 
 from __future__ import annotations
@@ -76,10 +78,18 @@ class TokenFusion(nn.Module):
         return self.norm(tokens + mixed).flatten(1)
 
 
+class ZeroOffset(nn.Module):
+    """A regression head that always says 0, so (sigmoid(0) - 0.5) * size is no offset:
+    predictions are the class centres, and every caller of `regressor` works unchanged."""
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return h.new_zeros(h.shape[0], 2)
+
+
 class GeolocatorMLP(nn.Module):
     def __init__(self, in_dim: int, n_cells: int, geocell_size: float, hidden: tuple[int, ...] = HIDDEN, *,
                  class_cells=None, centres=None, gazetteer_prior: bool = False, token_dims=None,
-                 input_norm: bool = False):
+                 input_norm: bool = False, offset: bool = True):
         """`n_cells` is the number of classes. With `class_cells` (grid ids of the classes)
         `centres` must give their (n, 2) lat/lon; without, class k is grid cell k and the
         caller decodes with the grid's centres table."""
@@ -117,7 +127,8 @@ class GeolocatorMLP(nn.Module):
             prev = width
         self.features = nn.Sequential(*layers)
         self.classifier = nn.Linear(prev, self.n_cells)
-        self.regressor = nn.Linear(prev, 2)
+        self.offset = bool(offset)
+        self.regressor = nn.Linear(prev, 2) if self.offset else ZeroOffset()
         if self.gazetteer_prior:
             # softplus(raw) = weight of the prior, in nats for the named place's cell.
             self.prior_weight_raw = nn.Parameter(torch.tensor(math.log(math.expm1(PRIOR_INIT_NATS))))
@@ -165,11 +176,17 @@ class GeolocatorMLP(nn.Module):
             cfg["token_dims"] = self.token_dims
         if self.input_norm:
             cfg["input_norm"] = True
+        if not self.offset:
+            cfg["offset"] = False
         return cfg
 
 
 def build_from_config(arch: dict, grid) -> GeolocatorMLP:
-    """Rebuild a GeolocatorMLP from `config()` output and its geocell grid."""
+    """Rebuild a GeolocatorMLP (or a ContrastiveGeolocator) from `config()` output and its geocell grid."""
+    if arch.get("kind") == "contrastive":
+        from geo_assets.model.contrastive import ContrastiveGeolocator
+
+        return ContrastiveGeolocator.from_config(arch)
     class_cells = arch.get("class_cells")
     centres = None
     if class_cells is not None:
@@ -179,7 +196,7 @@ def build_from_config(arch: dict, grid) -> GeolocatorMLP:
     return GeolocatorMLP(int(arch["in_dim"]), int(arch["n_cells"]), float(arch["geocell_size"]),
                          tuple(arch.get("hidden", HIDDEN)), class_cells=class_cells, centres=centres,
                          gazetteer_prior=bool(arch.get("gazetteer_prior", False)), token_dims=arch.get("token_dims"),
-                         input_norm=bool(arch.get("input_norm", False)))
+                         input_norm=bool(arch.get("input_norm", False)), offset=bool(arch.get("offset", True)))
 
 
 def class_centres(model: GeolocatorMLP, grid) -> torch.Tensor:

@@ -220,14 +220,96 @@ def confidence_section(evaluations: list[dict]) -> list[str]:
     return lines + [""]
 
 
+def main_model_name(e: dict) -> str:
+    """The preset the partition's main model is (its spec compared with model/spec.py's), else 'main'."""
+    from geo_assets.model.spec import PRESETS
+
+    spec = e.get("spec") or {}
+    for name, preset in PRESETS.items():
+        if preset.to_dict() == spec:
+            return name
+    return "main"
+
+
+def load_family_predictions(evaluations: list[dict]) -> dict:
+    """{(blur, geocell, family): predictions rows} from each family folder under the model's."""
+    from geo_assets.store.parquet import read_table
+
+    out = {}
+    for e in evaluations:
+        for name in e.get("families", {}):
+            path = as_path(e["model_dir"]) / name / "predictions.parquet"
+            if path.exists():
+                out[(e["blur"], e["geocell"], name)] = read_table(path).to_pydict()
+    return out
+
+
+def families_section(evaluations: list[dict], predictions: dict, family_predictions: dict,
+                     n_boot: int = 1000) -> tuple[list[str], dict]:
+    """Each model family against the partition's main model on the same test images (paired),
+    and each family's own blurred-minus-unblurred effect."""
+    summary: dict = {"against_main": {}, "blur_effects": {}}
+    lines = ["## Model families on the same test split", "",
+             "Each family was trained beside the main model on the same data and split (`families` in the "
+             "training config, or GEO_ASSETS_FAMILIES). Differences are family minus main model, paired on the "
+             "same test images, resampling whole sequences; a family beats the main model when its median "
+             "error is lower and the 95% interval of the difference excludes zero.", "",
+             "| Partition | Family | Main model | Median km | Difference: median km [95% CI] | "
+             "Difference: <=10 km points [95% CI] | Beats the main model |", "|---|---|---|---|---|---|---|"]
+    sentences = []
+    for e in evaluations:
+        main = main_model_name(e)
+        for name, f in e.get("families", {}).items():
+            a, b = predictions.get((e["blur"], e["geocell"])), family_predictions.get((e["blur"], e["geocell"], name))
+            if a is None or b is None:
+                continue
+            paired = paired_blur_effects(a, b, n_boot=n_boot).get("all", {})
+            summary["against_main"][f"{e['blur']} {e['geocell']} {name}"] = {"main": main, **paired}
+            d_med, d_10 = paired.get("median_km"), paired.get("within_10km_pct")
+            beats = bool(d_med and d_med.get("diff") is not None and d_med["diff"] < 0 and d_med["significant"])
+            lines.append(f"| {_label(e)} | {name} | {main} | {_ci(f['metrics'].get('median_km'), '{:.1f}')} | "
+                         f"{_diff(d_med)} | {_diff(d_10)} | {'yes' if beats else 'no'} |")
+            if d_med and d_med.get("diff") is not None:
+                sentences.append(describe_difference(f"{_label(e)}: the {name} model instead of {main}",
+                                                     "the median error", d_med, "km"))
+    lines += [""] + [f"- {s}" for s in sentences] + [""]
+    lines += ["Blurred minus unblurred for each family (the main model's is above):", "",
+              "| Family | Geocell | n | <=10 km points [95% CI] | Median km [95% CI] | Significant (<=10 km) |",
+              "|---|---|---|---|---|---|"]
+    names = sorted({name for e in evaluations for name in e.get("families", {})})
+    for name in names:
+        for geocell in sorted({e["geocell"] for e in evaluations}, key=float):
+            a, b = family_predictions.get(("unblurred", geocell, name)), family_predictions.get(("blurred", geocell, name))
+            if a is None or b is None:
+                continue
+            effects = paired_blur_effects(a, b, n_boot=n_boot)
+            if not effects:
+                continue
+            summary["blur_effects"][f"{name} {geocell}"] = effects
+            d10 = effects["all"].get("within_10km_pct")
+            lines.append(f"| {name} | {geocell} | {effects['n']} | {_diff(d10)} | {_diff(effects['all'].get('median_km'))} | "
+                         f"{'yes' if d10 and d10.get('significant') else 'no'} |")
+    return lines + [""], summary
+
+
+def _diff(d: dict | None) -> str:
+    if not d or d.get("diff") is None or (isinstance(d["diff"], float) and np.isnan(d["diff"])):
+        return "-"
+    if d.get("low") is None or np.isnan(d["low"]):
+        return f"{d['diff']:+.1f}"
+    return f"{d['diff']:+.1f} [{d['low']:+.1f}, {d['high']:+.1f}]"
+
+
 def build_privacy_report(evaluations: list[dict], predictions: dict | None = None, attack_rows: list[dict] | None = None,
                          n_boot: int = 1000, sources: list[str] | None = None, sensitivity: dict | None = None,
-                         false_guesses: dict | None = None) -> dict:
+                         false_guesses: dict | None = None, family_predictions: dict | None = None) -> dict:
     """Markdown and JSON. `predictions`: {(blur, geocell): rows dict} from predictions.parquet;
     `attack_rows`: the gazetteer_attack table as dicts; `sources`: the distinct `source` values of
     raw_images (the text assumption in the header); `sensitivity`: the stored result of
     `geo-assets sensitivity` (None: the report says how to compute it); `false_guesses`: the
-    attacker's measured false-guess rate on real photos (``attack.false_guesses.load_measurement``)."""
+    attacker's measured false-guess rate on real photos (``attack.false_guesses.load_measurement``);
+    `family_predictions`: {(blur, geocell, family): rows dict} of the model families trained beside
+    the main model (None: read from each evaluation's model_dir/<family>/predictions.parquet)."""
     predictions = predictions or {}
     lines: list[str] = []
     summary: dict = {"models": [], "paired_blur_effects": {}, "attacker": {},
@@ -245,6 +327,7 @@ def build_privacy_report(evaluations: list[dict], predictions: dict | None = Non
         cols = FIG18_COLUMNS[:2] + [CITY_COLUMN] + FIG18_COLUMNS[2:] + EXTRA_COLUMNS
     lines += ["## Figure 18 on the test split", ""]
     rows = [(_label(e), e["metrics"], e["n"]) for e in evaluations]
+    rows += [(f"{_label(e)}, {name}", f["metrics"], f["n"]) for e in evaluations for name, f in e.get("families", {}).items()]
     rows += [(f"Region centre (baseline, {e['blur']} {e['geocell']} test rows)", e["baseline"], e["n"])
              for e in evaluations[:1]]
     lines += _metrics_table(rows, cols)
@@ -325,6 +408,12 @@ def build_privacy_report(evaluations: list[dict], predictions: dict | None = Non
                                                         "within 10 km", d, "%"))
         lines.append("")
 
+    if any(e.get("families") for e in evaluations):
+        if family_predictions is None:
+            family_predictions = load_family_predictions(evaluations)
+        family_lines, summary["families"] = families_section(evaluations, predictions, family_predictions, n_boot)
+        lines += family_lines
+
     lines += confidence_section(evaluations)
 
     lines += ["## The seed's Figure 18 (40k real Mapillary images, its validation split), for reference", "",
@@ -337,6 +426,10 @@ def build_privacy_report(evaluations: list[dict], predictions: dict | None = Non
                                   "text_reliant": e["text_reliant"], "seed_protocol": e.get("seed_protocol", {}).get("metrics"),
                                   "spec": e.get("spec"), "n": e.get("n"), "calibration": e.get("calibration"),
                                   "ood": e.get("ood")})
+        for name, f in e.get("families", {}).items():
+            summary["models"].append({"model": f"{_label(e)}, {name}", "family": name, "metrics": f["metrics"],
+                                      "text_reliant": f["text_reliant"], "spec": f.get("spec"), "n": f.get("n"),
+                                      "calibration": f.get("calibration"), "ood": f.get("ood")})
     return {"markdown": "\n".join(lines) + "\n", "json": json_safe(summary)}
 
 

@@ -56,8 +56,13 @@ class TrainConfig:
     gazetteer_prior: bool = False  # add the gazetteer guess as a per-class logit bonus
     token_fusion: bool = False  # trainable self-attention over the encoder blocks
     input_norm: bool = False  # standardise features with the training rows' statistics
+    optimizer: str = "adam"  # "adam" (seed) or "sgd" (the hybrid family, model/hybrid.py)
+    momentum: float = 0.9  # SGD only
+    offset: bool = True  # False: no regression head, predict the class centre (hybrid)
 
     def __post_init__(self) -> None:
+        if self.optimizer not in ("adam", "sgd"):
+            raise ValueError(f"optimizer must be 'adam' or 'sgd', got {self.optimizer!r}")
         if self.classes not in ("all", "with_data"):
             raise ValueError(f"classes must be 'all' or 'with_data', got {self.classes!r}")
         if not (0 <= float(self.smoothing_km) <= 5000):
@@ -238,13 +243,16 @@ def _train(features, lat, lon, is_val, grid: GeocellGrid, config: TrainConfig, p
             x_np.shape[1], len(centres_np), grid.size, HIDDEN, class_cells=class_cells,
             centres=centres_np if (class_cells is not None or config.gazetteer_prior) else None,
             gazetteer_prior=config.gazetteer_prior, token_dims=token_dims if config.token_fusion else None,
-            input_norm=config.input_norm)
+            input_norm=config.input_norm, offset=config.offset)
     model.to(device)
     if config.input_norm:
         model.set_input_stats(x[tr])
     shuffle = torch.Generator(device="cpu")
     shuffle.manual_seed(config.seed)
-    optimizer = _adam(model, config.lr)
+    if config.optimizer == "sgd":
+        optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum)
+    else:
+        optimizer = _adam(model, config.lr)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=config.plateau_factor,
                                                            patience=config.plateau_patience)
 

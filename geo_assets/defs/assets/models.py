@@ -9,6 +9,7 @@ Each partition trains two models on the same data and settings:
 """
 
 import json
+import os
 import time
 
 import dagster as dg
@@ -37,13 +38,15 @@ from geo_assets.store.schemas import PREDICTION_SCHEMA
 _TRAIN_DEFAULTS = TrainConfig()
 SEED_PROTOCOL_DIR = "seed_protocol"
 GALLERY_FILE = "gallery.npz"
+FAMILIES_ENV = "GEO_ASSETS_FAMILIES"  # comma-separated presets trained beside the main model (issue 24)
 
 ALL_TILES = dg.AllPartitionMapping()
 
 
 class TrainingConfig(dg.Config):
     model: str = "default"
-    """'default' (this project's model, chosen on validation numbers) or 'seed' (seed chapter 3 exactly)."""
+    """'default' (this project's model, chosen on validation numbers), 'seed' (seed chapter 3 exactly),
+    'hybrid' (seed 004's deeper head) or 'contrastive' (seed 001's CLIP idea as GeoCLIP)."""
     feature: str | None = None
     """Override: 'fused' (seed), 'concat' (seed 004) or 'concat_ocr' (+ the OCR text on its own)."""
     classes: str | None = None
@@ -70,6 +73,22 @@ class TrainingConfig(dg.Config):
     lr: float = _TRAIN_DEFAULTS.lr
     haversine_weight: float = _TRAIN_DEFAULTS.haversine_weight
     seed: int = _TRAIN_DEFAULTS.seed
+    families: list[str] | None = None
+    """More presets ('seed', 'default', 'hybrid', 'contrastive') trained beside the main model under
+    its split, each in models/<blur>/<geocell>/<preset>/, evaluated and reported beside it. None:
+    GEO_ASSETS_FAMILIES when set, else none (`make demo` trains only the main model and its twin)."""
+
+    def family_names(self) -> list[str]:
+        names = self.families if self.families is not None else os.environ.get(FAMILIES_ENV, "").split(",")
+        out = []
+        for name in (n.strip() for n in names):
+            if not name or name == self.model or name in out:
+                continue
+            spec_for(name)  # a clear error for an unknown preset
+            if name == SEED_PROTOCOL_DIR:
+                raise ValueError(f"{name!r} cannot be a family name")
+            out.append(name)
+        return out
 
     def spec(self) -> ModelSpec:
         return spec_for(self.model, feature=self.feature, classes=self.classes, smoothing_km=self.smoothing_km,
@@ -152,6 +171,18 @@ def _train_partition(context, config: TrainingConfig, layout, blur: str, geocell
         summary[split_config.protocol] = {**fit.n, "epochs": len(fit.result.history), "best_epoch": fit.result.best_epoch,
                                           "best_val_median_km": best.get("val_median_km"),
                                           "seconds": round(fit.result.seconds, 2), "classes": fit.model.n_cells}
+    families = config.family_names()
+    family_summary = {}
+    for name in families:
+        context.log.info(f"training family {name} under split protocol {config.split_protocol}")
+        family_spec = spec_for(name)
+        fit = fit_model(ds, grid, family_spec, config.split_config(), progress=progress, **config.train_kwargs())
+        _save(model_dir / name, fit, family_spec, {**meta, "feature": family_spec.feature, "family": name}, grid)
+        h = fit.result.history
+        best = h[fit.result.best_epoch] if h else {}
+        family_summary[name] = {"epochs": len(h), "best_val_median_km": best.get("val_median_km"),
+                                "seconds": round(fit.result.seconds, 2),
+                                "seconds_per_epoch": round(sum(r["seconds"] for r in h) / len(h), 4) if h else None}
     main = summary[config.split_config().protocol]
     return dg.MaterializeResult(
         metadata={
@@ -165,8 +196,11 @@ def _train_partition(context, config: TrainingConfig, layout, blur: str, geocell
             "protocols": dg.MetadataValue.json(summary),
             "training_data_version": version.value,
             **({"split_warning": warning} if warning else {}),
+            **({"families": dg.MetadataValue.json(family_summary)} if families else {}),
         },
-        data_version=dg.DataVersion(f"{version.value}-{json.dumps(spec.to_dict(), sort_keys=True)}-{config.seed}"),
+        # Families only enter the version when trained: without them it is what it always was.
+        data_version=dg.DataVersion(f"{version.value}-{json.dumps(spec.to_dict(), sort_keys=True)}-{config.seed}"
+                                    + (f"-families:{','.join(families)}" if families else "")),
     )
 
 
@@ -192,6 +226,23 @@ def evaluate_model_dir(ds, model_dir) -> dict:
     return report
 
 
+def trained_families(model_dir, training_data_version) -> list[str]:
+    """The family folders under `model_dir` trained on the same data as the main model (a
+    family left from an earlier run on other data is not evaluated beside it)."""
+    from geo_assets.model.artifacts import ModelArtifactError, read_meta
+    from geo_assets.model.spec import PRESETS
+
+    out = []
+    for name in sorted(PRESETS):
+        try:
+            meta = read_meta(model_dir / name)
+        except ModelArtifactError:
+            continue
+        if meta.get("training_data_version") == training_data_version:
+            out.append(name)
+    return out
+
+
 def _num(v) -> float:
     """JSON None (an undefined metric, e.g. no test rows) -> NaN for Dagster metadata."""
     return float("nan") if v is None else float(v)
@@ -208,6 +259,9 @@ def materialize_model_evaluation(context: dg.AssetExecutionContext, storage: Sto
         twin_dir = model_dir / SEED_PROTOCOL_DIR
         if (twin_dir / "model.json").exists():
             report["seed_protocol"] = evaluate_model_dir(ds, twin_dir)
+        families = trained_families(model_dir, report["training_data_version"])
+        if families:
+            report["families"] = {name: evaluate_model_dir(ds, model_dir / name) for name in families}
         atomic_write_bytes(model_dir / "evaluation.json", json.dumps(report, indent=2, allow_nan=False).encode())
     m, base = report["metrics"], report["baseline"]
     median, base_median = m["median_km"], base["median_km"]
@@ -223,6 +277,10 @@ def materialize_model_evaluation(context: dg.AssetExecutionContext, storage: Sto
     def num(d: dict, key: str) -> float:
         return _num(d.get(key, {}).get("value"))
 
+    version_parts = [json.dumps(m, sort_keys=True), str(report.get("training_data_version"))]
+    if report.get("families"):  # absent: the version it always had
+        version_parts.append(json.dumps({k: f["metrics"] for k, f in report["families"].items()}, sort_keys=True))
+
     yield dg.MaterializeResult(
         metadata={
             "test_rows": report["n"],
@@ -233,8 +291,9 @@ def materialize_model_evaluation(context: dg.AssetExecutionContext, storage: Sto
             "text_reliant_n": int(report["text_reliant"]["n"]),
             "text_reliant_within_10km_pct": num(report["text_reliant"]["metrics"], "within_10km_pct"),
             "seed_protocol_median_km": num(report.get("seed_protocol", {}).get("metrics", {}), "median_km"),
+            **{f"{name}_test_median_km": num(f["metrics"], "median_km") for name, f in report.get("families", {}).items()},
         },
-        data_version=data_version_of([json.dumps(m, sort_keys=True), str(report.get("training_data_version"))]),
+        data_version=data_version_of(version_parts),
     )
 
 
