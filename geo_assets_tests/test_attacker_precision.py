@@ -238,7 +238,7 @@ def test_measurement_and_the_report_line(tmp_path):
     path = tmp_path / "m.json"
     path.write_text(json.dumps(measured), encoding="utf-8")
     text = "\n".join(false_guess_lines(fg.load_measurement(path)))
-    assert "ground truth 1/3 (33.3%; 100.0% before issue 21)" in text and "2026-12-07" in text and "80.0%" in text
+    assert "ground truth 1/3 (33.3%; 100.0% with the previous attacker)" in text and "2026-12-07" in text and "80.0%" in text
     assert "not of today's" in text  # no attacker version recorded: the report says it may be stale
     measured["attacker_version"] = ATTACKER_VERSION
     path.write_text(json.dumps(measured), encoding="utf-8")

@@ -10,7 +10,7 @@ once) or both together on different tiles (2 at once); trials alternate 1, 2, 2,
 so the machine's background load falls on both. Throughput = images / wall seconds of
 the trial; the ratio (2 at once / 1 at once) is reported per pair with its spread.
 Writes JSON and prints a table; per-stage seconds per image (from the event log) feed the
-projection in PERFORMANCE.md ("Past one machine (issue 15)").
+projection in PERFORMANCE.md ("Past one machine").
 """
 
 from __future__ import annotations

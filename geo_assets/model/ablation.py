@@ -32,7 +32,7 @@ ABLATION: list[tuple[str, str, dict]] = [
     ("default without OCR vector", "default", {"feature": "concat"}),
     ("default without gazetteer prior", "default", {"gazetteer_prior": False}),
     ("default without label smoothing", "default", {"smoothing_km": 0.0}),
-    # Other model families (issue 24), each its own preset.
+    # Other model families, each its own preset.
     ("hybrid head (seed 004)", "hybrid", {}),
     ("contrastive image-location (seed 001 / GeoCLIP)", "contrastive", {}),
 ]

@@ -172,7 +172,7 @@ def false_guess_lines(measured: dict | None) -> list[str]:
     for reader, per in measured["false_guesses"].items():
         after, before = per.get("after", {}).get("all"), per.get("before", {}).get("all")
         if after:
-            was = f"; {before['guessed_pct']:.1f}% before issue 21" if before else ""
+            was = f"; {before['guessed_pct']:.1f}% with the previous attacker" if before else ""
             cells.append(f"{reader} {after['guessed']}/{after['images']} ({after['guessed_pct']:.1f}%{was})")
     lines = [f"- False guesses on real photos outside the UK ({', '.join(f'{k} {v}' for k, v in sets.items())} images; "
              "none is in the UK, so every place named there is wrong): the attacker named a place for "

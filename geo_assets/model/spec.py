@@ -72,7 +72,7 @@ PRESETS: dict[str, ModelSpec] = {
     # on three partitions and lost 8 km on the fourth, so it is an option, not the default.
     "default": ModelSpec(feature="concat_ocr", classes="with_data", smoothing_km=75.0, gazetteer_prior=True,
                          token_fusion=False, retrieval=False, input_norm=True),
-    # Opt-in families (issue 24), trained beside the main model when asked for (TrainingConfig.families).
+    # Opt-in families, trained beside the main model when asked for (TrainingConfig.families).
     # Seed 004's deeper hybrid head: [caption | image] -> 1024-512-256 -> softmax, SGD, batch 128.
     "hybrid": ModelSpec(feature="concat", classes="with_data", input_norm=True, family="hybrid"),
     # Seed 001's CLIP idea as GeoCLIP: image (+ caption and OCR text) projection vs a location encoder.

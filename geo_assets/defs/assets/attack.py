@@ -1,12 +1,12 @@
-"""`gazetteer_attack` per tile: the model-free adversary of issue 12 run on what OCR
+"""`gazetteer_attack` per tile: the model-free adversary run on what OCR
 reads in each image, unblurred and blurred (``geo_assets.attack.gazetteer``).
 
 Rows are (image, variant, engine). The primary engine's rows cost no OCR: the
 unblurred words are ``ocr_text.words_json`` and the blurred words are
 ``blurred_images.ocr_words_json`` (the blur step's re-read of the blurred image).
 A second engine (EasyOCR, the seed's) reads only test-split images, both
-variants, at most ``easyocr_max_test_images`` per tile: on 2 CPU cores it costs
-~1.2-1.9 s per read. Its reads of blurred images already made by the blur
+variants, at most ``easyocr_max_test_images`` per tile, since it is slow on CPU
+(PERFORMANCE.md). Its reads of blurred images already made by the blur
 readability check (``cache/blur_check``) are reused, and so are the rows of the
 previous materialization whose image sha256 and engine version match (their
 words are stored in the row, so a rule change re-locates without OCR): a rerun

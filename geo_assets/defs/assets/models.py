@@ -38,7 +38,7 @@ from geo_assets.store.schemas import PREDICTION_SCHEMA
 _TRAIN_DEFAULTS = TrainConfig()
 SEED_PROTOCOL_DIR = "seed_protocol"
 GALLERY_FILE = "gallery.npz"
-FAMILIES_ENV = "GEO_ASSETS_FAMILIES"  # comma-separated presets trained beside the main model (issue 24)
+FAMILIES_ENV = "GEO_ASSETS_FAMILIES"  # comma-separated presets trained beside the main model
 
 ALL_TILES = dg.AllPartitionMapping()
 

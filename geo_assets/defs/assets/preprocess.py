@@ -67,12 +67,12 @@ class BlurConfig(dg.Config):
     padding_px: int = blur_mod.DEFAULT_PADDING_PX
     scales: list[float] = list(blur_mod.DEFAULT_SCALES)
     """Detection passes (on the contrast-normalised image) beyond the OCR pass, whose own
-    low-threshold regions are always blurred. [1.0, 1.5] by default (blur-v4): chosen on real
-    photos, where the OCR pass alone left legible text unblurred (PERFORMANCE.md)."""
+    low-threshold regions are always blurred. [1.0, 1.5] by default: on real photos the OCR pass
+    alone left legible text unblurred (PERFORMANCE.md, "Blur on real scene text")."""
     original_scales: list[float] = list(blur_mod.DEFAULT_ORIGINAL_SCALES)
-    """Extra detection passes on the original image; [2.0] adds ~0.4 s/image."""
+    """Extra detection passes on the original image (none by default; [2.0] finds more tiny text at a cost)."""
     sign_boards: bool = blur_mod.DEFAULT_SIGN_BOARDS
-    """Blur whole small sign boards whose marks no pass found (tiny faint text; 0.01-0.02 s/image)."""
+    """Blur whole small sign boards whose marks no pass found (tiny faint text)."""
     coverage_target: float = 0.99
     """Share of ground-truth text boxes that must be >= 80% blurred. A miss is a WARN: what the
     default passes miss is sub-10 px, low-contrast text that neither OCR engine reads."""
