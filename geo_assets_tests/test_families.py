@@ -208,6 +208,12 @@ def test_families_train_beside_the_default_and_the_report_shows_them(dagster_res
                 assert fam["n"] == evaluation["n"] > 0 and fam["evaluation_split"] == "test"
             assert evaluation["families"]["hybrid"]["spec"]["family"] == "hybrid"
             assert "seed_test_median_km" in metadata(result, "model_evaluation")
+        # A city label scheme beside the cells: the report orders and pairs both kinds of key.
+        instance.add_dynamic_partitions(GEOCELL_PARTITIONS_NAME, ["city5"])
+        for blur in ("unblurred", "blurred"):
+            assert materialize_model(instance, dagster_resources, model_partition_key(blur, "city5"), max_epochs=2,
+                                     train_config={"families": ["contrastive"], "seed_protocol_twin": False,
+                                                   "validation_fraction": 0.2, "test_fraction": 0.25}).success
         assert materialize_report(instance, dagster_resources).success
     md = (layout.root / "reports" / "privacy_report.md").read_text()
     for blur in ("Unblurred", "Blurred"):
@@ -220,9 +226,10 @@ def test_families_train_beside_the_default_and_the_report_shows_them(dagster_res
         for blur in ("Unblurred", "Blurred"):
             assert f"| {blur} 0.1 | {f} | default |" in section
         assert f"| {f} | 0.1 | " in section  # its own blurred-minus-unblurred row
+    assert "| Unblurred city5 | contrastive | default |" in section and "| contrastive | city5 | " in section
     report = json.loads((layout.root / "reports" / "privacy_report.json").read_text())
     assert {m.get("family") for m in report["models"]} == {None, *families}
-    assert set(report["families"]["blur_effects"]) == {f"{f} 0.1" for f in families}
+    assert set(report["families"]["blur_effects"]) == {f"{f} 0.1" for f in families} | {"contrastive city5"}
 
 
 def test_family_names_from_config_or_environment(monkeypatch):

@@ -278,7 +278,7 @@ def families_section(evaluations: list[dict], predictions: dict, family_predicti
               "|---|---|---|---|---|---|"]
     names = sorted({name for e in evaluations for name in e.get("families", {})})
     for name in names:
-        for geocell in sorted({e["geocell"] for e in evaluations}, key=float):
+        for geocell in sorted({e["geocell"] for e in evaluations}, key=label_sort_key):
             a, b = family_predictions.get(("unblurred", geocell, name)), family_predictions.get(("blurred", geocell, name))
             if a is None or b is None:
                 continue
