@@ -290,7 +290,7 @@ def train_contrastive(features: np.ndarray, lat: np.ndarray, lon: np.ndarray, is
 def _train_contrastive(x_np, lat_np, lon_np, train_idx, val_idx, notes, grid, config, progress, device,
                        threads_before, started):
     from geo_assets.geo.haversine import haversine_km
-    from geo_assets.model.train import TrainResult, ValPredictions
+    from geo_assets.model.train import EarlyStopping, TrainResult, ValPredictions
 
     b = grid.bounds
     try:
@@ -312,7 +312,7 @@ def _train_contrastive(x_np, lat_np, lon_np, train_idx, val_idx, notes, grid, co
         true_cells = np.asarray(grid.cell_of(lat_np[val_idx], lon_np[val_idx]), dtype=np.int64).reshape(-1)
         cells_t = np.asarray(cells, dtype=np.int64)
         history: list[dict] = []
-        best_km, best_epoch, best_state, bad = float("inf"), 0, None, 0
+        stopping = EarlyStopping(config.patience)
         bs = max(2, int(config.batch_size))
         n_extra = min(EXTRA_NEGATIVES, model.n_cells)
         for epoch in range(int(config.max_epochs)):
@@ -348,30 +348,22 @@ def _train_contrastive(x_np, lat_np, lon_np, train_idx, val_idx, notes, grid, co
             row = {"epoch": epoch, "lr": lr, "train_loss": train_loss, **val,
                    "temperature": float(1 / model.classifier.scale().detach()), "seconds": time.perf_counter() - t0}
             history.append(row)
-            if val["val_mean_km"] < best_km:
-                best_km, best_epoch, bad = val["val_mean_km"], epoch, 0
-                best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
-            else:
-                bad += 1
+            stop = stopping.update(epoch, val["val_mean_km"], model)
             if progress is not None:
                 progress(epoch, dict(row))
-            if bad >= config.patience:
+            if stop:
                 break
     finally:
         if torch.get_num_threads() != threads_before:
             torch.set_num_threads(threads_before)
 
     model = model.to("cpu")
-    if best_state is not None:
-        model.load_state_dict(best_state)
-    else:
+    if not stopping.restore(model, history):
         model.refresh_gallery()
     model.eval()
-    for h in history:
-        h["best"] = h["epoch"] == best_epoch
     p_lat, p_lon, p_idx, conf, top = retrieve(model, torch.from_numpy(x_np[val_idx]))
     val_pred = ValPredictions(index=val_idx.copy(), lat=p_lat.numpy().astype(np.float64), lon=p_lon.numpy().astype(np.float64),
                               cell=p_idx.numpy(), confidence=conf.numpy(), topk=top.numpy(),
                               true_lat=lat_np[val_idx], true_lon=lon_np[val_idx], true_cell=true_cells)
-    return TrainResult(model=model, history=history, best_epoch=best_epoch, val_predictions=val_pred,
+    return TrainResult(model=model, history=history, best_epoch=stopping.best_epoch, val_predictions=val_pred,
                        device=str(device), seconds=time.perf_counter() - started, notes=notes)

@@ -152,6 +152,31 @@ def _adam(model, lr: float) -> torch.optim.Adam:
         return torch.optim.Adam(model.parameters(), lr=lr)
 
 
+class EarlyStopping:
+    """Keeps the weights of the epoch with the lowest validation mean km and says when
+    `patience` epochs in a row have not improved on it."""
+
+    def __init__(self, patience: int):
+        self.patience, self.best_km, self.best_epoch, self.best_state, self.bad_epochs = patience, float("inf"), 0, None, 0
+
+    def update(self, epoch: int, val_km: float, model) -> bool:
+        """Record one epoch; True when training should stop."""
+        if val_km < self.best_km:
+            self.best_km, self.best_epoch, self.bad_epochs = val_km, epoch, 0
+            self.best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+        else:
+            self.bad_epochs += 1
+        return self.bad_epochs >= self.patience
+
+    def restore(self, model, history: list[dict]) -> bool:
+        """The best weights back into `model` (on CPU), `best` marked in the history; False when no epoch ran."""
+        if self.best_state is not None:
+            model.load_state_dict(self.best_state)
+        for h in history:
+            h["best"] = h["epoch"] == self.best_epoch
+        return self.best_state is not None
+
+
 def train_geolocator(features: np.ndarray, lat: np.ndarray, lon: np.ndarray, is_val: np.ndarray, grid: GeocellGrid,
                      config: TrainConfig | None = None,
                      progress: Callable[[int, dict], None] | None = None, *,
@@ -257,7 +282,7 @@ def _train(features, lat, lon, is_val, grid: GeocellGrid, config: TrainConfig, p
                                                            patience=config.plateau_patience)
 
     history: list[dict] = []
-    best_km, best_epoch, best_state, bad_epochs = float("inf"), 0, None, 0
+    stopping = EarlyStopping(config.patience)
     bs = max(1, int(config.batch_size))
     for epoch in range(int(config.max_epochs)):
         t0 = time.perf_counter()
@@ -285,22 +310,15 @@ def _train(features, lat, lon, is_val, grid: GeocellGrid, config: TrainConfig, p
         row = {"epoch": epoch, "lr": lr, "train_loss": train_loss, "train_ce": train_ce, "train_hav_km": train_hav,
                **val, "seconds": time.perf_counter() - t0}
         history.append(row)
-        if val["val_mean_km"] < best_km:
-            best_km, best_epoch, bad_epochs = val["val_mean_km"], epoch, 0
-            best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
-        else:
-            bad_epochs += 1
+        stop = stopping.update(epoch, val["val_mean_km"], model)
         if progress is not None:
             progress(epoch, dict(row))
-        if bad_epochs >= config.patience:
+        if stop:
             break
 
     model = model.to("cpu")
-    if best_state is not None:
-        model.load_state_dict(best_state)
+    stopping.restore(model, history)
     model.eval()
-    for h in history:
-        h["best"] = h["epoch"] == best_epoch
 
     cpu_centres = centres.cpu()
     lat_p, lon_p, cell_p, conf_p, top_p, _ = _predict(model, x[va].cpu(), cpu_centres, config.eval_batch_size, k=5,
@@ -310,5 +328,5 @@ def _train(features, lat, lon, is_val, grid: GeocellGrid, config: TrainConfig, p
         cell=cell_p.numpy(), confidence=conf_p.numpy(), topk=top_p.numpy(),
         true_lat=lat_np[val_idx], true_lon=lon_np[val_idx], true_cell=classes_np[val_idx],
     )
-    return TrainResult(model=model, history=history, best_epoch=best_epoch, val_predictions=val_pred,
+    return TrainResult(model=model, history=history, best_epoch=stopping.best_epoch, val_predictions=val_pred,
                        device=str(device), seconds=time.perf_counter() - started, notes=notes)
