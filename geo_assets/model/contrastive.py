@@ -251,7 +251,7 @@ def train_contrastive(features: np.ndarray, lat: np.ndarray, lon: np.ndarray, is
     """Train a ContrastiveGeolocator; the same contract as train.train_geolocator (TrainConfig's
     lr, batch_size, max_epochs, patience, plateau_*, seed, device; selection on the validation
     mean km of the retrieved location)."""
-    from geo_assets.model.train import _device
+    from geo_assets.model.train import _device, split_indices
     from geo_assets.runtime.threads import model_threads
 
     started = time.perf_counter()
@@ -266,13 +266,7 @@ def train_contrastive(features: np.ndarray, lat: np.ndarray, lon: np.ndarray, is
     outside = (lat_np < b.min_lat) | (lat_np > b.max_lat) | (lon_np < b.min_lon) | (lon_np > b.max_lon)
     if outside.any():
         raise ValueError(f"{int(outside.sum())} rows lie outside the geocell grid {b}; filter them first")
-    train_idx, val_idx = np.flatnonzero(~val_np), np.flatnonzero(val_np)
-    if len(train_idx) == 0:
-        raise ValueError("no training rows (is_val is all True)")
-    notes: list[str] = []
-    if len(val_idx) == 0:
-        val_idx = train_idx
-        notes.append("no validation rows: the scheduler, early stopping and val_* metrics use the training rows")
+    train_idx, val_idx, notes = split_indices(val_np)
 
     threads_before = torch.get_num_threads()
     threads = config.cpu_threads or model_threads() or 0
@@ -347,11 +341,7 @@ def _train_contrastive(x_np, lat_np, lon_np, train_idx, val_idx, notes, grid, co
             scheduler.step(val["val_mean_km"])
             row = {"epoch": epoch, "lr": lr, "train_loss": train_loss, **val,
                    "temperature": float(1 / model.classifier.scale().detach()), "seconds": time.perf_counter() - t0}
-            history.append(row)
-            stop = stopping.update(epoch, val["val_mean_km"], model)
-            if progress is not None:
-                progress(epoch, dict(row))
-            if stop:
+            if stopping.end_epoch(row, model, history, progress):
                 break
     finally:
         if torch.get_num_threads() != threads_before:

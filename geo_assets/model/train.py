@@ -152,6 +152,19 @@ def _adam(model, lr: float) -> torch.optim.Adam:
         return torch.optim.Adam(model.parameters(), lr=lr)
 
 
+def split_indices(is_val: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Training and validation row indices. With too little data for a split, scheduling and
+    selection use the training rows, and the returned notes say so."""
+    train_idx, val_idx = np.flatnonzero(~is_val), np.flatnonzero(is_val)
+    if len(train_idx) == 0:
+        raise ValueError("no training rows (is_val is all True)")
+    notes: list[str] = []
+    if len(val_idx) == 0:
+        val_idx = train_idx
+        notes.append("no validation rows: the scheduler, early stopping and val_* metrics use the training rows")
+    return train_idx, val_idx, notes
+
+
 class EarlyStopping:
     """Keeps the weights of the epoch with the lowest validation mean km and says when
     `patience` epochs in a row have not improved on it."""
@@ -167,6 +180,14 @@ class EarlyStopping:
         else:
             self.bad_epochs += 1
         return self.bad_epochs >= self.patience
+
+    def end_epoch(self, row: dict, model, history: list[dict], progress=None) -> bool:
+        """Append the epoch's `row` to `history`, report it, record it; True when training should stop."""
+        history.append(row)
+        stop = self.update(row["epoch"], row["val_mean_km"], model)
+        if progress is not None:
+            progress(row["epoch"], dict(row))
+        return stop
 
     def restore(self, model, history: list[dict]) -> bool:
         """The best weights back into `model` (on CPU), `best` marked in the history; False when no epoch ran."""
@@ -235,14 +256,7 @@ def _train(features, lat, lon, is_val, grid: GeocellGrid, config: TrainConfig, p
         gaz_np = None
     if config.token_fusion and not token_dims:
         raise ValueError("config.token_fusion needs token_dims= (the widths of the encoder blocks)")
-    train_idx, val_idx = np.flatnonzero(~val_np), np.flatnonzero(val_np)
-    if len(train_idx) == 0:
-        raise ValueError("no training rows (is_val is all True)")
-    notes: list[str] = []
-    if len(val_idx) == 0:
-        # Too little data for a split: schedule and select on the training rows, and say so.
-        val_idx = train_idx
-        notes.append("no validation rows: the scheduler, early stopping and val_* metrics use the training rows")
+    train_idx, val_idx, notes = split_indices(val_np)
 
     device = _device(config.device)
     cells_np = np.asarray(grid.cell_of(lat_np, lon_np), dtype=np.int64).reshape(-1)
@@ -309,11 +323,7 @@ def _train(features, lat, lon, is_val, grid: GeocellGrid, config: TrainConfig, p
         scheduler.step(val["val_mean_km"])
         row = {"epoch": epoch, "lr": lr, "train_loss": train_loss, "train_ce": train_ce, "train_hav_km": train_hav,
                **val, "seconds": time.perf_counter() - t0}
-        history.append(row)
-        stop = stopping.update(epoch, val["val_mean_km"], model)
-        if progress is not None:
-            progress(epoch, dict(row))
-        if stop:
+        if stopping.end_epoch(row, model, history, progress):
             break
 
     model = model.to("cpu")
