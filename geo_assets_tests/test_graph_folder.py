@@ -100,3 +100,20 @@ def test_whole_graph_on_lund_exif(monkeypatch, tmp_path):
         md = (layout.root / "reports" / "privacy_report.md").read_text()
         assert "| Unblurred 0.1 |" in md
         assert md.startswith("# Privacy report\n\n**No test images.**")
+
+
+def test_a_tile_without_photos_materializes_every_stage_empty(monkeypatch, tmp_path):
+    # The synthetic world's default run has such a tile (49.90_1.60_51.90_1.80): its embeddings
+    # step once failed on the empty table, which held every model partition back.
+    empty = tmp_path / "no photos yet"
+    empty.mkdir()
+    settings = folder_settings(monkeypatch, tmp_path, empty)
+    resources = build_resources(settings)
+    tile = tile_keys(settings)[0]
+    with dg.instance_for_test() as instance:
+        result = materialize_tile(instance, resources, tile, images_per_tile=10, settings=settings)
+        assert result.success
+        done = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
+        assert done == {"raw_images", "ocr_text", "blurred_images", "captions", "embeddings", "gazetteer_attack"}
+        assert metadata(result, "embeddings")["dagster/row_count"] == 0
+        assert metadata(result, "raw_images")["total_images"] == 0

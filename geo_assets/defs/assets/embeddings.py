@@ -83,6 +83,8 @@ def _embedding_rows(log, layout, variant: str, text_encoder, image_encoder, fusi
 def _non_finite_vectors(table: pa.Table) -> int:
     """Vectors (row x column) holding a NaN or an infinity."""
     bad = 0
+    if not table.num_rows:  # a tile with no images (reshape of an empty array to (0, -1) fails)
+        return 0
     for col in VECTOR_COLUMNS:
         values = table[col].combine_chunks()
         flat = values.flatten().to_numpy(zero_copy_only=False).reshape(len(values), -1)
