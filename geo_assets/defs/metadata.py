@@ -60,13 +60,28 @@ def parquet_rows(paths) -> int:
     return sum(row_count(as_path(p)) for p in paths)
 
 
+PEAK_RSS_KEY = "process_peak_rss_mib"
+"""Metadata key: the peak resident memory of the run's process up to this materialization."""
+
+
+def process_peak_mib() -> float:
+    """Peak resident set size of this process so far, MiB (getrusage; Linux reports KiB)."""
+    import resource
+    import sys
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(peak / (1024 * 1024 if sys.platform == "darwin" else 1024), 1)
+
+
 def with_table_metadata(events, row_count: Callable[[], int]):
-    """Pass an asset's events through, adding `dagster/row_count` to its MaterializeResult
-    (counted from the files just written), so every table asset reports it the same way."""
+    """Pass an asset's events through, adding `dagster/row_count` (counted from the files just
+    written) and the process's peak memory to its MaterializeResult, so every table asset
+    reports them the same way."""
     for event in events:
         if isinstance(event, dg.MaterializeResult):
             event = dg.MaterializeResult(
-                asset_key=event.asset_key, metadata={**(event.metadata or {}), "dagster/row_count": row_count()},
+                asset_key=event.asset_key, metadata={**(event.metadata or {}), "dagster/row_count": row_count(),
+                                                     PEAK_RSS_KEY: process_peak_mib()},
                 check_results=event.check_results, data_version=event.data_version, tags=event.tags,
             )
         yield event

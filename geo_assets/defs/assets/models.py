@@ -18,7 +18,7 @@ import pyarrow as pa
 from geo_assets.config.pools import gpu_step_kwargs
 
 from geo_assets.defs.automation import EVALUATION_AUTOMATION, MODEL_AUTOMATION
-from geo_assets.defs.metadata import OWNERS, data_version_of
+from geo_assets.defs.metadata import OWNERS, PEAK_RSS_KEY, data_version_of, process_peak_mib
 from geo_assets.defs.partitions import model_partition_of, model_partitions
 from geo_assets.defs.resources import StorageResource
 from geo_assets.geo.labels import labels_for
@@ -193,6 +193,7 @@ def _train_partition(context, config: TrainingConfig, layout, blur: str, geocell
             "epochs": main["epochs"], "best_epoch": main["best_epoch"],
             "best_val_median_km": float(main["best_val_median_km"] or float("nan")),
             "train_seconds": round(time.perf_counter() - started, 2),
+            PEAK_RSS_KEY: process_peak_mib(),
             "protocols": dg.MetadataValue.json(summary),
             "training_data_version": version.value,
             **({"split_warning": warning} if warning else {}),
@@ -292,6 +293,7 @@ def materialize_model_evaluation(context: dg.AssetExecutionContext, storage: Sto
             "text_reliant_within_10km_pct": num(report["text_reliant"]["metrics"], "within_10km_pct"),
             "seed_protocol_median_km": num(report.get("seed_protocol", {}).get("metrics", {}), "median_km"),
             **{f"{name}_test_median_km": num(f["metrics"], "median_km") for name, f in report.get("families", {}).items()},
+            PEAK_RSS_KEY: process_peak_mib(),
         },
         data_version=data_version_of(version_parts),
     )
