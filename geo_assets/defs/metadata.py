@@ -65,7 +65,16 @@ PEAK_RSS_KEY = "process_peak_rss_mib"
 
 
 def process_peak_mib() -> float:
-    """Peak resident set size of this process so far, MiB (getrusage; Linux reports KiB)."""
+    """Peak resident set size of this process so far, MiB: VmHWM, which a warm run worker
+    resets at each run's start (run/warm_worker.py), so it is the run's own peak there;
+    getrusage's lifetime peak where /proc is missing."""
+    try:
+        with open("/proc/self/status", "rb") as fh:
+            for line in fh:
+                if line.startswith(b"VmHWM:"):
+                    return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
     import resource
     import sys
 
