@@ -7,7 +7,7 @@ it returns freed memory to the OS and restarts the peak-memory counter, so each 
 recorded peak (``process_peak_rss_mib``) is its own, and writes ``ready`` to the file
 descriptor READY_FD, unless it has grown past its memory
 limit or run count, in which case it exits and the launcher starts a fresh one
-(``run/warm_launcher.py``). A closed stdin (the daemon is gone) ends it.
+(``run/warm_launcher.py``). When the daemon that started it is gone, it exits at once.
 """
 
 from __future__ import annotations
@@ -66,6 +66,7 @@ def main(argv: list[str]) -> int:
     from dagster import DagsterInstance
     from dagster._cli.api import _execute_run_command_body
 
+    _exit_with_parent()
     runs_done = 0
     with DagsterInstance.get() as instance:
         ready.write("ready\n")
@@ -86,6 +87,25 @@ def main(argv: list[str]) -> int:
                 return 0
             ready.write("ready\n")
     return 0
+
+
+def _exit_with_parent(poll_s: float = 0.5) -> None:
+    """Exit as soon as the daemon that started this worker is gone, even mid-run, as Dagster's
+    own run processes do when their code server goes: `geo-assets run` stopped (Ctrl-C, a
+    signal) leaves nothing running. A run cut short stays STARTED until run monitoring finds
+    its worker dead and fails it (and run_retries re-runs it)."""
+    import threading
+    import time
+
+    parent = os.getppid()
+
+    def watch() -> None:
+        while True:
+            time.sleep(poll_s)
+            if os.getppid() != parent:
+                os._exit(1)
+
+    threading.Thread(target=watch, name="warm-worker-parent-watch", daemon=True).start()
 
 
 def _mark_failed(instance, run_id: str, exc: Exception) -> None:
