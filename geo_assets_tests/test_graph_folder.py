@@ -102,6 +102,7 @@ def test_whole_graph_on_lund_exif(monkeypatch, tmp_path):
         assert md.startswith("# Privacy report\n\n**No test images.**")
 
 
+@pytest.mark.slow
 def test_a_tile_without_photos_materializes_every_stage_empty(monkeypatch, tmp_path):
     # The synthetic world's default run has such a tile (49.90_1.60_51.90_1.80): its embeddings
     # step once failed on the empty table, which held every model partition back.
