@@ -66,6 +66,26 @@ def test_models_built_in_a_run_use_the_thread_setting():
     assert out.stdout.split()[-2:] == ["1", "1"]
 
 
+def test_openvino_shape_cache_comes_from_the_environment(monkeypatch):
+    from geo_assets.runtime import openvino
+
+    monkeypatch.delenv(openvino.SHAPE_CACHE_ENV, raising=False)
+    assert openvino.shape_cache_capacity() == openvino.DEFAULT_SHAPE_CACHE
+    for bad in ("-1", "many", "1e9", "100001"):
+        monkeypatch.setenv(openvino.SHAPE_CACHE_ENV, bad)
+        with pytest.raises(ValueError, match=openvino.SHAPE_CACHE_ENV):
+            openvino.shape_cache_capacity()
+    monkeypatch.setenv(openvino.SHAPE_CACHE_ENV, "64")
+    from geo_assets.preprocess.ocr import RapidOcrEngine
+
+    # The CPU plugin refuses a property it does not know when compiling (it cannot report
+    # this one back): a fresh engine compiled with it, reading, shows it was accepted.
+    import numpy as np
+
+    engine = RapidOcrEngine(runtime="openvino")
+    assert engine.detect(np.full((64, 96, 3), 255, dtype=np.uint8)) == []
+
+
 def test_main_job_daemon_passes_over_backfills_every_few_seconds():
     from dagster._daemon import backfill as dagster_backfill_daemon
 

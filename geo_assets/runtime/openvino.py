@@ -33,6 +33,29 @@ import numpy as np
 from geo_assets.runtime.threads import model_threads
 
 PRECISION = "f32"
+
+SHAPE_CACHE_ENV = "GEO_ASSETS_OV_SHAPE_CACHE"
+"""Entries of OpenVINO's per-input-shape kernel cache, per compiled model (the CPU plugin's
+``CPU_RUNTIME_CACHE_CAPACITY``; its own default is 5,000). The windowed re-reads give the
+detector a new input shape for nearly every window, and that cache made a run process grow
+with the images it read: 1,024 entries kept the time and cut a run's peak by 11-19%, 64 cut
+it more but ran slower (PERFORMANCE.md, issue 25)."""
+DEFAULT_SHAPE_CACHE = 1024
+MAX_SHAPE_CACHE = 100_000
+
+
+def shape_cache_capacity() -> int:
+    """The shape-cache size: the environment's, else ``DEFAULT_SHAPE_CACHE``."""
+    value = os.environ.get(SHAPE_CACHE_ENV, "").strip()
+    if not value:
+        return DEFAULT_SHAPE_CACHE
+    try:
+        n = int(value)
+    except ValueError:
+        raise ValueError(f"{SHAPE_CACHE_ENV} must be a whole number of cache entries, got {value!r}") from None
+    if not 0 <= n <= MAX_SHAPE_CACHE:
+        raise ValueError(f"{SHAPE_CACHE_ENV} must be between 0 and {MAX_SHAPE_CACHE}, got {n}")
+    return n
 log = logging.getLogger(__name__)
 _LOCK = threading.Lock()
 
@@ -72,6 +95,7 @@ def _compile(model, threads: int | None, precision: str = PRECISION):
     ov = import_openvino()
 
     config = {"INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": "LATENCY"}
+    config["CPU_RUNTIME_CACHE_CAPACITY"] = shape_cache_capacity()
     threads = threads or model_threads()
     if threads:
         config["INFERENCE_NUM_THREADS"] = int(threads)
