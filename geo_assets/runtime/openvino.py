@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from geo_assets.runtime.threads import model_threads
+from geo_assets.runtime.threads import env_whole_number, model_threads
 
 PRECISION = "f32"
 
@@ -46,16 +46,10 @@ MAX_SHAPE_CACHE = 100_000
 
 def shape_cache_capacity() -> int:
     """The shape-cache size: the environment's, else ``DEFAULT_SHAPE_CACHE``."""
-    value = os.environ.get(SHAPE_CACHE_ENV, "").strip()
-    if not value:
-        return DEFAULT_SHAPE_CACHE
-    try:
-        n = int(value)
-    except ValueError:
-        raise ValueError(f"{SHAPE_CACHE_ENV} must be a whole number of cache entries, got {value!r}") from None
-    if not 0 <= n <= MAX_SHAPE_CACHE:
-        raise ValueError(f"{SHAPE_CACHE_ENV} must be between 0 and {MAX_SHAPE_CACHE}, got {n}")
-    return n
+    n = env_whole_number(SHAPE_CACHE_ENV, 0, MAX_SHAPE_CACHE, "cache entries")
+    return DEFAULT_SHAPE_CACHE if n is None else n
+
+
 log = logging.getLogger(__name__)
 _LOCK = threading.Lock()
 

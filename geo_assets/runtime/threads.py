@@ -18,18 +18,24 @@ ENV = "GEO_ASSETS_THREADS"
 MAX_THREADS = 1024
 
 
-def model_threads() -> int | None:
-    """The thread count from the environment; None when unset (the libraries' default)."""
-    value = os.environ.get(ENV, "").strip()
+def env_whole_number(name: str, minimum: int, maximum: int, what: str) -> int | None:
+    """A whole number from environment variable `name` within [minimum, maximum]; None when
+    unset; a ValueError naming the variable otherwise."""
+    value = os.environ.get(name, "").strip()
     if not value:
         return None
     try:
         n = int(value)
     except ValueError:
-        raise ValueError(f"{ENV} must be a whole number of threads, got {value!r}") from None
-    if not 1 <= n <= MAX_THREADS:
-        raise ValueError(f"{ENV} must be between 1 and {MAX_THREADS}, got {n}")
+        raise ValueError(f"{name} must be a whole number of {what}, got {value!r}") from None
+    if not minimum <= n <= maximum:
+        raise ValueError(f"{name} must be between {minimum} and {maximum}, got {n}")
     return n
+
+
+def model_threads() -> int | None:
+    """The thread count from the environment; None when unset (the libraries' default)."""
+    return env_whole_number(ENV, 1, MAX_THREADS, "threads")
 
 
 def threads_for(concurrent_runs: int, cpus: int | None = None) -> int:
