@@ -10,19 +10,14 @@ import threading
 import time
 from pathlib import Path
 
+from geo_assets.runtime.memory import status_kib
+
 
 
 
 def rss_kib() -> int:
     """Resident set size of this process in KiB (VmRSS), 0 where /proc is missing."""
-    try:
-        with open("/proc/self/status", "rb") as fh:
-            for line in fh:
-                if line.startswith(b"VmRSS:"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
+    return status_kib("VmRSS")
 
 
 class Meter:

@@ -65,21 +65,11 @@ PEAK_RSS_KEY = "process_peak_rss_mib"
 
 
 def process_peak_mib() -> float:
-    """Peak resident set size of this process so far, MiB: VmHWM, which a warm run worker
-    resets at each run's start (run/warm_worker.py), so it is the run's own peak there;
-    getrusage's lifetime peak where /proc is missing."""
-    try:
-        with open("/proc/self/status", "rb") as fh:
-            for line in fh:
-                if line.startswith(b"VmHWM:"):
-                    return round(int(line.split()[1]) / 1024, 1)
-    except OSError:
-        pass
-    import resource
-    import sys
+    """Peak resident memory of this process so far, MiB (a warm run worker resets it at each
+    run's start, run/warm_worker.py, so it is the run's own peak there)."""
+    from geo_assets.runtime.memory import peak_rss_mib
 
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return round(peak / (1024 * 1024 if sys.platform == "darwin" else 1024), 1)
+    return peak_rss_mib()
 
 
 def with_table_metadata(events, row_count: Callable[[], int]):

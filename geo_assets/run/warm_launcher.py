@@ -8,7 +8,7 @@ Every run is still a Dagster run of its own partition, launched by the run queue
 still decides how many run at once and keeps two runs of one partition apart), with its
 own event log, data versions and status; only the process is reused.
 
-A worker retires after `max_runs` runs or once it holds `max_rss_mib` MiB, and a fresh one
+A worker retires after `max_runs` runs or once it holds `max_rss_mib` MiB (3,500 by default), and a fresh one
 takes the next run. Run monitoring asks `check_run_worker_health`: a run whose worker died
 (killed, out of memory) is failed, and run_retries re-runs it. Set in storage/dagster.yaml;
 the Kubernetes deployment keeps `K8sRunLauncher` (a pod per run).
@@ -29,7 +29,7 @@ from dagster._core.launcher.base import CheckRunHealthResult, LaunchRunContext, 
 from dagster._serdes import ConfigurableClass, ConfigurableClassData
 
 from geo_assets.config.settings import PROJECT_ROOT
-from geo_assets.run.warm_worker import MAX_RSS_ENV, MAX_RUNS_ENV
+from geo_assets.run.warm_worker import DEFAULT_MAX_RSS_MIB, DEFAULT_MAX_RUNS, MAX_RSS_ENV, MAX_RUNS_ENV
 
 WORKER_PID_TAG = "geo_assets/run_worker_pid"
 READY_TIMEOUT_S = 120.0
@@ -56,7 +56,8 @@ def _watch_ready(worker: _Worker, fd: int) -> None:
 class WarmRunLauncher(RunLauncher, ConfigurableClass):
     """Launches each run in a warm worker process (see the module docstring)."""
 
-    def __init__(self, inst_data: ConfigurableClassData | None = None, max_runs: int = 100, max_rss_mib: int = 1700):
+    def __init__(self, inst_data: ConfigurableClassData | None = None, max_runs: int = DEFAULT_MAX_RUNS,
+                 max_rss_mib: int = DEFAULT_MAX_RSS_MIB):
         if max_runs < 1:
             raise ValueError(f"max_runs must be at least 1, got {max_runs}")
         if max_rss_mib < 256:
@@ -76,9 +77,9 @@ class WarmRunLauncher(RunLauncher, ConfigurableClass):
     def config_type(cls) -> dict:
         from dagster import Field, IntSource
 
-        return {"max_runs": Field(IntSource, is_required=False, default_value=100,
+        return {"max_runs": Field(IntSource, is_required=False, default_value=DEFAULT_MAX_RUNS,
                                   description="Runs one worker executes before a fresh one takes over."),
-                "max_rss_mib": Field(IntSource, is_required=False, default_value=1700,
+                "max_rss_mib": Field(IntSource, is_required=False, default_value=DEFAULT_MAX_RSS_MIB,
                                      description="A worker holding this much resident memory after a run retires.")}
 
     @classmethod

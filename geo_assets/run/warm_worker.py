@@ -17,18 +17,8 @@ import sys
 
 MAX_RSS_ENV = "GEO_ASSETS_WORKER_MAX_RSS_MIB"
 MAX_RUNS_ENV = "GEO_ASSETS_WORKER_MAX_RUNS"
-
-
-def rss_mib() -> float:
-    """This process's resident set size now, MiB (0 where /proc is missing)."""
-    try:
-        with open("/proc/self/status", "rb") as fh:
-            for line in fh:
-                if line.startswith(b"VmRSS:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return 0.0
+DEFAULT_MAX_RUNS = 100
+DEFAULT_MAX_RSS_MIB = 3500
 
 
 def release_memory() -> None:
@@ -60,10 +50,12 @@ def main(argv: list[str]) -> int:
         print("usage: python -m geo_assets.run.warm_worker READY_FD", file=sys.stderr)
         return 2
     ready = os.fdopen(int(argv[0]), "w", buffering=1)
-    max_runs = int(os.environ.get(MAX_RUNS_ENV) or 100)
-    max_rss = float(os.environ.get(MAX_RSS_ENV) or 1700)
+    max_runs = int(os.environ.get(MAX_RUNS_ENV) or DEFAULT_MAX_RUNS)
+    max_rss = float(os.environ.get(MAX_RSS_ENV) or DEFAULT_MAX_RSS_MIB)
 
     from dagster import DagsterInstance
+
+    from geo_assets.runtime.memory import rss_mib
     from dagster._cli.api import _execute_run_command_body
 
     _exit_with_parent()
